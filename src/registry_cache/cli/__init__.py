@@ -1,0 +1,1 @@
+"""Command-line interface: one module per command, one place for exit codes (main.py)."""

@@ -1,0 +1,224 @@
+"""Manifests: byte-exact storage, tag TTL with HEAD revalidation, stale-if-error.
+
+Knows nothing of HTTP: it returns bytes, media type, digest and a cache status;
+the web layer makes the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from ..digest import Digest
+from ..errors import (
+    BadGateway,
+    DigestMismatch,
+    ManifestUnknown,
+    RegistryError,
+)
+from ..mediatypes import INDEX_TYPES, accepts, manifest_media_type, referenced_digests
+from ..routing import Route
+from ..upstream.client import QUICK, Manifest
+from .context import ProxyContext
+from .policy import CacheStatus, TagDecision, serve_stale_on, tag_decision
+
+log = logging.getLogger("registry_cache.manifests")
+
+DEFAULT_PLATFORM = ("linux", "amd64")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResult:
+    body: bytes
+    media_type: str
+    digest: str
+    status: CacheStatus
+
+
+class ManifestService:
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[ManifestResult]] = {}
+
+    async def get(self, route: Route, reference: str, accept: list[str]) -> ManifestResult:
+        """Resolve ``reference`` (tag or digest) for ``route`` and negotiate ``accept``."""
+        result = await self._coalesced(route, reference)
+        if accepts(accept, result.media_type):
+            return result
+        if result.media_type in INDEX_TYPES:
+            # An old client that cannot read an index gets the default platform's
+            # image, as distribution does; never a converted manifest.
+            child = _platform_child(result.body, DEFAULT_PLATFORM)
+            if child is not None:
+                picked = await self._coalesced(route, child)
+                if accepts(accept, picked.media_type):
+                    return picked
+        raise ManifestUnknown(
+            f"manifest is {result.media_type}, which the client's Accept header excludes"
+        )
+
+    async def _coalesced(self, route: Route, reference: str) -> ManifestResult:
+        key = (route.upstream.name, route.repository, reference)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            result = await asyncio.shield(pending)
+            return ManifestResult(
+                result.body,
+                result.media_type,
+                result.digest,
+                CacheStatus.COALESCED if result.status is not CacheStatus.HIT else CacheStatus.HIT,
+            )
+        future: asyncio.Future[ManifestResult] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await self._resolve(route, reference)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: joiners may be none
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[key]
+
+    async def _resolve(self, route: Route, reference: str) -> ManifestResult:
+        if ":" in reference:
+            return await self._by_digest(route, Digest.parse(reference))
+        return await self._by_tag(route, reference)
+
+    # ----------------------------------------------------------------- digests
+
+    async def _by_digest(self, route: Route, digest: Digest) -> ManifestResult:
+        name, repo = route.upstream.name, route.repository
+        local = self._local(str(digest))
+        if local is not None:
+            if self.ctx.index.is_linked(name, repo, str(digest)):
+                self.ctx.index.touch(str(digest))
+                return ManifestResult(local[0], local[1], str(digest), CacheStatus.HIT)
+            # Stored for another repository: this one may only see it if upstream agrees.
+            client = self.ctx.clients[name]
+            await self.ctx.call(client.head_manifest, repo, str(digest))
+            self.ctx.index.link(name, repo, [str(digest)])
+            return ManifestResult(local[0], local[1], str(digest), CacheStatus.HIT)
+        client = self.ctx.clients[name]
+        fetched = await self.ctx.call(client.get_manifest, repo, str(digest))
+        if not digest.matches(fetched.body):
+            raise BadGateway(f"upstream {name} sent a manifest that does not match {digest}")
+        return await self._store(route, digest, fetched, CacheStatus.MISS)
+
+    def _local(self, digest: str) -> tuple[bytes, str] | None:
+        memo = self.ctx.memo.get(digest)
+        if memo is not None:
+            return memo
+        row = self.ctx.index.get_object(digest)
+        if row is None or row.media_type is None:
+            return None
+        try:
+            body = self.ctx.store.read(Digest.parse(digest))
+        except FileNotFoundError:
+            return None  # evicted: fetched again by digest
+        self.ctx.memo.put(digest, body, row.media_type)
+        return body, row.media_type
+
+    async def _store(
+        self, route: Route, digest: Digest, fetched: Manifest, status: CacheStatus
+    ) -> ManifestResult:
+        media_type = manifest_media_type(fetched.body, fetched.media_type)
+        try:
+            await self.ctx.call(self.ctx.store.put, digest, fetched.body)
+        except DigestMismatch:
+            raise BadGateway(f"manifest {digest} from upstream failed verification") from None
+        index = self.ctx.index
+        index.add_object(str(digest), len(fetched.body), media_type)
+        blobs, children = referenced_digests(fetched.body)
+        # The repository may now see everything its manifest references.
+        index.link(route.upstream.name, route.repository, [str(digest), *blobs, *children])
+        self.ctx.memo.put(str(digest), fetched.body, media_type)
+        return ManifestResult(fetched.body, media_type, str(digest), status)
+
+    # -------------------------------------------------------------------- tags
+
+    async def _by_tag(self, route: Route, tag: str) -> ManifestResult:
+        name, repo = route.upstream.name, route.repository
+        index = self.ctx.index
+        row = index.get_tag(name, repo, tag)
+        now = time.time()
+        decision = tag_decision(row, now, self.ctx.settings.ttl_for(route.upstream))
+        if row is not None and decision is TagDecision.FRESH:
+            index.touch_tag(name, repo, tag)
+            result = await self._by_digest(route, Digest.parse(row.digest))
+            return result if result.status is CacheStatus.HIT else _with(result, CacheStatus.MISS)
+        if row is not None:
+            return await self._revalidate(route, tag, row.digest)
+        return await self._fetch_tag(route, tag)
+
+    async def _fetch_tag(self, route: Route, tag: str) -> ManifestResult:
+        client = self.ctx.clients[route.upstream.name]
+        fetched = await self.ctx.call(client.get_manifest, route.repository, tag)
+        digest = _verified_digest(fetched, route.upstream.name)
+        result = await self._store(route, digest, fetched, CacheStatus.MISS)
+        self.ctx.index.set_tag(route.upstream.name, route.repository, tag, str(digest))
+        return result
+
+    async def _revalidate(self, route: Route, tag: str, cached: str) -> ManifestResult:
+        name, repo = route.upstream.name, route.repository
+        client = self.ctx.clients[name]
+        try:
+            head = await self.ctx.call(client.head_manifest, repo, tag, QUICK)
+        except RegistryError as exc:
+            if not serve_stale_on(exc):
+                self.ctx.index.delete_tag(name, repo, tag)
+                raise
+            log.warning(
+                "serving stale %s/%s:%s (%s): upstream revalidation failed: %s",
+                name,
+                repo,
+                tag,
+                cached[:19],
+                exc.message,
+            )
+            result = await self._by_digest(route, Digest.parse(cached))
+            return _with(result, CacheStatus.STALE)
+        if head.digest is None:
+            # Upstream does not say the digest on HEAD: a GET is the only way to know.
+            return await self._fetch_tag(route, tag)
+        if head.digest == cached:
+            self.ctx.index.set_tag(name, repo, tag, cached)
+            result = await self._by_digest(route, Digest.parse(cached))
+            return _with(result, CacheStatus.REVALIDATED)
+        result = await self._by_digest(route, Digest.parse(head.digest))
+        self.ctx.index.set_tag(name, repo, tag, head.digest)
+        return _with(result, CacheStatus.MISS)
+
+
+def _with(result: ManifestResult, status: CacheStatus) -> ManifestResult:
+    return ManifestResult(result.body, result.media_type, result.digest, status)
+
+
+def _verified_digest(fetched: Manifest, upstream: str) -> Digest:
+    """The sha256 of the bytes; upstream's Docker-Content-Digest must agree if sent."""
+    digest = Digest.of(fetched.body)
+    if fetched.digest:
+        try:
+            claimed = Digest.parse(fetched.digest.strip())
+        except RegistryError:
+            raise BadGateway(f"upstream {upstream} sent an invalid Docker-Content-Digest") from None
+        if not claimed.matches(fetched.body):
+            raise BadGateway(f"upstream {upstream} sent a manifest that does not match its digest")
+    return digest
+
+
+def _platform_child(body: bytes, platform: tuple[str, str]) -> str | None:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    for item in doc.get("manifests") or []:
+        plat = item.get("platform") or {}
+        if (plat.get("os"), plat.get("architecture")) == platform and "digest" in item:
+            return str(item["digest"])
+    return None

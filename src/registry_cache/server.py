@@ -1,0 +1,153 @@
+"""Process model: bind once, then serve in this process or in N forked workers.
+
+The listening socket is bound by the parent before forking so an address in use
+fails at once with a clear message, and every worker accepts on the same socket.
+Workers share nothing but the data directory: the SQLite index (WAL) and the
+``flock``-keyed fills make that safe. SIGTERM (sent by ``kill <pid>``, systemd,
+docker stop): stop accepting, let in-flight responses finish within the grace
+period, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from aiohttp import web
+
+from .config import Settings
+from .store.blobs import FileBlobStore
+from .store.fill import FillManager
+from .store.index import Index
+from .store.layout import Layout
+from .web.app import build_app
+
+log = logging.getLogger("registry_cache.server")
+
+
+class ServeError(Exception):
+    """Cannot start (address in use, data directory not writable)."""
+
+
+def bind(settings: Settings) -> socket.socket:
+    host, port = settings.host, settings.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the layout and schema, and tidy partials left by a crash (before forking)."""
+    layout = Layout(settings.data_dir)
+    try:
+        layout.create()
+        Index(layout.index).close()
+    except OSError as exc:
+        raise ServeError(f"data directory {settings.data_dir}: {exc.strerror or exc}") from None
+    removed = FillManager(layout, FileBlobStore(layout)).clean_stale()
+    if removed:
+        log.info("removed %d stale partial file(s)", removed)
+
+
+async def run_worker(settings: Settings, sock: socket.socket) -> None:
+    app = build_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("listening on %s (pid %d)", settings.listen, os.getpid())
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests (up to %.0fs)", settings.shutdown_grace)
+    await runner.cleanup()
+
+
+def serve(settings: Settings) -> int:
+    prepare_data_dir(settings)
+    sock = bind(settings)
+    log.info(
+        "registry-cache: upstreams %s; default %s; domain %s; data %s",
+        ", ".join(f"{n}={u.url}" for n, u in settings.upstreams.items()),
+        settings.default_upstream or "none",
+        settings.domain or "none",
+        settings.data_dir,
+    )
+    if settings.workers == 1:
+        asyncio.run(run_worker(settings, sock))
+        return 0
+    return _prefork(settings, sock)
+
+
+def _prefork(settings: Settings, sock: socket.socket) -> int:
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                asyncio.run(run_worker(settings, sock))
+            except BaseException:
+                log.exception("worker crashed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = slot
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for slot in range(settings.workers):
+        spawn(slot)
+    failures = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        slot = children.pop(pid, -1)
+        if slot < 0 or stopping:
+            continue
+        failures += 1
+        log.error("worker %d exited (status %d); restarting", pid, status)
+        if failures > 10 * settings.workers:
+            log.error("workers keep dying; giving up")
+            forward(signal.SIGTERM, None)
+            continue
+        time.sleep(0.5)
+        spawn(slot)
+    sock.close()
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,633 @@
+"""Single-flight blob fills that any number of clients tail while they grow.
+
+The first request for a missing blob takes an exclusive ``flock`` on
+``fills/<digest>.partial`` and starts one upstream fetch in a thread. Everyone
+else streams the same growing file: requests in this process through a ``Fill``
+(woken by the fill thread as bytes land), requests in other worker processes
+through a ``RemoteFill`` (which polls the file's size and the lock). The fill
+does not belong to any client, so it goes on when the first one disconnects,
+for at most ``fill_timeout`` without clients.
+
+Readers never get the final byte before the digest has been verified: on a
+mismatch they are cut off one byte short, so no client ever completes a download
+of corrupt content. A fill that breaks mid-way resumes with a Range request; a
+partial left by a crash is re-hashed and resumed by the next fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from ..digest import Digest, Hasher
+from ..errors import BadGateway, DigestMismatch, InsufficientStorage, RegistryError, Unavailable
+from .blobs import FileBlobStore
+from .layout import Layout
+
+log = logging.getLogger("registry_cache.fill")
+
+CHUNK = 1 << 20  # large reads: per-chunk Python overhead is what limits a fill
+HOLDBACK = 1  # bytes kept from readers until the digest checks out
+MAX_RESUMES = 5
+REMOTE_POLL = 0.005
+
+
+class BlobSource(Protocol):
+    """An upstream blob body (upstream.client.BlobStream satisfies it)."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def size(self) -> int | None: ...
+
+    def readinto(self, buffer: memoryview) -> int: ...
+
+    def close(self) -> None: ...
+
+
+# open(offset) -> a source positioned at ``start`` (== offset after a Range request).
+Opener = Callable[[int], BlobSource]
+
+
+class FillFailed(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class FillReader(Protocol):
+    """What the web layer needs to stream a blob that is still arriving.
+
+    ``FillManager.join_or_start`` hands out readers already attached; whoever
+    holds one calls ``detach()`` exactly once when done with it.
+    """
+
+    digest: Digest
+
+    async def wait_size(self) -> int:
+        """Total size, once upstream told us; raises FillFailed."""
+
+    async def readable(self, pos: int) -> int:
+        """Wait until bytes beyond ``pos`` may be sent; return the readable end."""
+
+    def open(self) -> BinaryIO:
+        """A file object on the growing file (same inode after commit)."""
+
+    def attach(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+class Fill:
+    """One upstream fetch of one blob in this process."""
+
+    def __init__(
+        self,
+        digest: Digest,
+        partial: Path,
+        lock_fd: int,
+        loop: asyncio.AbstractEventLoop,
+        fill_timeout: float,
+    ) -> None:
+        self.digest = digest
+        self.partial = partial
+        self._fd = lock_fd  # read/write, holds the exclusive flock until the fill ends
+        # Readers dup this one: it outlives the fill for clients still streaming.
+        self._read_fd: int | None = os.open(partial, os.O_RDONLY)
+        self._loop = loop
+        self._fill_timeout = fill_timeout
+        self.size: int | None = None
+        self.received = 0  # bytes read from upstream (resume offset)
+        self.written = 0  # bytes in the file, readable by clients
+        self.verified = False
+        self.done = False
+        self.error: BaseException | None = None
+        self.upstream_bytes = 0
+        self.resumes = 0
+        self._clients = 0
+        self._idle_since: float | None = time.monotonic()
+        self._changed: asyncio.Future[None] = loop.create_future()
+        self._notify_pending = False
+        self.finished: asyncio.Future[None] = loop.create_future()
+
+    # ---------------------------------------------------------- reader side
+
+    def attach(self) -> None:
+        self._clients += 1
+        self._idle_since = None
+
+    def detach(self) -> None:
+        self._clients -= 1
+        if self._clients <= 0:
+            self._idle_since = time.monotonic()
+            self.release_reader()
+
+    def release_reader(self) -> None:
+        """Close the readers' fd once the fill is over and nobody streams it (loop thread)."""
+        if self._clients <= 0 and self.finished.done() and self._read_fd is not None:
+            os.close(self._read_fd)
+            self._read_fd = None
+
+    def open(self) -> BinaryIO:
+        if self._read_fd is None:
+            raise FillFailed(RuntimeError("fill reader opened after release"))
+        # sendfile passes explicit offsets, so sharing the file position is harmless.
+        return os.fdopen(os.dup(self._read_fd), "rb", buffering=0)
+
+    async def wait_size(self) -> int:
+        while self.size is None:
+            self._raise_if_failed()
+            await asyncio.shield(self._changed)
+        self._raise_if_failed()
+        return self.size
+
+    async def readable(self, pos: int) -> int:
+        while True:
+            self._raise_if_failed()
+            end = self._readable_end()
+            if end > pos:
+                return end
+            await asyncio.shield(self._changed)
+
+    def _readable_end(self) -> int:
+        if self.verified or self.size is None:
+            return self.written if self.verified else max(0, self.written - HOLDBACK)
+        return min(self.written, self.size - HOLDBACK)
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise FillFailed(self.error)
+
+    # ---------------------------------------------------------- thread side
+
+    def _notify(self) -> None:
+        """Called from the fill thread; coalesces wake-ups to one per loop turn."""
+        if self._notify_pending:
+            return
+        self._notify_pending = True
+        self._call_soon(self._wake)
+
+    def _call_soon(self, callback: Callable[..., None], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
+            pass
+
+    def _wake(self) -> None:
+        self._notify_pending = False
+        changed, self._changed = self._changed, self._loop.create_future()
+        changed.set_result(None)
+
+    def abandoned(self) -> bool:
+        idle = self._idle_since
+        return idle is not None and time.monotonic() - idle > self._fill_timeout
+
+    def run(self, opener: Opener, store: FileBlobStore, layout: Layout) -> None:
+        """The fill thread: fetch, write, hash, verify, publish. Never raises."""
+        try:
+            self._fetch(opener, layout)
+            os.fsync(self._fd)
+            store.commit(self.digest, self.partial)
+            self.done = True
+        except BaseException as exc:  # the error is handed to readers, not lost
+            self.error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+            if not isinstance(exc, Unavailable):
+                # Bad bytes or a full disk: nothing worth keeping. An interrupted
+                # transfer keeps its partial, which the next fill re-hashes and resumes.
+                _unlink(self.partial)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            _unlink(layout.size_note(self.digest))
+            os.close(self._fd)  # releases the flock: other workers may now look
+            self._notify()
+            self._call_soon(_resolve, self.finished, self.error)
+
+    def _fetch(self, opener: Opener, layout: Layout) -> None:
+        hasher = _HashPipe(self.digest.hasher())
+        sink = _WritePipe(self)
+        try:
+            self.received = self.written = _rehash_existing(self._fd, hasher)
+            if self.written:
+                log.info("resuming partial %s at %d bytes", self.digest, self.written)
+            self._download(opener, hasher, sink, layout)
+        finally:
+            sink.finish()
+            actual = hasher.finish()
+        if self.size is not None and self.written != self.size:
+            raise BadGateway(f"blob {self.digest}: got {self.written} of {self.size} bytes")
+        if actual != self.digest.hex:
+            actual_digest = f"{self.digest.algorithm}:{actual}"
+            raise DigestMismatch(str(self.digest), actual_digest, self.written)
+        if self.size is None:
+            self.size = self.written
+        self.verified = True
+        self._notify()
+
+    def _download(
+        self, opener: Opener, hasher: _HashPipe, sink: _WritePipe, layout: Layout
+    ) -> None:
+        failures = 0
+        while self.size is None or self.received < self.size:
+            if self.abandoned():
+                raise Unavailable(f"fill of {self.digest} abandoned: no client for a while")
+            try:
+                source = opener(self.received)
+            except Unavailable:
+                failures += 1
+                if failures > MAX_RESUMES or not self.received:
+                    raise
+                time.sleep(min(2.0, 0.2 * failures))
+                continue
+            try:
+                self._accept_source(source, layout)
+                finished = self._copy(source, hasher, sink)
+            except (Urllib3Error, ConnectionError, TimeoutError) as exc:
+                failures += 1
+                self.resumes += 1
+                log.warning(
+                    "fill %s broke at %d bytes (%s); resuming with Range",
+                    self.digest,
+                    self.received,
+                    type(exc).__name__,
+                )
+                if failures > MAX_RESUMES:
+                    raise Unavailable(
+                        f"upstream kept breaking while sending {self.digest}"
+                    ) from None
+                time.sleep(min(2.0, 0.1 * failures))
+                continue
+            finally:
+                source.close()
+            if finished:
+                return
+            failures += 1
+            self.resumes += 1
+            if failures > MAX_RESUMES:
+                raise Unavailable(f"upstream kept closing early while sending {self.digest}")
+
+    def _accept_source(self, source: BlobSource, layout: Layout) -> None:
+        if source.start not in (self.received, 0):
+            raise BadGateway(f"upstream resumed {self.digest} at the wrong offset")
+        if source.size is not None:
+            if self.size is None:
+                self.size = source.size
+                _write_size_note(layout, self.digest, source.size)
+                self._notify()
+            elif source.size != self.size:
+                raise BadGateway(f"upstream changed the size of {self.digest}")
+        if source.start == 0 and self.received:
+            # Upstream ignored our Range: skip what we already have (already hashed).
+            _skip(source, self.received)
+
+    def _copy(self, source: BlobSource, hasher: _HashPipe, sink: _WritePipe) -> bool:
+        """Copy until EOF; True when the source ended where the blob ends.
+
+        Three stages overlap: this thread reads the socket, ``hasher`` hashes and
+        ``sink`` writes the file, each on its own thread (all release the GIL).
+        """
+        while True:
+            sink.check()
+            if self.size is not None and self.received >= self.size:
+                return True
+            view = memoryview(bytearray(CHUNK))
+            count = source.readinto(view)
+            if count == 0:
+                return self.size is None or self.received >= self.size
+            if self.size is not None and self.received + count > self.size:
+                raise BadGateway(f"upstream sent more than {self.size} bytes for {self.digest}")
+            chunk = view[:count]
+            hasher.update(chunk)
+            sink.write(self.received, chunk)
+            self.received += count
+            self.upstream_bytes += count
+            if self.abandoned():
+                raise Unavailable(f"fill of {self.digest} abandoned: no client for a while")
+
+    def _written(self, end: int) -> None:
+        """Called by the write thread once bytes up to ``end`` are in the file."""
+        self.written = end
+        self._notify()
+
+
+class RemoteFill:
+    """A fill running in another worker process, followed through the file system."""
+
+    def __init__(self, digest: Digest, layout: Layout, fd: int) -> None:
+        self.digest = digest
+        self._layout = layout
+        self._fd = fd
+        self.size: int | None = None
+
+    def attach(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        os.close(self._fd)
+
+    def open(self) -> BinaryIO:
+        return os.fdopen(os.dup(self._fd), "rb", buffering=0)
+
+    def _filler_alive(self) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return False
+
+    def _committed(self) -> bool:
+        try:
+            return os.stat(self._layout.blob(self.digest)).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    async def wait_size(self) -> int:
+        while self.size is None:
+            self.size = _read_size_note(self._layout, self.digest)
+            if self.size is not None:
+                break
+            if self._committed():
+                self.size = os.fstat(self._fd).st_size
+                break
+            if not self._filler_alive() and not self._committed():
+                raise FillFailed(Unavailable(f"fill of {self.digest} failed in another worker"))
+            await asyncio.sleep(REMOTE_POLL)
+        return self.size
+
+    async def readable(self, pos: int) -> int:
+        size = await self.wait_size()
+        while True:
+            if self._committed():
+                return size
+            written = os.fstat(self._fd).st_size
+            end = min(written, size - HOLDBACK)
+            if end > pos:
+                return end
+            if not self._filler_alive() and not self._committed():
+                raise FillFailed(Unavailable(f"fill of {self.digest} failed in another worker"))
+            await asyncio.sleep(REMOTE_POLL)
+
+
+class FillManager:
+    """Finds or starts the fill for a digest: in this process, another one, or new."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        store: FileBlobStore,
+        fill_timeout: float = 900.0,
+        max_threads: int = 64,
+    ) -> None:
+        self.layout = layout
+        self.store = store
+        self.fill_timeout = fill_timeout
+        self.fills: dict[Digest, Fill] = {}
+        self._threads = threading.BoundedSemaphore(max_threads)
+        self.on_done: Callable[[Fill], None] | None = None
+
+    def local(self, digest: Digest) -> Fill | None:
+        return self.fills.get(digest)
+
+    def join_or_start(self, digest: Digest, opener: Opener) -> tuple[FillReader, bool] | None:
+        """(reader, started_here), or None when the blob got committed meanwhile."""
+        fill = self.fills.get(digest)
+        if fill is not None:
+            fill.attach()
+            return fill, False
+        path = self.layout.partial(digest)
+        self.layout.fills.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                remote = RemoteFill(digest, self.layout, fd)
+                remote.attach()
+                return remote, False
+            if not _same_file(fd, path):
+                # Committed (renamed) between our open and our lock: look again.
+                os.close(fd)
+                if self.store.stat(digest) is not None:
+                    return None
+                continue
+            if self.store.stat(digest) is not None:
+                os.close(fd)
+                _unlink(path)
+                return None
+            started = self._start(digest, path, fd, opener)
+            started.attach()
+            return started, True
+        raise Unavailable(f"could not start a fill for {digest}")
+
+    def _start(self, digest: Digest, path: Path, fd: int, opener: Opener) -> Fill:
+        loop = asyncio.get_running_loop()
+        fill = Fill(digest, path, fd, loop, self.fill_timeout)
+        self.fills[digest] = fill
+
+        def done(_: asyncio.Future[None]) -> None:
+            self.fills.pop(digest, None)
+            fill.release_reader()
+            if self.on_done is not None:
+                self.on_done(fill)
+
+        fill.finished.add_done_callback(done)
+
+        def work() -> None:
+            with self._threads:
+                fill.run(opener, self.store, self.layout)
+
+        threading.Thread(target=work, name=f"fill-{digest.hex[:12]}", daemon=True).start()
+        return fill
+
+    def clean_stale(self, max_age: float = 86400.0) -> int:
+        """At start-up: drop partials nobody holds that are too old to be worth resuming."""
+        removed = 0
+        if not self.layout.fills.is_dir():
+            return 0
+        now = time.time()
+        for entry in self.layout.fills.iterdir():
+            try:
+                fd = os.open(entry, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                stale = now - os.fstat(fd).st_mtime > max_age
+                orphan_note = entry.suffix == ".size" and not entry.with_suffix(".partial").exists()
+                if stale or orphan_note:
+                    _unlink(entry)
+                    removed += 1
+            finally:
+                os.close(fd)
+        return removed
+
+
+class _HashPipe:
+    """Hash on a second thread so hashing overlaps the socket read and file write.
+
+    hashlib releases the GIL for large buffers, so this really runs in parallel.
+    """
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self._thread.start()
+        self._finished: str | None = None
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            self._hasher.update(chunk)
+
+    def update(self, chunk: memoryview) -> None:
+        self._queue.put(chunk)
+
+    def finish(self) -> str:
+        if self._finished is None:
+            self._queue.put(None)
+            self._thread.join()
+            self._finished = self._hasher.hexdigest()
+        return self._finished
+
+
+class _WritePipe:
+    """Write chunks to the fill's file on a thread of its own, in order.
+
+    Errors (a full disk) are kept and re-raised in the reading thread by
+    ``check()`` / ``finish()``.
+    """
+
+    def __init__(self, fill: Fill) -> None:
+        self._fill = fill
+        self._queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(maxsize=16)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="write", daemon=True)
+        self._thread.start()
+        self._done = False
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain: the reader will notice and stop
+            offset, chunk = item
+            try:
+                _write_all(self._fill._fd, chunk, offset)
+            except BaseException as exc:
+                self.error = exc
+                continue
+            self._fill._written(offset + len(chunk))
+
+    def write(self, offset: int, chunk: memoryview) -> None:
+        self._queue.put((offset, chunk))
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._queue.put(None)
+            self._thread.join()
+        self.check()
+
+
+def _rehash_existing(fd: int, hasher: _HashPipe) -> int:
+    """Hash what a crashed fill left behind so the next fill resumes after it."""
+    size = os.fstat(fd).st_size
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(CHUNK * 4, size - pos), pos)
+        if not chunk:
+            break
+        hasher.update(memoryview(chunk))
+        pos += len(chunk)
+    return pos
+
+
+def _write_all(fd: int, chunk: memoryview, offset: int) -> None:
+    try:
+        while chunk:
+            written = os.pwrite(fd, chunk, offset)
+            chunk = chunk[written:]
+            offset += written
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("no space left in the cache's data directory") from None
+        raise
+
+
+def _skip(source: BlobSource, count: int) -> None:
+    buffer = memoryview(bytearray(CHUNK))
+    while count > 0:
+        got = source.readinto(buffer[: min(CHUNK, count)])
+        if got == 0:
+            raise BadGateway("upstream ended while skipping already-stored bytes")
+        count -= got
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _write_size_note(layout: Layout, digest: Digest, size: int) -> None:
+    note = layout.size_note(digest)
+    tmp = note.with_name(note.name + f".{os.getpid()}.tmp")
+    tmp.write_text(str(size))
+    os.replace(tmp, note)
+
+
+def _read_size_note(layout: Layout, digest: Digest) -> int | None:
+    try:
+        return int(layout.size_note(digest).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+__all__ = [
+    "BlobSource",
+    "Fill",
+    "FillFailed",
+    "FillManager",
+    "FillReader",
+    "RegistryError",
+    "RemoteFill",
+]

@@ -1,0 +1,82 @@
+"""The aiohttp application of one worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import urllib3
+from aiohttp import web
+
+from ..config import Settings
+from ..proxy.context import ProxyContext
+from ..store.blobs import FileBlobStore
+from ..store.fill import FillManager
+from ..store.index import Index
+from ..store.layout import Layout
+from ..upstream.client import UpstreamClient
+from .handlers import api
+from .keys import SETTINGS_KEY
+from .middleware import access_log, add_api_version, registry_errors
+from .services import SERVICES_KEY, Services
+
+log = logging.getLogger("registry_cache.app")
+
+TOUCH_FLUSH_INTERVAL = 5.0
+
+
+def build_context(settings: Settings) -> ProxyContext:
+    """Open the store and index and create one upstream client per upstream."""
+    layout = Layout(settings.data_dir)
+    layout.create()
+    store = FileBlobStore(layout)
+    pool = urllib3.PoolManager(num_pools=len(settings.upstreams) * 4 + 8, maxsize=32, block=False)
+    clients = {name: UpstreamClient(cfg, pool) for name, cfg in settings.upstreams.items()}
+    return ProxyContext(
+        settings=settings,
+        index=Index(layout.index),
+        store=store,
+        fills=FillManager(layout, store, fill_timeout=settings.fill_timeout),
+        clients=clients,
+        executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="upstream"),
+    )
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    ctx = build_context(app[SETTINGS_KEY])
+    app[SERVICES_KEY] = Services.build(ctx)
+    flusher = asyncio.create_task(_flush_touches(ctx))
+    log.debug("worker %d ready", os.getpid())
+    yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    ctx.executor.shutdown(wait=False, cancel_futures=True)
+    ctx.index.close()
+
+
+async def _flush_touches(ctx: ProxyContext) -> None:
+    """Access times are written in batches so hits never wait for a write lock."""
+    while True:
+        await asyncio.sleep(TOUCH_FLUSH_INTERVAL)
+        try:
+            ctx.index.flush_touches()
+        except Exception:
+            log.exception("could not record access times")
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[access_log, registry_errors])
+    app[SETTINGS_KEY] = settings
+    app.on_response_prepare.append(add_api_version)
+    app.cleanup_ctx.append(_services)
+    from .pages import add_routes as add_pages
+
+    add_pages(app)
+    app.router.add_route("*", "/v2", api)
+    app.router.add_route("*", "/v2/{tail:.*}", api)
+    return app

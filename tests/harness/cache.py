@@ -1,0 +1,203 @@
+"""Run the cache under test (``python -m registry_cache serve``) as a subprocess.
+
+Contract:
+- ``CacheServer(workdir, args).start()`` runs ``[sys.executable, "-m", "registry_cache",
+  "serve", "--listen", "127.0.0.1:PORT", "--data-dir", workdir/"data", "--log-level",
+  "debug", *args]`` with ``cwd`` = ``workdir/cwd`` (an empty dir, so no stray ``.env``
+  or ``./data`` is used), ``PYTHONPATH`` = the repo's ``src``, and an environment
+  without REGISTRY_*, DOCKERHUB_*, GHCR_*, QUAY_* or proxy variables.
+- ``start`` returns once ``GET /v2/`` answers 200 (default 20 s); if the process
+  exits or the time runs out it raises ``CacheStartError`` carrying the log.
+- stdout+stderr go to ``workdir/cache.log`` (appended across restarts): ``log_text``.
+- ``stop()`` SIGTERMs and SIGKILLs after ``grace`` s; ``kill9()`` SIGKILLs at once;
+  ``restart()`` starts again with the same port, data dir and args.
+- ``safe_upstream_args(args)`` adds ``--upstream NAME=none`` for each of docker.io,
+  ghcr.io and quay.io the args do not configure (plus ``--default-upstream none``
+  when docker.io was removed that way), so no default points at the internet.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import proc as procs
+from .ports import LOOPBACK, free_port, http_status
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SRC_DIR = REPO_ROOT / "src"
+DROP_ENV_PREFIXES = ("REGISTRY_", "DOCKERHUB_", "GHCR_", "QUAY_", "PYTHONPATH")
+PUBLIC_UPSTREAMS = ("docker.io", "ghcr.io", "quay.io")
+
+
+class CacheStartError(RuntimeError):
+    """The cache did not come up; the message ends with its log."""
+
+
+def safe_upstream_args(args: Sequence[str]) -> list[str]:
+    """``args`` plus ``--upstream NAME=none`` for every public default left unset."""
+    out = list(args)
+    configured: set[str] = set()
+    has_default = False
+    for i, arg in enumerate(out):
+        value: str | None = None
+        if arg == "--upstream" and i + 1 < len(out):
+            value = out[i + 1]
+        elif arg.startswith("--upstream="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            configured.add(value.split("=", 1)[0])
+        if arg == "--default-upstream" or arg.startswith("--default-upstream="):
+            has_default = True
+    for name in PUBLIC_UPSTREAMS:
+        if name not in configured:
+            out += ["--upstream", f"{name}=none"]
+    if "docker.io" not in configured and not has_default:
+        out += ["--default-upstream", "none"]
+    return out
+
+
+class CacheServer:
+    """The cache as a subprocess on 127.0.0.1; see the module docstring."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: Sequence[str] = (),
+        *,
+        port: int | None = None,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.workdir = workdir
+        self.args = list(args)
+        self.port = port or free_port()
+        self.data_dir = workdir / "data"
+        self.cwd = workdir / "cwd"
+        self.log_path = workdir / "cache.log"
+        self.command = (
+            list(command) if command is not None else [sys.executable, "-m", "registry_cache"]
+        )
+        self.extra_env = dict(env or {})
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started = False
+
+    @property
+    def host_port(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        return f"http://{self.host_port}"
+
+    @property
+    def argv(self) -> list[str]:
+        return [
+            *self.command,
+            "serve",
+            "--listen",
+            self.host_port,
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "debug",
+            *self.args,
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = procs.clean_env(drop_prefixes=DROP_ENV_PREFIXES)
+        env["PYTHONPATH"] = str(SRC_DIR)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> CacheServer:
+        """Start and wait for ``GET /v2/`` → 200; raise ``CacheStartError`` otherwise.
+
+        On the first start only, a lost race for the port ("address already in use")
+        is retried on a new port; a restart keeps its port.
+        """
+        if self.running:
+            raise RuntimeError("cache already running")
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except CacheStartError as exc:
+                if self._started or attempt == 2 or "already in use" not in str(exc):
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> CacheServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"=== harness: starting {' '.join(self.argv)}\n".encode())
+        self._proc = procs.spawn(self.argv, stdout=self.log_path, cwd=self.cwd, env=self.env())
+        deadline = time.monotonic() + self.startup_timeout
+        last: int | None = None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise CacheStartError(
+                    f"cache exited with {code} during start-up\n{self.log_text()}"
+                )
+            last = http_status(f"{self.url}/v2/", timeout=2.0)
+            if last == 200:
+                self._started = True
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise CacheStartError(
+            f"cache gave no 200 on /v2/ within {self.startup_timeout}s (last: {last})\n"
+            f"{self.log_text()}"
+        )
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM, SIGKILL after ``grace`` s; return the exit code (None if not running)."""
+        if self._proc is None:
+            return None
+        code = procs.terminate(self._proc, grace=grace)
+        self._proc = None
+        return code
+
+    def kill9(self) -> int | None:
+        """SIGKILL now (a crash); return the exit code (None if not running)."""
+        if self._proc is None:
+            return None
+        code = procs.kill9(self._proc)
+        self._proc = None
+        return code
+
+    def restart(self) -> CacheServer:
+        """Stop (gracefully) and start again with the same port, data dir and args."""
+        self.stop()
+        return self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def log_text(self) -> str:
+        """Everything the cache printed so far (all runs)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> CacheServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,155 @@
+"""Fixtures for integration tests: real upstream registries, a token issuer, the cache.
+
+Every fixture stops what it starts (by PID) in its teardown, which also runs when
+the test fails. Every test under tests/integration is marked ``integration``.
+
+Fixtures (all function-scoped, each with its own tmp dir):
+- ``upstream``: plain docker-registry (no auth).
+- ``basic_upstream``: htpasswd Basic auth; ``BASIC_USER``/``BASIC_PASSWORD`` (also
+  ``basic_upstream.credentials``).
+- ``token_issuer``: users alice (pull+push), bob (pull); anonymous may pull.
+- ``token_upstream``: Bearer-token registry backed by ``token_issuer``
+  (``token_upstream.token_issuer``).
+- ``make_upstream(auth="none"|"basic"|"token", **kw)``: more upstreams (e.g. one per
+  played registry); "token" makes its own issuer.
+- ``make_cache(*args, safe=True, **kw)``: start a ``CacheServer``; ``safe`` points
+  every public default upstream the args do not configure at ``none``.
+- ``hosts_file(hosts)``: write a hosts file (public registry names always → 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.cache import CacheServer, safe_upstream_args
+from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, TOKEN_USERS
+from tests.harness.netns import Hosts, write_hosts_file
+from tests.harness.registry import UpstreamRegistry, registry_available
+from tests.harness.token_issuer import TokenIssuer
+
+_INTEGRATION_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _require_registry() -> None:
+    if not registry_available():
+        pytest.skip(
+            "docker-registry (CNCF distribution) is not installed: apt-get install docker-registry"
+        )
+
+
+@pytest.fixture
+def make_token_issuer(tmp_path: Path) -> Iterator[Callable[..., TokenIssuer]]:
+    """Factory: ``make_token_issuer(users=..., anonymous_actions=...) -> TokenIssuer``."""
+    started: list[TokenIssuer] = []
+    counter = itertools.count()
+
+    def make(**kwargs: Any) -> TokenIssuer:
+        kwargs.setdefault("users", dict(TOKEN_USERS))
+        kwargs.setdefault("anonymous_actions", frozenset({"pull"}))
+        issuer = TokenIssuer(tmp_path / f"issuer-{next(counter)}", **kwargs)
+        started.append(issuer)
+        return issuer.start()
+
+    yield make
+    for issuer in reversed(started):
+        issuer.stop()
+
+
+@pytest.fixture
+def make_upstream(
+    tmp_path: Path, make_token_issuer: Callable[..., TokenIssuer]
+) -> Iterator[Callable[..., UpstreamRegistry]]:
+    """Factory: ``make_upstream(auth="none"|"basic"|"token", **kw) -> UpstreamRegistry``.
+
+    "basic" uses ``BASIC_USER``/``BASIC_PASSWORD`` unless ``htpasswd=`` is given;
+    "token" starts an issuer (``make_token_issuer`` defaults) unless
+    ``token_issuer=`` is given. Other keywords go to ``UpstreamRegistry``.
+    """
+    _require_registry()
+    started: list[UpstreamRegistry] = []
+    counter = itertools.count()
+
+    def make(auth: str = "none", **kwargs: Any) -> UpstreamRegistry:
+        if auth == "basic":
+            kwargs.setdefault("htpasswd", {BASIC_USER: BASIC_PASSWORD})
+        elif auth == "token":
+            if "token_issuer" not in kwargs:
+                kwargs["token_issuer"] = make_token_issuer()
+        elif auth != "none":
+            raise ValueError(f"auth must be none, basic or token, not {auth!r}")
+        registry = UpstreamRegistry(tmp_path / f"upstream-{next(counter)}-{auth}", **kwargs)
+        started.append(registry)
+        return registry.start()
+
+    yield make
+    for registry in reversed(started):
+        registry.stop()
+
+
+@pytest.fixture
+def upstream(make_upstream: Callable[..., UpstreamRegistry]) -> UpstreamRegistry:
+    """A plain (no auth) docker-registry on 127.0.0.1."""
+    return make_upstream("none")
+
+
+@pytest.fixture
+def basic_upstream(make_upstream: Callable[..., UpstreamRegistry]) -> UpstreamRegistry:
+    """A docker-registry with htpasswd Basic auth (``BASIC_USER``/``BASIC_PASSWORD``)."""
+    return make_upstream("basic")
+
+
+@pytest.fixture
+def token_issuer(make_token_issuer: Callable[..., TokenIssuer]) -> TokenIssuer:
+    """The issuer behind ``token_upstream`` (alice pull+push, bob pull, anonymous pull)."""
+    return make_token_issuer()
+
+
+@pytest.fixture
+def token_upstream(
+    make_upstream: Callable[..., UpstreamRegistry], token_issuer: TokenIssuer
+) -> UpstreamRegistry:
+    """A docker-registry with Bearer token auth by ``token_issuer``."""
+    return make_upstream("token", token_issuer=token_issuer)
+
+
+@pytest.fixture
+def make_cache(tmp_path: Path) -> Iterator[Callable[..., CacheServer]]:
+    """Factory: ``make_cache(*args, safe=True, start=True, **kw) -> CacheServer``.
+
+    ``args`` are extra ``serve`` flags; ``kw`` go to ``CacheServer``. Every cache made
+    is stopped (SIGTERM, then SIGKILL) at teardown.
+    """
+    started: list[CacheServer] = []
+    counter = itertools.count()
+
+    def make(*args: str, safe: bool = True, start: bool = True, **kwargs: Any) -> CacheServer:
+        argv = safe_upstream_args(args) if safe else list(args)
+        cache = CacheServer(tmp_path / f"cache-{next(counter)}", argv, **kwargs)
+        started.append(cache)
+        return cache.start() if start else cache
+
+    yield make
+    for cache in reversed(started):
+        cache.stop()
+
+
+@pytest.fixture
+def hosts_file(tmp_path: Path) -> Callable[[Hosts], Path]:
+    """Factory: ``hosts_file({"name": "127.0.0.1"} | ["name", ...]) -> Path``."""
+    counter = itertools.count()
+
+    def write(hosts: Hosts) -> Path:
+        return write_hosts_file(tmp_path / f"hosts-{next(counter)}", hosts)
+
+    return write

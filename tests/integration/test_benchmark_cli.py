@@ -1,0 +1,425 @@
+"""``registry-cache benchmark`` and ``compare-paths`` end to end, all on 127.0.0.1.
+
+Upstream: a real docker-registry. "Cache": for now a second docker-registry in
+proxy mode, which serves one upstream under plain repository names, hence
+``--cache-path-style plain``. compare-paths runs against a local ``iperf3 -s`` and
+a local nginx playing the CDN. Every server is started and stopped by its fixture;
+no test uses a public registry or the default CDN URL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness import proc as procs
+from tests.harness.cache import CacheServer
+from tests.harness.images import build_index
+from tests.harness.ports import free_port, port_is_open, wait_http
+from tests.harness.push import PushResult, push_image
+from tests.harness.registry import UpstreamRegistry
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DROP_ENV = (
+    "REGISTRY_",
+    "DOCKERHUB_",
+    "GHCR_",
+    "QUAY_",
+    "CACHE_HOST",
+    "REPO",
+    "TAG",
+    "PULLS",
+    "PRUNE_BETWEEN",
+    "RUNS",
+    "SKIP_IPERF",
+    "CDN_URL",
+    "PYTHONPATH",
+)
+SCENARIOS = [
+    "tag-upstream",
+    "tag-cache",
+    "digest-upstream",
+    "digest-cache",
+    "blob-upstream",
+    "blob-cache",
+]
+SUMMARY_ROW = re.compile(
+    r"^(?P<name>[a-z-]+)\s+n=(?P<n>\d+)\s+avg=(?P<avg>[\d.]+)(?P<unit>s|MB/s)\s+"
+    r"median=[\d.]+(?P=unit)\s+p95=[\d.]+(?P=unit)\s+min=[\d.]+(?P=unit)\s+max=[\d.]+(?P=unit)$"
+)
+
+
+def run(
+    argv: list[str], *, env: dict[str, str] | None = None, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = procs.clean_env(env, drop_prefixes=DROP_ENV)
+    full_env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    if path is not None:
+        full_env["PATH"] = path
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=full_env, timeout=180, cwd=REPO_ROOT, check=False
+    )
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "registry_cache", *args], env=env, path=path)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("registry-cache: ")
+    return lines[0]
+
+
+@dataclass
+class Setup:
+    upstream: UpstreamRegistry
+    cache: UpstreamRegistry
+    pushed: PushResult
+
+    def args(self, *extra: str) -> list[str]:
+        return [
+            "benchmark",
+            "--upstream",
+            self.upstream.url,
+            "--cache-host",
+            self.cache.host_port,
+            "--cache-path-style",
+            "plain",
+            "--repo",
+            "bench",
+            "--tag",
+            "1.0",
+            *extra,
+        ]
+
+
+@pytest.fixture
+def setup(make_upstream: Callable[..., UpstreamRegistry]) -> Setup:
+    upstream = make_upstream("none")
+    image = build_index("bench", layers=3, layer_size=1_500_000)
+    pushed = push_image(upstream.url, "library/bench", "1.0", image)
+    cache = make_upstream("none", proxy_remote=upstream.url)
+    return Setup(upstream, cache, pushed)
+
+
+# -- benchmark -------------------------------------------------------------------
+
+
+def test_benchmark_runs_every_scenario_and_summarises(setup: Setup, tmp_path: Path) -> None:
+    out = tmp_path / "layout"
+    result = cli(*setup.args("--pulls", "2", "--output", str(out)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    runs = [line.split()[1] for line in lines if line.startswith("[run] ")]
+    assert runs == [name for name in SCENARIOS for _ in range(2)]
+    start = next(i for i, line in enumerate(lines) if line.startswith("[summary]"))
+    assert "nearest-rank" in lines[start]
+    rows = {m["name"]: m for m in map(SUMMARY_ROW.match, lines[start + 1 :]) if m}
+    assert list(rows) == SCENARIOS
+    assert {rows[n]["unit"] for n in SCENARIOS[:4]} == {"s"}
+    assert rows["blob-cache"]["unit"] == "MB/s"
+    assert all(rows[n]["n"] == "2" for n in SCENARIOS)
+    speedups = [line for line in lines[start:] if line.startswith("speedup-")]
+    assert [line.split()[0] for line in speedups] == [
+        "speedup-tag",
+        "speedup-digest",
+        "speedup-blob",
+    ]
+    assert all(re.search(r"\d+\.\d+x", line) for line in speedups)
+    # The index resolved to linux/amd64 and by-digest pulls really used the digest.
+    assert f"digest={setup.pushed.digest} (linux/amd64)" in result.stdout
+    assert setup.upstream.count("GET", f"/manifests/{setup.pushed.digest}") >= 2
+    assert setup.cache.count("GET", f"/manifests/{setup.pushed.digest}") >= 2
+    amd64 = setup.pushed.images[0]
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == amd64.digest
+    for blob in amd64.blobs:
+        assert (out / "blobs" / "sha256" / blob.digest.split(":")[1]).stat().st_size == blob.size
+
+
+def test_benchmark_json(setup: Setup) -> None:
+    result = cli(*setup.args("--pulls", "1", "--json", "--platform", "linux/arm64"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["platform"] == "linux/arm64/v8"
+    assert doc["digest"] == setup.pushed.digest
+    assert list(doc["summary"]) == SCENARIOS
+    for summary in doc["summary"].values():
+        assert {"avg", "median", "p95", "min", "max", "count", "unit"} <= set(summary)
+    assert set(doc["speedup"]) == {"tag", "digest", "blob"}
+    assert [r["scenario"] for r in doc["runs"]] == SCENARIOS
+    arm64 = setup.pushed.images[1]
+    largest = max(arm64.layers, key=lambda layer: layer.size)
+    assert doc["largest_layer"] == {"digest": largest.digest, "size": largest.size}
+    assert doc["image_bytes"] == sum(b.size for b in arm64.blobs)
+
+
+def test_wrapper_and_environment_overrides(setup: Setup) -> None:
+    env = {
+        "CACHE_HOST": setup.cache.host_port,
+        "REPO": "library/bench",
+        "TAG": "1.0",
+        "PULLS": "1",
+        "PRUNE_BETWEEN": "1",
+    }
+    result = run(
+        [
+            str(REPO_ROOT / "benchmark-cache.sh"),
+            "--upstream",
+            setup.upstream.url,
+            "--cache-path-style",
+            "plain",
+            "--json",
+        ],
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["cache"] == setup.cache.url
+    assert (doc["pulls"], doc["prune_between"]) == (1, True)
+    assert any("no effect with --client builtin" in note for note in doc["notes"])
+
+
+def test_benchmark_through_registry_cache_by_path_prefix(
+    setup: Setup, make_cache: Callable[..., CacheServer]
+) -> None:
+    """The default ``--cache-path-style prefix`` against registry-cache itself."""
+    cache = make_cache("--upstream", f"docker.io={setup.upstream.url}")
+    result = cli(
+        "benchmark",
+        "--upstream",
+        setup.upstream.url,
+        "--cache-host",
+        cache.host_port,
+        "--repo",
+        "bench:1.0",
+        "--pulls",
+        "1",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["cache_path_style"], doc["digest"]) == ("prefix", setup.pushed.digest)
+    assert list(doc["summary"]) == SCENARIOS
+
+
+def test_cache_unreachable(setup: Setup) -> None:
+    port = free_port()
+    args = setup.args("--pulls", "1")
+    args[args.index("--cache-host") + 1] = f"127.0.0.1:{port}"
+    line = one_line_error(cli(*args))
+    assert f"cache 127.0.0.1:{port} unreachable" in line
+
+
+def test_image_missing(setup: Setup) -> None:
+    line = one_line_error(cli(*setup.args("--pulls", "1", "--tag", "no-such-tag")))
+    assert "upstream" in line and "MANIFEST_UNKNOWN" in line
+    line = one_line_error(cli(*setup.args("--pulls", "1", "--json", "--repo", "nothere")))
+    assert "library/nothere" in line
+
+
+def test_platform_missing(setup: Setup) -> None:
+    line = one_line_error(cli(*setup.args("--pulls", "1", "--platform", "linux/s390x")))
+    assert "no manifest for platform linux/s390x" in line
+
+
+def test_token_auth_upstream_and_auth_failure(
+    make_upstream: Callable[..., UpstreamRegistry],
+) -> None:
+    upstream = make_upstream("token")
+    push_image(
+        upstream.url,
+        "library/bench",
+        "1.0",
+        build_index("tok", layers=1),
+        auth=("alice", "alice-pw"),
+    )
+    cache = make_upstream("none", proxy_remote=upstream.url)
+    base = [
+        "benchmark",
+        "--upstream",
+        upstream.url,
+        "--cache-host",
+        cache.host_port,
+        "--cache-path-style",
+        "plain",
+        "--repo",
+        "bench:1.0",
+        "--pulls",
+        "1",
+    ]
+    # The proxy cache needs no auth; the upstream wants Bearer tokens.
+    ok = cli(*base, "--json", "--username", "bob", "--password", "bob-pw")
+    assert ok.returncode == 0, ok.stderr
+    assert upstream.token_issuer is not None
+    assert upstream.token_issuer.count("library/bench") >= 1
+    line = one_line_error(cli(*base, "--username", "bob", "--password", "wrong"))
+    assert "token service" in line and "HTTP 401" in line
+    assert "wrong" not in line
+
+
+@pytest.mark.clients
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_skopeo_client(setup: Setup) -> None:
+    result = cli(*setup.args("--pulls", "1", "--client", "skopeo", "--prune-between", "--json"))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert [r["scenario"] for r in doc["runs"]] == SCENARIOS
+    assert doc["notes"] == []
+
+
+def test_external_client_missing(setup: Setup, tmp_path: Path) -> None:
+    line = one_line_error(cli(*setup.args("--pulls", "1", "--client", "ctr"), path=str(tmp_path)))
+    assert "ctr not found on PATH" in line
+
+
+# -- compare-paths ----------------------------------------------------------------
+
+
+@pytest.fixture
+def iperf_port(tmp_path: Path) -> Iterator[int]:
+    if shutil.which("iperf3") is None:
+        pytest.skip("iperf3 is not installed: apt-get install iperf3")
+    port = free_port()
+    server = procs.spawn(
+        ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)], stdout=tmp_path / "iperf3.log"
+    )
+    try:
+        for _ in range(100):
+            if port_is_open(port):
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        yield port
+    finally:
+        procs.terminate(server)
+
+
+@pytest.fixture
+def cdn_url(tmp_path: Path) -> Iterator[str]:
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed: apt-get install nginx")
+    root = tmp_path / "cdn"
+    root.mkdir()
+    (root / "100Mb.dat").write_bytes(b"\x5a" * 4_000_000)
+    port = free_port()
+    conf = root / "nginx.conf"
+    conf.write_text(
+        # master_process off: as root, workers would run as nobody and could not read
+        # pytest's 0700 tmp dirs.
+        f"daemon off; master_process off; pid {root}/nginx.pid; error_log {root}/err.log;\n"
+        "events {}\n"
+        f"http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:{port}; "
+        f"root {root}; }} }}\n"
+    )
+    server = procs.spawn(["nginx", "-c", str(conf), "-p", str(root)], stdout=root / "out.log")
+    try:
+        url = f"http://127.0.0.1:{port}/100Mb.dat"
+        wait_http(url, 10, proc=server)
+        yield url
+    finally:
+        procs.terminate(server)
+
+
+def paths_args(setup: Setup, cdn: str, *extra: str) -> list[str]:
+    return [
+        "compare-paths",
+        "--cache-host",
+        setup.cache.host_port,
+        "--cache-path-style",
+        "plain",
+        "--repo",
+        "bench:1.0",
+        "--cdn-url",
+        cdn,
+        "--runs",
+        "1",
+        *extra,
+    ]
+
+
+def test_compare_paths_full(setup: Setup, iperf_port: int, cdn_url: str) -> None:
+    result = cli(*paths_args(setup, cdn_url, "--iperf-port", str(iperf_port), "--duration", "1"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for mode in ("single", "-P 4", "-R -P 4"):
+        assert re.search(rf"^\[iperf3\] {re.escape(mode)}\s+run 1/1\s+[\d.]+ Mbit/s$", out, re.M)
+    assert re.search(r"^\[http\] cache\s+run 1/1 .* Mbit/s$", out, re.M)
+    assert re.search(r"^\[http\] cdn\s+run 1/1\s+4\.0 MB .* Mbit/s$", out, re.M), out
+    assert re.search(r"^iperf3 -R -P 4\s+avg=[\d.]+ Mbit/s", out, re.M)
+    assert re.search(r"^http cache\s+avg=", out, re.M)
+    assert "[verdict] thresholds: cache >= 80% of iperf3" in out
+    assert "(iperf3 reference: -R -P 4)" in out
+    verdicts = [v for v in re.findall(r"^\[verdict\] ([a-z-]+): ", out, re.M) if v != "thresholds"]
+    assert len(verdicts) == 2
+    assert verdicts[0] in {"network-limit", "in-between", "cache-host"}
+    assert verdicts[1] in {"path-bottleneck", "cache-not-slower"}
+
+
+def test_compare_paths_skip_iperf_json(setup: Setup, cdn_url: str) -> None:
+    blob = max(setup.pushed.images[0].layers, key=lambda layer: layer.size)
+    blob_url = f"{setup.cache.url}/v2/library/bench/blobs/{blob.digest}"
+    result = cli(
+        *paths_args(
+            setup, cdn_url, "--skip-iperf", "--json", "--runs", "2", "--cache-blob-url", blob_url
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["iperf3"] == {}
+    assert doc["cache_blob_url"] == blob_url
+    assert [r["bytes"] for r in doc["http"]["cache"]["runs"]] == [blob.size, blob.size]
+    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [4_000_000, 4_000_000]
+    assert [v["key"] for v in doc["verdicts"]] in (["path-bottleneck"], ["cache-not-slower"])
+    assert doc["thresholds"] == {"network_limit": 0.8, "cache_host": 0.5, "cdn_faster": 1.5}
+
+
+def test_compare_paths_without_iperf3_binary(setup: Setup, cdn_url: str, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = cli(*paths_args(setup, cdn_url), path=str(empty))
+    assert result.returncode == 0, result.stderr
+    assert "[iperf3] iperf3 not found on PATH: iperf3 part skipped" in result.stdout
+    assert "[http] cache    run 1/1" in result.stdout
+    assert "[http] cdn      run 1/1" in result.stdout
+
+
+def test_compare_paths_without_iperf3_server(setup: Setup, cdn_url: str) -> None:
+    if shutil.which("iperf3") is None:
+        pytest.skip("iperf3 is not installed")
+    port = free_port()
+    result = cli(*paths_args(setup, cdn_url, "--iperf-port", str(port), "--duration", "1"))
+    assert result.returncode == 0, result.stderr
+    assert f"[iperf3] no iperf3 server at 127.0.0.1:{port}" in result.stdout
+    assert "[http] cdn      run 1/1" in result.stdout
+
+
+def test_compare_paths_cache_unreachable(setup: Setup, cdn_url: str) -> None:
+    args = paths_args(setup, cdn_url, "--skip-iperf")
+    args[args.index("--cache-host") + 1] = f"127.0.0.1:{free_port()}"
+    assert "unreachable" in one_line_error(cli(*args))
+
+
+def test_compare_paths_wrapper_cdn_down(setup: Setup) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/100Mb.dat"
+    result = run(
+        [str(REPO_ROOT / "compare-paths.sh"), *paths_args(setup, dead)[1:], "--skip-iperf"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[http] cdn      failed:" in result.stdout
+    assert "[verdict] none: not enough measurements" in result.stdout

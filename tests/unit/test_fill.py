@@ -1,0 +1,190 @@
+"""Single-flight fills with fake upstream sources (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from urllib3.exceptions import ProtocolError
+
+from registry_cache.digest import Digest
+from registry_cache.errors import DigestMismatch
+from registry_cache.store.blobs import FileBlobStore
+from registry_cache.store.fill import HOLDBACK, FillFailed, FillManager, FillReader, RemoteFill
+from registry_cache.store.layout import Layout
+
+DATA = os.urandom(3 * (1 << 20) + 12345)
+DIGEST = Digest("sha256", hashlib.sha256(DATA).hexdigest())
+
+
+class FakeSource:
+    """Serves ``data[start:]``; optionally breaks after ``break_after`` bytes."""
+
+    def __init__(
+        self,
+        data: bytes,
+        start: int,
+        break_after: int | None = None,
+        gate: threading.Event | None = None,
+        honour_range: bool = True,
+    ) -> None:
+        self.start = start if honour_range else 0
+        self.size = len(data)
+        self._data = data
+        self._pos = self.start
+        self._break_after = break_after
+        self._sent = 0
+        self._gate = gate
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._gate is not None:
+            self._gate.wait(5)
+        if self._break_after is not None and self._sent >= self._break_after:
+            raise ProtocolError("connection reset by peer")
+        count = min(len(buffer), len(self._data) - self._pos, 256 * 1024)
+        buffer[:count] = self._data[self._pos : self._pos + count]
+        self._pos += count
+        self._sent += count
+        return count
+
+    def close(self) -> None:
+        pass
+
+
+class Opener:
+    def __init__(self, data: bytes = DATA, **kwargs: object) -> None:
+        self.offsets: list[int] = []
+        self.data = data
+        self.kwargs = kwargs
+        self.breaks_left = 0
+
+    def __call__(self, offset: int) -> FakeSource:
+        self.offsets.append(offset)
+        break_after = None
+        if self.breaks_left:
+            self.breaks_left -= 1
+            break_after = 1 << 20
+        return FakeSource(self.data, offset, break_after=break_after, **self.kwargs)  # type: ignore[arg-type]
+
+
+def manager(tmp_path: Path) -> FillManager:
+    layout = Layout(tmp_path)
+    layout.create()
+    return FillManager(layout, FileBlobStore(layout))
+
+
+async def read_all(reader: FillReader) -> bytes:
+    size = await reader.wait_size()
+    handle = reader.open()
+    pos, out = 0, bytearray()
+    try:
+        while pos < size:
+            end = await reader.readable(pos)
+            out += os.pread(handle.fileno(), end - pos, pos)
+            pos = end
+    finally:
+        handle.close()
+        reader.detach()
+    return bytes(out)
+
+
+async def fills_finished(fills: FillManager) -> None:
+    for fill in list(fills.fills.values()):
+        await fill.finished
+
+
+async def test_one_fill_many_readers(tmp_path: Path) -> None:
+    fills = manager(tmp_path)
+    opener = Opener()
+    results = []
+    for _ in range(8):
+        joined = fills.join_or_start(DIGEST, opener)
+        assert joined is not None
+        results.append(joined)
+    assert [started for _, started in results] == [True] + [False] * 7
+    bodies = await asyncio.gather(*(read_all(reader) for reader, _ in results))
+    assert all(body == DATA for body in bodies)
+    assert opener.offsets == [0]  # exactly one upstream fetch
+    await asyncio.sleep(0.05)
+    assert fills.store.stat(DIGEST) == len(DATA)
+    assert not fills.layout.partial(DIGEST).exists()
+
+
+async def test_break_midway_resumes_with_range(tmp_path: Path) -> None:
+    fills = manager(tmp_path)
+    opener = Opener()
+    opener.breaks_left = 2
+    joined = fills.join_or_start(DIGEST, opener)
+    assert joined is not None
+    assert await read_all(joined[0]) == DATA
+    assert opener.offsets[0] == 0 and len(opener.offsets) == 3
+    assert opener.offsets[1] > 0 and opener.offsets[2] > opener.offsets[1]
+    await fills_finished(fills)
+
+
+async def test_upstream_ignoring_range_is_skipped(tmp_path: Path) -> None:
+    fills = manager(tmp_path)
+    opener = Opener(honour_range=False)
+    opener.breaks_left = 1
+    joined = fills.join_or_start(DIGEST, opener)
+    assert joined is not None
+    assert await read_all(joined[0]) == DATA
+    await fills_finished(fills)
+
+
+async def test_digest_mismatch_never_releases_the_last_byte(tmp_path: Path) -> None:
+    fills = manager(tmp_path)
+    bad = bytearray(DATA)
+    bad[-1] ^= 0xFF
+    joined = fills.join_or_start(DIGEST, Opener(data=bytes(bad)))
+    assert joined is not None
+    reader = joined[0]
+    size = await reader.wait_size()
+    got = 0
+    with pytest.raises(FillFailed) as info:
+        while True:
+            got = await reader.readable(got)
+    reader.detach()
+    assert isinstance(info.value.error, DigestMismatch)
+    assert got <= size - HOLDBACK
+    await asyncio.sleep(0.05)
+    assert fills.store.stat(DIGEST) is None
+    assert not fills.layout.partial(DIGEST).exists()
+
+
+async def test_crash_leftover_is_rehashed_and_resumed(tmp_path: Path) -> None:
+    fills = manager(tmp_path)
+    fills.layout.partial(DIGEST).write_bytes(DATA[: 1 << 20])
+    opener = Opener()
+    joined = fills.join_or_start(DIGEST, opener)
+    assert joined is not None
+    assert await read_all(joined[0]) == DATA
+    assert opener.offsets == [1 << 20]
+    await fills_finished(fills)
+
+
+async def test_other_process_follows_through_the_file(tmp_path: Path) -> None:
+    gate = threading.Event()
+    first = manager(tmp_path)
+    joined = first.join_or_start(DIGEST, Opener(gate=gate))
+    assert joined is not None and joined[1]
+    # A second manager stands in for another worker: flock conflicts per open file.
+    second = FillManager(first.layout, first.store)
+    other = second.join_or_start(DIGEST, Opener())
+    assert other is not None
+    remote, started = other
+    assert isinstance(remote, RemoteFill) and not started
+    gate.set()
+    bodies = await asyncio.gather(read_all(joined[0]), read_all(remote))
+    assert list(bodies) == [DATA, DATA]
+    await fills_finished(first)
+
+
+async def test_committed_blob_is_not_refilled(tmp_path: Path) -> None:
+    fills = manager(tmp_path)
+    fills.store.put(DIGEST, DATA)
+    assert fills.join_or_start(DIGEST, Opener()) is None
