@@ -51,6 +51,7 @@ ENV_SETTINGS = (
     "max_size",
     "max_disk_percent",
     "max_age",
+    "shutdown_grace",
 )
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -75,11 +76,14 @@ class UpstreamConfig(BaseModel):
     password: SecretStr | None = None
     tag_ttl: float | None = Field(default=None, description="seconds; None = global")
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    # Waiting for response headers: well under containerd's 30 s, so a hanging
+    # upstream becomes a prompt 503 (or a stale tag) rather than a client timeout.
+    header_timeout: float = 10.0
+    read_timeout: float = 60.0  # a blob body may stall this long per read (then: Range resume)
     # Docker Hub keeps official images under library/; default on for docker.io only.
     library_prefix: bool | None = None
 
-    @field_validator("tag_ttl", "connect_timeout", "read_timeout", mode="before")
+    @field_validator("tag_ttl", "connect_timeout", "header_timeout", "read_timeout", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return None if value is None else _duration(value)
@@ -127,9 +131,11 @@ class Settings(BaseModel):
     max_size: int | None = None
     max_disk_percent: float | None = Field(default=None, gt=0, le=100)
     max_age: float | None = None
+    # Never evict what was written or accessed this recently (store/evict.py).
+    evict_grace: float = 30.0
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
-    @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", mode="before")
+    @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", "evict_grace", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return _duration(value)

@@ -16,15 +16,17 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 from aiohttp import web
 
+from . import metrics
 from .config import Settings
 from .store.blobs import FileBlobStore
-from .store.fill import FillManager
 from .store.index import Index
 from .store.layout import Layout
+from .store.maintenance import clean_leftovers
 from .web.app import build_app
 
 log = logging.getLogger("registry_cache.server")
@@ -57,15 +59,20 @@ def prepare_data_dir(settings: Settings) -> None:
         Index(layout.index).close()
     except OSError as exc:
         raise ServeError(f"data directory {settings.data_dir}: {exc.strerror or exc}") from None
-    removed = FillManager(layout, FileBlobStore(layout)).clean_stale()
+    # Leftovers of a crash: temp files and partials older than an hour go; younger
+    # partials stay to be resumed by the next request for their blob.
+    removed, _ = clean_leftovers(layout, FileBlobStore(layout), time.time(), grace=3600.0)
     if removed:
-        log.info("removed %d stale partial file(s)", removed)
+        log.info("removed %d stale temporary/partial file(s)", len(removed))
 
 
 async def run_worker(settings: Settings, sock: socket.socket) -> None:
     app = build_app(settings)
+    # aiohttp waits shutdown_timeout for handlers to finish, then as long again for
+    # the ones it asked to stop (a streaming response just goes on): half each
+    # keeps the whole shutdown within the grace, all of it usable by a download.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace / 2
     )
     await runner.setup()
     site = web.SockSite(runner, sock)
@@ -92,8 +99,34 @@ def serve(settings: Settings) -> int:
     )
     if settings.workers == 1:
         asyncio.run(run_worker(settings, sock))
+        _abandon_stuck_threads()
         return 0
+    # Before forking: every worker's counters go to files /metrics sums up.
+    metrics.enable_multiprocess(Layout(settings.data_dir).metrics)
     return _prefork(settings, sock)
+
+
+def _abandon_stuck_threads(wait: float = 0.5) -> None:
+    """Exit now if a thread is still blocked in an upstream call after the grace period.
+
+    Python joins thread-pool threads at exit, so one waiting for a hanging upstream
+    (up to its timeouts) would hold the process well past ``shutdown_grace``. Its
+    request was already given up on; the pool's idle threads end by themselves.
+    """
+    deadline = time.monotonic() + wait
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.current_thread()
+    ):
+        log.warning("exiting with upstream requests still pending")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _prefork(settings: Settings, sock: socket.socket) -> int:
@@ -119,6 +152,10 @@ def _prefork(settings: Settings, sock: socket.socket) -> int:
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        # Our copy of the listening socket would keep the port open (connections
+        # queued but never served) after every worker closed its own: close it, so
+        # new clients are refused at once and go elsewhere.
+        sock.close()
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM)

@@ -11,6 +11,10 @@ Contract:
 - stdout+stderr go to ``workdir/cache.log`` (appended across restarts): ``log_text``.
 - ``stop()`` SIGTERMs and SIGKILLs after ``grace`` s; ``kill9()`` SIGKILLs at once;
   ``restart()`` starts again with the same port, data dir and args.
+- ``send_signal(sig)`` signals the main process only (as ``kill <pid>`` would);
+  ``wait(timeout)`` returns its exit code once it exited (None on timeout), then
+  SIGKILLs anything left in its process group (a worker that outlived its parent),
+  noting that in ``left_behind``.
 - ``safe_upstream_args(args)`` adds ``--upstream NAME=none`` for each of docker.io,
   ghcr.io and quay.io the args do not configure (plus ``--default-upstream none``
   when docker.io was removed that way), so no default points at the internet.
@@ -18,6 +22,8 @@ Contract:
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +92,7 @@ class CacheServer:
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = False
+        self.left_behind = False
 
     @property
     def host_port(self) -> str:
@@ -174,6 +181,28 @@ class CacheServer:
             return None
         code = procs.kill9(self._proc)
         self._proc = None
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the main process only (a prefork parent forwards it to its workers)."""
+        if self._proc is None:
+            raise RuntimeError("cache not running")
+        self._proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code once the process ended within ``timeout`` s, else None."""
+        if self._proc is None:
+            return None
+        try:
+            code = self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        pgid, self._proc = self._proc.pid, None
+        try:  # the group outlives its leader only while a member still runs
+            os.killpg(pgid, signal.SIGKILL)
+            self.left_behind = True
+        except (ProcessLookupError, PermissionError):
+            self.left_behind = False
         return code
 
     def restart(self) -> CacheServer:

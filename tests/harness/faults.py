@@ -6,11 +6,15 @@ Contract:
   followed), streaming the answer back.
 - ``rules`` (a list, evaluated in order, first match wins) shape answers for
   requests whose method and path match: ``status`` answers that status instead
-  of forwarding (``times`` limits how often), ``rate`` limits body bytes/s,
+  of forwarding (``times`` limits how often), ``headers`` are sent with that
+  answer, or added to (replacing) upstream's on a forwarded one (e.g.
+  ``ratelimit-remaining``), ``rate`` limits body bytes/s,
   ``reset_after`` drops the connection after that many body bytes, ``corrupt``
   flips one body byte, ``delay`` waits before answering, ``hang`` never answers.
 - ``log`` records (method, path, range header, status) for every request.
-- ``stop()`` closes the server; threads are daemons and end with their sockets.
+- ``stop()`` closes the server and every connection still open (kept-alive ones
+  too), so the next request finds the port refusing; threads are daemons and end
+  with their sockets.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class FaultProxy:
         self._pool = urllib3.PoolManager(maxsize=32)
         self._server: ThreadingHTTPServer | None = None
         self._stop_hanging = threading.Event()
+        self._connections: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -114,6 +119,16 @@ class FaultProxy:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                super().finish()
+
             def _handle(self) -> None:
                 proxy._serve(self)
 
@@ -131,6 +146,13 @@ class FaultProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         method, path = handler.command, handler.path
@@ -167,9 +189,13 @@ class FaultProxy:
         )
         self._record(Seen(method, path, handler.headers.get("Range"), upstream.status))
         handler.send_response(upstream.status)
+        extra = rule.headers if rule is not None else {}
+        replaced = {key.lower() for key in extra}
         for key, value in upstream.headers.items():
-            if key.lower() not in HOP_HEADERS:
+            if key.lower() not in HOP_HEADERS and key.lower() not in replaced:
                 handler.send_header(key, value)
+        for key, value in extra.items():
+            handler.send_header(key, value)
         handler.end_headers()
         if method == "HEAD":
             upstream.release_conn()

@@ -38,6 +38,10 @@ PUBLIC_REGISTRY_NAMES = (
     "cdn01.quay.io",
     "cdn02.quay.io",
     "cdn03.quay.io",
+    "registry.k8s.io",
+    "gcr.io",
+    "mcr.microsoft.com",
+    "public.ecr.aws",
 )
 _SHIM = 'mount --bind "$1" /etc/hosts || exit 125; shift; exec "$@"'
 

@@ -31,6 +31,16 @@ def cached_blob_path(cache: CacheServer, digest: str) -> Path:
     return cache.data_dir / "blobs" / "sha256" / hex_[:2] / hex_
 
 
+def committed(cache: CacheServer, digest: str, wait: float = 3.0) -> Path:
+    """The blob's file, once it exists: the last byte reaches the client when the digest
+    verified, a moment before the fill's fsync and rename publish the file."""
+    path = cached_blob_path(cache, digest)
+    deadline = time.monotonic() + wait
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return path
+
+
 @pytest.fixture
 def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
     fault = FaultProxy(upstream.url).start()
@@ -54,6 +64,8 @@ def test_upstream_stopped_cached_pulls_still_work(
     assert set(pushed.layer_digests) <= pulled_blobs(by_tag)
     skopeo_copy(f"{src}@{pushed.digest}", tmp_path / "digest")
     assert "cache=STALE" in cache.log_text()
+    tags = get(f"{cache.url}/v2/library/test/tags/list")  # from what the cache holds
+    assert tags.status == 200 and json.loads(tags.data)["tags"] == ["1.0"]
     started = time.monotonic()
     response = get(f"{cache.url}/v2/library/other/manifests/1.0")
     assert time.monotonic() - started < 5
@@ -96,7 +108,7 @@ def test_tampered_upstream_blob_is_never_stored_or_completed(
     assert again.status == 200
     assert "sha256:" + hashlib.sha256(again.data).hexdigest() == layer
     assert upstream.blob_gets(layer) == gets_before + 1
-    assert cached_blob_path(cache, layer).exists()
+    assert committed(cache, layer).exists()
 
 
 def test_kill9_mid_fill_then_restart_serves_only_correct_bytes(
@@ -132,5 +144,5 @@ def test_kill9_mid_fill_then_restart_serves_only_correct_bytes(
     ranges = [s.range for s in proxy.log if s.method == "GET" and layer in s.path]
     assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")
     assert int(ranges[-1].split("=")[1].split("-")[0]) > 0
-    assert cached_blob_path(cache, layer).stat().st_size == image.layers[0].size
+    assert committed(cache, layer).stat().st_size == image.layers[0].size
     assert os.listdir(cache.data_dir / "fills") == []

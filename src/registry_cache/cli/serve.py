@@ -21,9 +21,47 @@ from .options import settings_from, settings_options
     default=None,
     help="Worker processes sharing the port and data directory [1].",
 )
-def serve(workers: int | None, **params: Any) -> None:
+@click.option(
+    "--max-size",
+    metavar="SIZE",
+    default=None,
+    help="Evict least recently used objects beyond this size, e.g. 50GiB [unbounded].",
+)
+@click.option(
+    "--max-disk-percent",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=None,
+    help="Evict while the data directory's file system is fuller than this [unbounded].",
+)
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    default=None,
+    help="Evict objects not pulled for this long, e.g. 30d [never].",
+)
+@click.option(
+    "--shutdown-grace",
+    metavar="DURATION",
+    default=None,
+    help="On SIGTERM, let in-flight responses finish this long before exiting [30s].",
+)
+def serve(
+    workers: int | None,
+    max_size: str | None,
+    max_disk_percent: float | None,
+    max_age: str | None,
+    shutdown_grace: str | None,
+    **params: Any,
+) -> None:
     """Run the pull-through cache server (read-only registry API on one port)."""
-    settings = settings_from(params, workers=workers)
+    settings = settings_from(
+        params,
+        workers=workers,
+        max_size=max_size,
+        max_disk_percent=max_disk_percent,
+        max_age=max_age,
+        shutdown_grace=shutdown_grace,
+    )
     setup_logging(settings)
     try:
         code = run_server(settings)

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from .. import metrics
 from ..digest import Digest
 from ..errors import (
     BadGateway,
@@ -107,6 +108,7 @@ class ManifestService:
         client = self.ctx.clients[name]
         fetched = await self.ctx.call(client.get_manifest, repo, str(digest))
         if not digest.matches(fetched.body):
+            metrics.digest_mismatch("manifest")
             raise BadGateway(f"upstream {name} sent a manifest that does not match {digest}")
         return await self._store(route, digest, fetched, CacheStatus.MISS)
 
@@ -131,6 +133,7 @@ class ManifestService:
         try:
             await self.ctx.call(self.ctx.store.put, digest, fetched.body)
         except DigestMismatch:
+            metrics.digest_mismatch("manifest")
             raise BadGateway(f"manifest {digest} from upstream failed verification") from None
         index = self.ctx.index
         index.add_object(str(digest), len(fetched.body), media_type)
@@ -181,6 +184,7 @@ class ManifestService:
                 cached[:19],
                 exc.message,
             )
+            metrics.stale_serve(name)
             result = await self._by_digest(route, Digest.parse(cached))
             return _with(result, CacheStatus.STALE)
         if head.digest is None:
@@ -208,6 +212,7 @@ def _verified_digest(fetched: Manifest, upstream: str) -> Digest:
         except RegistryError:
             raise BadGateway(f"upstream {upstream} sent an invalid Docker-Content-Digest") from None
         if not claimed.matches(fetched.body):
+            metrics.digest_mismatch("manifest")
             raise BadGateway(f"upstream {upstream} sent a manifest that does not match its digest")
     return digest
 

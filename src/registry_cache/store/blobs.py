@@ -9,13 +9,14 @@ dir: a reader can never see a file under ``blobs/`` that is partial or wrong.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ..digest import Digest
-from ..errors import DigestMismatch
+from ..errors import DigestMismatch, InsufficientStorage
 from .layout import Layout
 
 
@@ -69,10 +70,16 @@ class FileBlobStore:
             return
         self.layout.tmp.mkdir(parents=True, exist_ok=True)
         tmp = self.layout.tmp / f"{digest.hex}.{os.getpid()}.{id(data)}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a half-written temp file would hold the space
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage("no space left in the cache's data directory") from None
+            raise
         self._publish(tmp, target)
 
     def commit(self, digest: Digest, verified_file: Path) -> None:

@@ -11,6 +11,8 @@
                                           followers in other workers know Content-Length
       quarantine/sha256-abcdef…           objects `cache verify` found corrupt (kept for study)
       tmp/                                small writes (manifests) before their atomic rename
+      evict.lock                          flock held by whoever evicts or collects garbage
+      metrics/                            Prometheus values shared by --workers N (emptied at start)
       index.sqlite3 (+ -wal, -shm)        tags, repository links, sizes, last access (WAL mode)
 
 A file under ``blobs/`` exists only after its digest and size were verified, so
@@ -48,6 +50,14 @@ class Layout:
     @property
     def index(self) -> Path:
         return self.root / "index.sqlite3"
+
+    @property
+    def evict_lock(self) -> Path:
+        return self.root / "evict.lock"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
 
     def blob(self, digest: Digest) -> Path:
         return self.blobs / digest.algorithm / digest.hex[:2] / digest.hex

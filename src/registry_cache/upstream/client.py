@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from .. import metrics
 from ..config import UpstreamConfig
 from ..errors import (
     BadGateway,
@@ -80,13 +81,29 @@ class Manifest:
 class BlobStream:
     """An open upstream blob body; ``start`` is where it begins (Range resume)."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, start: int, size: int | None) -> None:
+    def __init__(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        start: int,
+        size: int | None,
+        upstream: str = "",
+    ) -> None:
         self._response = response
         self.start = start
         self.size = size
+        self._upstream = upstream
 
     def readinto(self, buffer: memoryview) -> int:
-        return self._response.readinto(buffer)
+        # read1, not readinto: readinto waits until the whole buffer (1 MiB) is full,
+        # so from a slow upstream clients would get nothing for seconds at a time.
+        # read1 hands over what has arrived (one recv); the copy costs what
+        # urllib3's own readinto costs (it reads into bytes and copies too).
+        data = self._response.read1(len(buffer))
+        count = len(data)
+        if count:
+            buffer[:count] = data
+            metrics.upstream_bytes(self._upstream, count)
+        return count
 
     def close(self) -> None:
         self._response.release_conn()
@@ -107,7 +124,10 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self._pool = pool
-        self._timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
+        # Until the response headers arrive: kept well under containerd's 30 s
+        # response-header timeout, so a hanging upstream becomes our 503 before the
+        # client gives up on us. The body then may stall up to read_timeout per read.
+        self._timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.header_timeout)
         self._auth = Authenticator(config.username, config.password, self._fetch_token)
         self._on_ratelimit = on_ratelimit
         self._host = urlsplit(config.url).netloc
@@ -133,6 +153,7 @@ class UpstreamClient:
             what=f"{repo}:{reference}",
         )
         body = response.data
+        metrics.upstream_bytes(self.config.name, len(body))
         return Manifest(
             body=body,
             media_type=response.headers.get("Content-Type"),
@@ -182,10 +203,12 @@ class UpstreamClient:
             what=f"{repo}@{digest}",
             expect=(200, 206),
         )
+        _body_timeout(response, self.config.read_timeout)
+        name = self.config.name
         if response.status == 206:
             start, size = _content_range(response.headers.get("Content-Range"))
-            return BlobStream(response, start if start is not None else offset, size)
-        return BlobStream(response, 0, _int(response.headers.get("Content-Length")))
+            return BlobStream(response, start if start is not None else offset, size, name)
+        return BlobStream(response, 0, _int(response.headers.get("Content-Length")), name)
 
     def tags(
         self, repo: str, n: int | None = None, last: str | None = None
@@ -273,6 +296,7 @@ class UpstreamClient:
                     method, url, scope, headers or {}, stream=stream, timeout=retry.timeout
                 )
             except Unavailable as exc:
+                metrics.upstream_error(self.config.name, _error_kind(exc))
                 if attempt >= retry.attempts or isinstance(exc, UpstreamTimeout):
                     raise
                 self._pause(retry, attempt)
@@ -282,6 +306,9 @@ class UpstreamClient:
             if status in expect:
                 return response
             _drain(response)
+            if status == 429 or status >= 500 or status in (401, 403):
+                kind = {429: "ratelimited", 401: "denied", 403: "denied"}.get(status)
+                metrics.upstream_error(self.config.name, kind or "server_error")
             if status == 429:
                 wait = _retry_after(response.headers.get("Retry-After"))
                 if attempt < retry.attempts and (wait or 0) <= retry.max_retry_after:
@@ -399,6 +426,24 @@ class UpstreamClient:
             self.ratelimit_remaining = remaining
             if self._on_ratelimit is not None:
                 self._on_ratelimit(self.config.name, remaining)
+
+
+def _error_kind(error: Unavailable) -> str:
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, BadGateway):
+        return "bad_answer"
+    return "unreachable"
+
+
+def _body_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
+    """Headers came within the header timeout; the body may pause up to ``seconds`` per read.
+
+    urllib3 sets the socket's timeout again before it reuses the connection.
+    """
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _pull(repo: str) -> str:

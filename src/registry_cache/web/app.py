@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import urllib3
 from aiohttp import web
 
+from .. import metrics
 from ..config import Settings
 from ..proxy.context import ProxyContext
+from ..proxy.eviction import EvictionTask
 from ..store.blobs import FileBlobStore
 from ..store.fill import FillManager
 from ..store.index import Index
@@ -35,7 +37,10 @@ def build_context(settings: Settings) -> ProxyContext:
     layout.create()
     store = FileBlobStore(layout)
     pool = urllib3.PoolManager(num_pools=len(settings.upstreams) * 4 + 8, maxsize=32, block=False)
-    clients = {name: UpstreamClient(cfg, pool) for name, cfg in settings.upstreams.items()}
+    clients = {
+        name: UpstreamClient(cfg, pool, on_ratelimit=metrics.ratelimit)
+        for name, cfg in settings.upstreams.items()
+    }
     return ProxyContext(
         settings=settings,
         index=Index(layout.index),
@@ -50,11 +55,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     ctx = build_context(app[SETTINGS_KEY])
     app[SERVICES_KEY] = Services.build(ctx)
     flusher = asyncio.create_task(_flush_touches(ctx))
+    evictor = EvictionTask.start(ctx)  # None when the cache is unbounded
     log.debug("worker %d ready", os.getpid())
     yield
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher
+    if evictor is not None:
+        await evictor.stop()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
     ctx.index.close()
 
@@ -69,6 +77,13 @@ async def _flush_touches(ctx: ProxyContext) -> None:
             log.exception("could not record access times")
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus text format; every worker answers for all of them (see metrics.py)."""
+    response = web.Response(body=metrics.render())
+    response.headers["Content-Type"] = metrics.CONTENT_TYPE
+    return response
+
+
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[access_log, registry_errors])
     app[SETTINGS_KEY] = settings
@@ -77,6 +92,7 @@ def build_app(settings: Settings) -> web.Application:
     from .pages import add_routes as add_pages
 
     add_pages(app)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_route("*", "/v2", api)
     app.router.add_route("*", "/v2/{tail:.*}", api)
     return app

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import NameUnknown, RegistryError, Unsupported
+from .. import metrics
+from ..errors import InsufficientStorage, NameUnknown, RegistryError, Unsupported
 from ..store.fill import FillFailed
 
 log = logging.getLogger("registry_cache.web")
@@ -44,7 +46,11 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     except (ConnectionResetError, BrokenPipeError):
         request.setdefault("log", {})["error"] = "client-gone"
         raise
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+            # The index shares the data directory's disk: full is a 507, like a blob write.
+            request.setdefault("log", {})["error"] = "disk-full"
+            return error_response(InsufficientStorage("no space left in the data directory"))
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(RegistryError("internal error (see the cache's log)"))
 
@@ -62,6 +68,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     finally:
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
+        metrics.observe_request(request.path, fields.get("cache"), status)
         access.info(
             '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s',
             request.remote or "-",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from aiohttp import web
 
@@ -84,27 +86,13 @@ async def send_file(
     request: web.Request, response: web.StreamResponse, path: str, span: ByteRange
 ) -> int:
     """Send ``span`` of a committed file; returns bytes sent."""
-    await response.prepare(request)
-    if request.method == "HEAD" or span.length == 0:
-        await response.write_eof()
-        return 0
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("client went away")
-    loop = asyncio.get_running_loop()
-    sent = 0
+
+    async def whole(pos: int) -> int:
+        return span.end
+
     # Opening a local file is a metadata lookup, not I/O worth a thread hop.
     with open(path, "rb") as handle:  # noqa: ASYNC230
-        pos = span.start
-        while pos < span.end:
-            count = min(SENDFILE_SPAN, span.end - pos)
-            done = await loop.sendfile(transport, handle, pos, count)
-            if done == 0:
-                raise ConnectionResetError("client went away")
-            pos += done
-            sent += done
-    await response.write_eof()
-    return sent
+        return await _send(request, response, handle, span, whole)
 
 
 async def send_fill(
@@ -116,6 +104,18 @@ async def send_fill(
     is aborted short of Content-Length: the client sees a failed download,
     never a complete corrupt one.
     """
+    with reader.open() as handle:
+        return await _send(request, response, handle, span, reader.readable)
+
+
+async def _send(
+    request: web.Request,
+    response: web.StreamResponse,
+    handle: BinaryIO,
+    span: ByteRange,
+    readable: Callable[[int], Awaitable[int]],
+) -> int:
+    """sendfile ``span`` of ``handle`` as ``readable(pos)`` allows; returns bytes sent."""
     await response.prepare(request)
     if request.method == "HEAD" or span.length == 0:
         await response.write_eof()
@@ -124,24 +124,18 @@ async def send_fill(
     if transport is None:
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
-    sent = 0
-    handle = reader.open()
-    try:
-        pos = span.start
-        while pos < span.end:
-            try:
-                readable = await reader.readable(pos)
-            except FillFailed as failed:
-                log.error("aborting response for %s: %s", reader.digest, failed.error)
-                transport.abort()
-                raise
-            count = min(readable, span.end, pos + SENDFILE_SPAN) - pos
-            done = await loop.sendfile(transport, handle, pos, count)
-            if done == 0:
-                raise ConnectionResetError("client went away")
-            pos += done
-            sent += done
-    finally:
-        handle.close()
+    pos = span.start
+    while pos < span.end:
+        try:
+            end = await readable(pos)
+        except FillFailed as failed:
+            log.error("aborting response for %s: %s", request.path, failed.error)
+            transport.abort()
+            raise
+        count = min(end, span.end, pos + SENDFILE_SPAN) - pos
+        done = await loop.sendfile(transport, handle, pos, count)
+        if done == 0:
+            raise ConnectionResetError("client went away")
+        pos += done
     await response.write_eof()
-    return sent
+    return pos - span.start

@@ -1,0 +1,19 @@
+"""``registry-cache bench-suite``: registry-cache against its peers, side by side.
+
+One run on loopback starts a local upstream (docker-registry), CNCF distribution
+in proxy mode over it, registry-cache over it, and nginx serving the same blob
+file with sendfile, then measures warm and cold blob GETs, a herd of concurrent
+cold GETs, manifest request rates, a whole-image pull with a real client, the
+cache's memory, and ``--workers 2`` against 1; every figure is the median of
+several repetitions with min and max, and every ratio is taken within the run.
+
+Modules: ``servers`` (processes), ``content`` (layers, push), ``httpio`` (loopback
+HTTP), ``load`` (wrk or built-in), ``measure`` (RSS, upstream bytes), ``lab``
+(the servers of a run), ``scenarios``, ``results``, ``report`` (targets, markdown,
+JSON), ``runner`` (one run).
+"""
+
+from .runner import FULL, QUICK, SuiteError, SuiteOptions, SuiteRun, run_suite
+from .scenarios import SCENARIOS
+
+__all__ = ["FULL", "QUICK", "SCENARIOS", "SuiteError", "SuiteOptions", "SuiteRun", "run_suite"]

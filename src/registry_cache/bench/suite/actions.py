@@ -1,0 +1,141 @@
+"""What the scenarios do to the servers: GETs, herds of GETs, image pulls, waits.
+
+Every GET checks status and length (a fast error is not a result) and raises
+``ScenarioError`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from ..pullclient import pull
+from .content import Blob
+from .httpio import Transfer, download
+from .results import GB
+from .servers import Cache, Registry, Server, clean_env, find_binary
+
+
+class ScenarioError(RuntimeError):
+    pass
+
+
+def blob_url(server: Server, repo: str, digest: str) -> str:
+    return f"{server.url}/v2/{repo}/blobs/{digest}"
+
+
+def fetch(url: str, size: int) -> Transfer:
+    got = download(url)
+    if not got.complete or got.bytes != size:
+        raise ScenarioError(f"GET {url}: HTTP {got.status}, {got.bytes} of {size} bytes")
+    return got
+
+
+def concurrent_gets(url: str, size: int, clients: int) -> float:
+    """``clients`` GETs released at once; seconds from the first start to the last byte."""
+    gate = threading.Barrier(clients)
+    spans: list[tuple[float, float]] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        gate.wait()
+        started = time.perf_counter()
+        try:
+            fetch(url, size)
+        except Exception as exc:
+            failures.append(str(exc))
+        spans.append((started, time.perf_counter()))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    if failures or len(spans) != clients:
+        raise ScenarioError(f"{clients} GETs of {url}: {failures[:1] or 'did not finish'}")
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
+def await_stored(server: Server, blob: Blob, timeout: float = 120.0) -> None:
+    """Wait until ``server`` holds ``blob`` in its storage.
+
+    distribution streams a miss to the client and stores it with a second upstream
+    fetch in the background: its GET is over once the blob is in its storage. The
+    cache commits right after the last byte; this waits out that moment too, so a
+    "warm" GET never races a fill.
+    """
+    if not isinstance(server, Registry | Cache):
+        return
+    deadline = time.monotonic() + timeout
+    while not server.has_blob(blob.digest):
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"{server.name} did not store {blob.digest} in {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def drop_caches(enabled: bool) -> None:
+    if enabled:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+
+
+def tmpfs_with_room(size: int) -> Path | None:
+    shm = Path("/dev/shm")
+    try:
+        stat = os.statvfs(shm)
+    except OSError:
+        return None
+    return shm if stat.f_bavail * stat.f_frsize > size else None
+
+
+def write_speed(directory: Path, size: int) -> float:
+    """GB/s of writing ``size`` bytes to a new file there with 1 MiB writes (then deleted)."""
+    chunk = memoryview(os.urandom(1 << 20))
+    path = directory / f".write-probe-{os.getpid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        started = time.perf_counter()
+        left = size
+        while left > 0:
+            left -= os.write(fd, chunk[: min(left, len(chunk))])
+        seconds = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        path.unlink()
+        os.sync()
+    return size / seconds / GB
+
+
+def pull_image(
+    tool: str, server: Server, repo: str, tag: str, *, work: Path, target: Path
+) -> float:
+    """Pull ``repo:tag`` from ``server`` into ``target`` (deleted after); seconds taken."""
+    started = time.perf_counter()
+    try:
+        if tool == "skopeo":
+            host = server.url.removeprefix("http://")
+            _skopeo(work / "skopeo", f"docker://{host}/{repo}:{tag}", f"dir:{target}")
+        else:
+            asyncio.run(pull(f"{repo}:{tag}", server.url, output=target))
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _skopeo(home: Path, source: str, dest: str) -> None:
+    """``skopeo copy`` with its own empty registries.conf and an accept-all policy."""
+    home.mkdir(parents=True, exist_ok=True)
+    conf, policy = home / "registries.conf", home / "policy.json"
+    conf.write_text("# empty: no mirrors, no search registries\n")
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+    env = {**clean_env(), "CONTAINERS_REGISTRIES_CONF": str(conf)}
+    argv = [find_binary("skopeo") or "skopeo", "--policy", str(policy), "--tmpdir", str(home)]
+    argv += ["copy", "--quiet", "--src-tls-verify=false", "--src-no-creds", source, dest]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, env=env)
+    if done.returncode != 0:
+        raise ScenarioError(f"skopeo copy {source}: {done.stderr.strip()[-400:]}")

@@ -1,0 +1,399 @@
+"""One function per scenario; each returns a ScenarioResult (see results.py).
+
+Contenders: ``registry-cache`` (this project), ``distribution-proxy`` (CNCF
+distribution in proxy mode), ``nginx`` (sendfile: the machine's limit for one
+file), ``upstream`` (docker-registry itself, no proxy). Within a repetition
+every contender is measured back to back, starting with a different one each
+time, so drift in a noisy machine falls on all of them. A repetition during
+which processes outside the suite kept more than ``max_noise`` cores busy is
+measured again (up to ``retries`` times); what they took is reported either way.
+
+"Cold" means not in the proxy: a new process with an empty data directory for
+every cold GET, of the cache and of the distribution proxy alike. The upstream's
+own file is in the page cache for every contender (it was just written) unless
+``drop_caches`` is set, which runs ``sync; echo 3 > /proc/sys/vm/drop_caches``
+before each cold GET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .actions import (
+    ScenarioError,
+    await_stored,
+    blob_url,
+    concurrent_gets,
+    drop_caches,
+    fetch,
+    pull_image,
+    tmpfs_with_room,
+    write_speed,
+)
+from .content import MANIFEST_ACCEPT, Blob
+from .httpio import Transfer, request
+from .lab import Lab
+from .load import LoadResult, run_load
+from .measure import NoiseMonitor, RssMonitor, UpstreamLog, log_mark, requests_per_process
+from .results import GB, ScenarioResult
+from .servers import Cache, Server, find_binary
+
+CACHE = "registry-cache"
+PROXY = "distribution-proxy"
+NGINX = "nginx"
+UPSTREAM = "upstream"
+TMPFS_CACHE = f"{CACHE}, data on tmpfs"
+RSS = f"{CACHE} peak RSS"
+NOISE = "other processes' CPU"
+T = TypeVar("T")
+
+__all__ = ["SCENARIOS", "Plan", "ScenarioError", "rotated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    reps: int = 5
+    herd_clients: int = 16
+    load_seconds: float = 5.0
+    load_tool: str = "auto"  # wrk | builtin | auto
+    pull_client: str = "auto"  # skopeo | builtin | auto
+    drop_caches: bool = False
+    max_noise: float = 0.25  # cores other processes may take before a repetition is redone
+    retries: int = 2
+    progress: Callable[[str], None] = field(default=lambda _msg: None)
+
+
+Repetition = Callable[[int, ScenarioResult], None]
+
+
+def repeat(plan: Plan, result: ScenarioResult, one: Repetition) -> None:
+    """Run ``one(rep, sample)`` ``plan.reps`` times; redo a noisy one; merge the samples."""
+    for rep in range(plan.reps):
+        for attempt in range(plan.retries + 1):
+            plan.progress(f"{result.name}: repetition {rep + 1}/{plan.reps}")
+            sample = ScenarioResult(result.name, result.title)
+            with NoiseMonitor() as noise:
+                one(rep, sample)
+            if noise.foreign_cores <= plan.max_noise or attempt == plan.retries:
+                break
+            plan.progress(f"  other processes took {noise.foreign_cores:.2f} cores: again")
+        sample.add(NOISE, "cores", noise.foreign_cores)
+        if noise.foreign_cores > plan.max_noise:
+            result.note(
+                f"repetition {rep + 1} kept despite other processes taking "
+                f"{noise.foreign_cores:.2f} cores"
+            )
+        for key, figure in sample.figures.items():
+            for value in figure.values:
+                result.add(key, figure.unit, value)
+
+
+def rotated(items: Sequence[T], rep: int) -> list[T]:
+    shift = rep % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+# ---------------------------------------------------------------- blob GETs
+
+
+def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
+    blob, repo = lab.content.big, lab.content.repo
+    result = ScenarioResult("warm-blob", f"Warm blob GET, {_size(blob.size)}")
+    urls = {
+        CACHE: blob_url(lab.cache, repo, blob.digest),
+        PROXY: blob_url(lab.proxy, repo, blob.digest),
+        NGINX: f"{lab.nginx.url}/{blob.path.name}",
+        UPSTREAM: blob_url(lab.upstream, repo, blob.digest),
+    }
+    plan.progress("warm-blob: filling both proxies")
+    for who, server in ((CACHE, lab.cache), (PROXY, lab.proxy)):
+        fetch(urls[who], blob.size)
+        await_stored(server, blob)
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        rates: dict[str, float] = {}
+        for who in rotated(list(urls), rep):
+            if who == CACHE:
+                with RssMonitor(lab.cache.pid) as rss:
+                    rates[who] = fetch(urls[who], blob.size).rate / GB
+                out.add(RSS, "MB", rss.peak_mb)
+            else:
+                rates[who] = fetch(urls[who], blob.size).rate / GB
+        for who in urls:
+            out.add(who, "GB/s", rates[who])
+        out.add("vs nginx", "x", rates[CACHE] / rates[NGINX])
+        out.add(f"vs {PROXY}", "x", rates[CACHE] / rates[PROXY])
+
+    repeat(plan, result, one)
+    return result
+
+
+def cold_blob(lab: Lab, plan: Plan) -> ScenarioResult:
+    blob, repo = lab.content.big, lab.content.repo
+    result = ScenarioResult("cold-blob", f"Cold blob GET, {_size(blob.size)}")
+    log = UpstreamLog(lab.upstream.access_log)
+    if plan.drop_caches:
+        result.note("page cache dropped before every cold GET (upstream reads its disk)")
+    # The cache's clients read the file being filled, so the data disk's write speed
+    # bounds a cold GET; the same GET with the data directory on tmpfs shows the rest.
+    tmpfs = tmpfs_with_room(3 * blob.size)
+    contenders = [CACHE, PROXY, UPSTREAM] + ([TMPFS_CACHE] if tmpfs else [])
+    for name, where in (("data disk", lab.workdir), ("tmpfs", tmpfs)):
+        if where is not None:
+            result.add(f"{name}: buffered write of the blob", "GB/s", write_speed(where, blob.size))
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        rates: dict[str, float] = {}
+        for who in rotated(contenders, rep):
+            drop_caches(plan.drop_caches)
+            if who == UPSTREAM:
+                rates[who] = fetch(blob_url(lab.upstream, repo, blob.digest), blob.size).rate / GB
+                continue
+            cold = _cold_get(lab, who, blob, log, under=tmpfs if who == TMPFS_CACHE else None)
+            rates[who] = cold.transfer.rate / GB
+            out.add(f"{who} upstream bytes", "x blob", cold.upstream_bytes / blob.size)
+            out.add(f"{who} time to first byte", "ms", cold.transfer.ttfb * 1e3)
+            if cold.rss is not None:
+                out.add(f"{who} CPU per GiB", "s", cold.rss.cpu_seconds * (1 << 30) / blob.size)
+                if who == CACHE:
+                    out.add(RSS, "MB", cold.rss.peak_mb)
+        for who in contenders:
+            out.add(who, "GB/s", rates[who])
+        out.add(f"vs {PROXY}", "x", rates[CACHE] / rates[PROXY])
+        out.add(f"vs {UPSTREAM}", "x", rates[CACHE] / rates[UPSTREAM])
+
+    repeat(plan, result, one)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class ColdGet:
+    transfer: Transfer
+    upstream_bytes: int
+    rss: RssMonitor | None  # the cache's memory and CPU during the GET
+
+
+def _cold_get(
+    lab: Lab, who: str, blob: Blob, log: UpstreamLog, *, under: Path | None = None
+) -> ColdGet:
+    """One GET from a fresh proxy, and what it cost upstream."""
+    fresh = lab.fresh_proxy() if who == PROXY else lab.fresh_cache(under=under)
+    with fresh as server:
+        mark = log.mark()
+        url = blob_url(server, lab.content.repo, blob.digest)
+        if isinstance(server, Cache):
+            with RssMonitor(server.pid) as rss:
+                got = fetch(url, blob.size)
+            monitor: RssMonitor | None = rss
+        else:
+            got, monitor = fetch(url, blob.size), None
+            await_stored(server, blob)
+        traffic = log.settled_traffic(mark, blob.digest)
+    return ColdGet(got, traffic.bytes, monitor)
+
+
+def herd(lab: Lab, plan: Plan) -> ScenarioResult:
+    blob, n = lab.content.herd, plan.herd_clients
+    title = f"Herd: {n} concurrent cold GETs of one {_size(blob.size)} blob"
+    result = ScenarioResult("herd", title)
+    log = UpstreamLog(lab.upstream.access_log)
+    nginx_url = f"{lab.nginx.url}/{blob.path.name}"
+    limit = f"{NGINX} {n} clients (delivery limit)"
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        # What delivering n copies costs here at all: nginx, file in the page cache.
+        nginx_wall = concurrent_gets(nginx_url, blob.size, n)
+        out.add(limit, "s", nginx_wall)
+        for who in rotated([CACHE, PROXY], rep):
+            drop_caches(plan.drop_caches)
+            single = _cold_get(lab, who, blob, log)
+            drop_caches(plan.drop_caches)
+            wall, fetched, herd_rss = _herd_get(lab, who, blob, log, n)
+            out.add(f"{who} single cold GET", "s", single.transfer.seconds)
+            out.add(f"{who} {n} clients", "s", wall)
+            out.add(f"{who} wall vs single", "x", wall / single.transfer.seconds)
+            out.add(f"{who} upstream bytes", "x blob", fetched / blob.size)
+            out.add(f"{who} delivered", "GB/s", n * blob.size / wall / GB)
+            out.add(f"{who} wall vs nginx {n} clients", "x", wall / nginx_wall)
+            if single.rss is not None and herd_rss is not None:
+                out.add(f"{RSS}, single GET", "MB", single.rss.peak_mb)
+                out.add(f"{RSS}, {n} clients", "MB", herd_rss.peak_mb)
+                out.add(RSS, "MB", max(single.rss.peak_mb, herd_rss.peak_mb))
+                out.add(f"{CACHE} CPU, {n} clients", "s", herd_rss.cpu_seconds)
+
+    repeat(plan, result, one)
+    return result
+
+
+def _herd_get(
+    lab: Lab, who: str, blob: Blob, log: UpstreamLog, clients: int
+) -> tuple[float, int, RssMonitor | None]:
+    """``clients`` simultaneous GETs from a fresh proxy: (wall s, upstream bytes, monitor)."""
+    fresh = lab.fresh_cache() if who == CACHE else lab.fresh_proxy()
+    with fresh as server:
+        url = blob_url(server, lab.content.repo, blob.digest)
+        mark = log.mark()
+        monitor: RssMonitor | None = None
+        if isinstance(server, Cache):
+            with RssMonitor(server.pid) as monitor:
+                wall = concurrent_gets(url, blob.size, clients)
+        else:
+            wall = concurrent_gets(url, blob.size, clients)
+            await_stored(server, blob)
+        traffic = log.settled_traffic(mark, blob.digest)
+    return wall, traffic.bytes, monitor
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def manifest_tag(lab: Lab, plan: Plan) -> ScenarioResult:
+    title = "Manifest by tag (within the TTL), 32 connections"
+    return _manifests(lab, plan, ScenarioResult("manifest-tag", title), lab.content.image.tag)
+
+
+def manifest_digest(lab: Lab, plan: Plan) -> ScenarioResult:
+    title = "Manifest by digest, 32 connections"
+    return _manifests(lab, plan, ScenarioResult("manifest-digest", title), lab.content.image.digest)
+
+
+def _manifest_url(server: Server, lab: Lab, reference: str) -> str:
+    return f"{server.url}/v2/{lab.content.repo}/manifests/{reference}"
+
+
+def _check_manifest(url: str, digest: str) -> None:
+    reply = request("GET", url, {"Accept": MANIFEST_ACCEPT})
+    if reply.status != 200 or reply.headers.get("docker-content-digest") != digest:
+        raise ScenarioError(f"GET {url}: HTTP {reply.status}, not manifest {digest}")
+
+
+def _load(url: str, plan: Plan, who: str) -> LoadResult:
+    headers = {"Accept": MANIFEST_ACCEPT}
+    return run_load(url, headers, plan.load_seconds, plan.load_tool).check(f"{who} {url}")
+
+
+def _manifests(lab: Lab, plan: Plan, result: ScenarioResult, reference: str) -> ScenarioResult:
+    servers: dict[str, Server] = {CACHE: lab.cache, PROXY: lab.proxy}
+    urls = {who: _manifest_url(server, lab, reference) for who, server in servers.items()}
+    for url in urls.values():
+        _check_manifest(url, lab.content.image.digest)  # also fills both proxies
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        runs: dict[str, LoadResult] = {}
+        for who in rotated(list(urls), rep):
+            if who == CACHE:
+                with RssMonitor(lab.cache.pid) as rss:
+                    runs[who] = _load(urls[who], plan, who)
+                out.add(RSS, "MB", rss.peak_mb)
+                out.add(f"{CACHE} CPU", "cores", rss.cores)
+                out.add("load generator CPU", "cores", runs[who].cores)
+            else:
+                runs[who] = _load(urls[who], plan, who)
+        for who, run in runs.items():
+            out.add(f"{who} requests/s", "req/s", run.rps)
+            out.add(f"{who} p50", "ms", run.p50_ms)
+            out.add(f"{who} p99", "ms", run.p99_ms)
+        out.add(f"vs {PROXY}", "x", runs[CACHE].rps / runs[PROXY].rps)
+        result.note(f"load generator: {runs[CACHE].tool}")
+
+    repeat(plan, result, one)
+    return result
+
+
+def workers(lab: Lab, plan: Plan) -> ScenarioResult:
+    result = ScenarioResult("workers", "Tag manifests: --workers 2 vs 1, 32 connections")
+    reference = lab.content.image.tag
+    with lab.fresh_cache(workers=2) as two:
+        servers: dict[str, Cache] = {"1 worker": lab.cache, "2 workers": two}
+        urls = {who: _manifest_url(server, lab, reference) for who, server in servers.items()}
+        for url in urls.values():
+            for _ in range(8):  # so that every worker has answered the tag once
+                _check_manifest(url, lab.content.image.digest)
+
+        def one(rep: int, out: ScenarioResult) -> None:
+            runs: dict[str, LoadResult] = {}
+            peaks: list[float] = []
+            for who in rotated(list(urls), rep):
+                mark = log_mark(servers[who].log_path)
+                with RssMonitor(servers[who].pid, pss=True) as rss:
+                    runs[who] = _load(urls[who], plan, who)
+                peaks.append(rss.peak_mb)
+                out.add(f"{RSS}, {who}", "MB", rss.peak_mb)
+                # Forked workers share their parent's pages: PSS splits them fairly.
+                out.add(f"{CACHE} peak PSS, {who}", "MB", rss.peak_pss_mb)
+                out.add(f"{CACHE} CPU, {who}", "cores", rss.cores)
+                out.add(f"load generator CPU, {who}", "cores", runs[who].cores)
+                shares = requests_per_process(servers[who].log_path, mark)
+                if who == "2 workers" and sum(shares) > 0:
+                    busiest = 100 * max(shares) / sum(shares)
+                    out.add("busiest worker's share of requests", "%", busiest)
+            for who, run in runs.items():
+                out.add(f"{who} requests/s", "req/s", run.rps)
+                out.add(f"{who} p99", "ms", run.p99_ms)
+            out.add("2 vs 1 workers", "x", runs["2 workers"].rps / runs["1 worker"].rps)
+            out.add(RSS, "MB", max(peaks))
+            result.note(f"load generator: {runs['1 worker'].tool}")
+
+        repeat(plan, result, one)
+    return result
+
+
+# ---------------------------------------------------------------- whole image
+
+
+def image_pull(lab: Lab, plan: Plan) -> ScenarioResult:
+    image, repo = lab.content.image, lab.content.repo
+    tool = plan.pull_client
+    if tool == "auto":
+        tool = "skopeo" if find_binary("skopeo") else "builtin"
+    title = f"Warm pull of a {len(image.layers)}-layer image ({_size(image.size)}) with {tool}"
+    result = ScenarioResult("image-pull", title)
+    servers: dict[str, Server] = {CACHE: lab.cache, PROXY: lab.proxy}
+    out_dir = lab.workdir / "pulls"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def pull(who: str, name: str) -> float:
+        return pull_image(
+            tool, servers[who], repo, image.tag, work=lab.workdir, target=out_dir / name
+        )
+
+    for who, server in servers.items():
+        pull(who, f"warmup-{who}")  # fills the proxy
+        for blob in (image.config, *image.layers):
+            await_stored(server, blob)
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        took: dict[str, float] = {}
+        for who in rotated(list(servers), rep):
+            if who == CACHE:
+                with RssMonitor(lab.cache.pid) as rss:
+                    took[who] = pull(who, f"{who}-{rep}")
+                out.add(RSS, "MB", rss.peak_mb)
+            else:
+                took[who] = pull(who, f"{who}-{rep}")
+        for who, seconds in took.items():
+            out.add(f"{who} pull", "s", seconds)
+        out.add(f"speed-up vs {PROXY}", "x", took[PROXY] / took[CACHE])
+
+    repeat(plan, result, one)
+    return result
+
+
+def _size(size: int) -> str:
+    mib = size / (1 << 20)
+    return f"{mib / 1024:.0f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
+
+
+ScenarioFn = Callable[[Lab, Plan], ScenarioResult]
+SCENARIOS: dict[str, ScenarioFn] = {
+    "warm-blob": warm_blob,
+    "cold-blob": cold_blob,
+    "herd": herd,
+    "manifest-tag": manifest_tag,
+    "manifest-digest": manifest_digest,
+    "image-pull": image_pull,
+    "workers": workers,
+}

@@ -1,0 +1,375 @@
+"""The servers the suite measures, each a child process on 127.0.0.1 stopped by PID.
+
+- ``Registry``: CNCF distribution (``docker-registry serve``). As the upstream it
+  keeps its Apache-style access log on stdout (``access.log``), which is how the
+  suite counts the bytes the proxies fetched; with ``proxy_remote`` it is
+  distribution's own pull-through cache, the peer most users would pick.
+- ``Nginx``: one process (``daemon off; master_process off;``, so it stays root
+  and can read any file) serving a directory with ``sendfile on``: what this
+  machine can do for one file over loopback.
+- ``Cache``: ``python -m registry_cache serve`` with docker.io pointed at the
+  local upstream and every other public default removed, so nothing can leave
+  the machine.
+
+Every process starts in its own session; ``stop()`` signals that process group
+only (SIGTERM, then SIGKILL). ``stop_all()`` is the last resort of the runner
+(errors, Ctrl-C) and of ``atexit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ...digest import Digest
+from ...store.layout import Layout
+
+LOOPBACK = "127.0.0.1"
+_PORT_RANGE = (20000, 32000)  # below the ephemeral range: no outgoing socket takes them
+_handed_out: set[int] = set()
+_live: list[subprocess.Popen[bytes]] = []
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Variables that would reroute a child's traffic or its configuration.
+_DROP_ENV = ("REGISTRY_", "DOCKERHUB_", "GHCR_", "QUAY_", "PYTHONPATH")
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+class StartError(RuntimeError):
+    """A server did not come up; the message ends with the tail of its log."""
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago and is new to this process."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise StartError("no free port on 127.0.0.1")
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The status ``GET url`` answers, or None when nothing answers."""
+    try:
+        with _opener.open(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def clean_env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in _PROXY_VARS and not k.startswith(_DROP_ENV)
+    }
+
+
+def find_binary(name: str) -> str | None:
+    """``which`` that also looks in the sbin directories (nginx lives in /usr/sbin)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
+def stop_all() -> None:
+    """Stop every server this process started that still runs."""
+    for proc in list(_live):
+        _terminate(proc, grace=3.0)
+    _live.clear()
+
+
+atexit.register(stop_all)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # Only while unreaped, so the pid (= its process group: own session) is still ours.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=10)
+    if proc in _live:
+        _live.remove(proc)
+
+
+class Server:
+    """One process on ``127.0.0.1:port``; subclasses give the command and config."""
+
+    name = "server"
+    probe = "/"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.log_path = workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._proc.pid
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Write configuration for ``self.port`` (called before every launch)."""
+
+    def stdout_path(self) -> Path:
+        return self.log_path
+
+    def env(self) -> dict[str, str]:
+        return clean_env()  # e.g. REGISTRY_* would override distribution's config file
+
+    def cwd(self) -> Path:
+        return self.workdir
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            self.port = free_port()
+            self.prepare()
+            try:
+                self._launch(timeout)
+                return self
+            except StartError as exc:
+                if attempt == 2 or "address already in use" not in str(exc).lower():
+                    raise
+        raise AssertionError("unreachable")
+
+    def _launch(self, timeout: float) -> None:
+        out = self.stdout_path().open("ab")
+        err = self.log_path.open("ab") if self.stdout_path() != self.log_path else None
+        try:
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err if err is not None else subprocess.STDOUT,
+                cwd=self.cwd(),
+                env=self.env(),
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+            if err is not None:
+                err.close()
+        _live.append(self._proc)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise StartError(f"{self.name} exited with {code}:\n{self.log_tail()}")
+            if http_status(self.url + self.probe, timeout=1.0) is not None:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise StartError(f"{self.name} did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _terminate(self._proc, grace=10.0)
+            self._proc = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Registry(Server):
+    """``docker-registry serve``: the upstream, or distribution's proxy over ``proxy_remote``."""
+
+    probe = "/v2/"
+
+    def __init__(self, workdir: Path, *, proxy_remote: str | None = None) -> None:
+        self.name = "distribution-proxy" if proxy_remote else "upstream"
+        super().__init__(workdir)
+        self.proxy_remote = proxy_remote
+        self.storage = workdir / "storage"
+        self.access_log = workdir / "access.log"
+        self.config_path = workdir / "config.yml"
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "version": 0.1,
+            # Defaults otherwise: info level, access log on (stdout).
+            "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.storage)},
+                "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+            "http": {"addr": f"{LOOPBACK}:{self.port}", "secret": "registry-cache-bench"},
+            "health": {"storagedriver": {"enabled": False}},
+        }
+        if self.proxy_remote:
+            cfg["proxy"] = {"remoteurl": self.proxy_remote}
+        return cfg
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether ``digest`` is in this registry's storage (the filesystem driver's layout)."""
+        algorithm, _, hex_ = digest.partition(":")
+        blobs = self.storage / "docker/registry/v2/blobs" / algorithm
+        return (blobs / hex_[:2] / hex_ / "data").is_file()
+
+    def prepare(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [find_binary("docker-registry") or "docker-registry", "serve", str(self.config_path)]
+
+    def stdout_path(self) -> Path:
+        return self.access_log
+
+
+class Nginx(Server):
+    """nginx serving ``root`` with sendfile, as root, in one process."""
+
+    name = "nginx"
+
+    def __init__(self, workdir: Path, root: Path) -> None:
+        super().__init__(workdir)
+        self.root = root
+        self.config_path = workdir / "nginx.conf"
+
+    def prepare(self) -> None:
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        temp_paths = "\n".join(
+            f"  {kind}_temp_path {tmp / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        self.config_path.write_text(
+            f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {self.workdir / "nginx.pid"};
+error_log {self.log_path} warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  default_type application/octet-stream;
+{temp_paths}
+  server {{
+    listen {LOOPBACK}:{self.port};
+    root {self.root};
+    location / {{ }}
+  }}
+}}
+"""
+        )
+
+    def command(self) -> list[str]:
+        binary = find_binary("nginx") or "nginx"
+        # -e: the error log before the config is read (the default path may not be writable).
+        return [
+            binary,
+            "-e",
+            str(self.log_path),
+            "-p",
+            str(self.workdir),
+            "-c",
+            str(self.config_path),
+        ]
+
+
+class Cache(Server):
+    """registry-cache over ``upstream_url`` (as docker.io), with its own data directory."""
+
+    name = "registry-cache"
+    probe = "/v2/"
+
+    def __init__(
+        self, workdir: Path, upstream_url: str, *, workers: int = 1, tag_ttl: str = "1h"
+    ) -> None:
+        super().__init__(workdir)
+        self.upstream_url = upstream_url
+        self.workers = workers
+        self.tag_ttl = tag_ttl
+        self.data_dir = workdir / "data"
+        self.cwd_dir = workdir / "cwd"  # empty: no stray .env or ./data is picked up
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "registry_cache",
+            "serve",
+            "--listen",
+            f"{LOOPBACK}:{self.port}",
+            "--data-dir",
+            str(self.data_dir),
+            "--upstream",
+            f"docker.io={self.upstream_url}",
+            "--upstream",
+            "ghcr.io=none",
+            "--upstream",
+            "quay.io=none",
+            "--tag-ttl",
+            self.tag_ttl,
+            "--workers",
+            str(self.workers),
+        ]
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether ``digest`` is committed in the data directory (store.layout)."""
+        return Layout(self.data_dir).blob(Digest.parse(digest)).is_file()
+
+    def prepare(self) -> None:
+        self.cwd_dir.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        env = clean_env()
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])  # this checkout's src
+        return env
+
+    def cwd(self) -> Path:
+        return self.cwd_dir

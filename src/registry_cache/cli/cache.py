@@ -1,0 +1,424 @@
+"""``registry-cache cache ls|du|verify|gc|prune``: the data directory, offline or live.
+
+Every command takes the same configuration as ``serve`` (``--data-dir``, ``--config``,
+environment) and is safe while the server runs: reads go through SQLite (WAL), and
+deletions take ``DATA/evict.lock`` like eviction does (see store/maintenance.py).
+``--json`` prints one JSON document on stdout instead of tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..config import Settings
+from ..store.blobs import FileBlobStore
+from ..store.index import Index
+from ..store.inventory import Image, images, load, totals
+from ..store.layout import Layout
+from ..store.maintenance import (
+    MaintenanceBusy,
+    collect_garbage,
+    dir_bytes,
+    scan_files,
+)
+from ..store.maintenance import (
+    prune as prune_data,
+)
+from ..store.maintenance import (
+    verify as verify_data,
+)
+from ..units import format_duration, format_size, parse_duration
+from .main import CliError
+from .options import settings_from, settings_options
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@dataclass
+class Data:
+    settings: Settings
+    layout: Layout
+    store: FileBlobStore
+    index: Index
+
+
+@contextmanager
+def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Data]:
+    """The configured data directory; CliError (one line) unless it holds a cache.
+
+    ``read_only`` commands still work on a directory they may not write to.
+    """
+    settings = settings_from(params)
+    layout = Layout(settings.data_dir)
+    if not layout.root.is_dir():
+        raise CliError(f"data directory {layout.root} does not exist")
+    if not layout.index.is_file():
+        raise CliError(f"{layout.root} is not a cache data directory (no {layout.index.name})")
+    try:
+        index = Index(layout.index)
+    except sqlite3.Error as exc:
+        if not read_only:
+            raise CliError(f"cannot open {layout.index}: {exc}") from None
+        try:
+            index = Index(layout.index, readonly=True)
+        except sqlite3.Error as again:
+            raise CliError(f"cannot open {layout.index}: {again}") from None
+    try:
+        yield Data(settings, layout, FileBlobStore(layout), index)
+    except MaintenanceBusy as exc:
+        raise CliError(f"busy: {exc}; try again") from None
+    except sqlite3.Error as exc:
+        raise CliError(f"index {layout.index}: {exc}") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise CliError(f"{exc.strerror or exc}{where}") from None
+    finally:
+        index.close()
+
+
+def _console(as_json: bool) -> Console:
+    # Tables go to stdout; with --json, progress (if any) goes to stderr.
+    return Console(soft_wrap=True, highlight=False, stderr=as_json)
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _ago(timestamp: float) -> str:
+    return f"{format_duration(max(0.0, time.time() - timestamp))} ago"
+
+
+def _duration(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+@click.group()
+def cache() -> None:
+    """Inspect and maintain the cache's data directory (safe while the server runs)."""
+
+
+# ------------------------------------------------------------------------- ls
+
+
+def image_json(image: Image) -> dict[str, Any]:
+    return {
+        "upstream": image.upstream,
+        "repository": image.repo,
+        "tag": image.tag,
+        "digest": image.digest,
+        "media_type": image.media_type,
+        "size": image.size,
+        "objects": image.objects,
+        "missing_blobs": image.missing,
+        "platforms": image.platforms,
+        "platforms_cached": image.platforms_cached,
+        "complete": image.complete,
+        "last_pulled": image.last_pulled,
+        "last_pulled_at": _when(image.last_pulled),
+    }
+
+
+def _state(image: Image) -> str:
+    if not image.cached:
+        return "manifest evicted"
+    parts = []
+    if image.platforms:
+        parts.append(f"{image.platforms_cached}/{image.platforms} platforms")
+    parts.append("complete" if not image.missing else f"{image.missing} blob(s) missing")
+    return ", ".join(parts)
+
+
+@cache.command("ls")
+@settings_options
+@json_option
+def ls(as_json: bool, **params: Any) -> None:
+    """Images (tags) per upstream: digest, cached size, last pull."""
+    with open_data(params, read_only=True) as data:
+        rows = images(load(data.index, data.store))
+    if as_json:
+        _emit({"data_dir": str(data.layout.root), "images": [image_json(i) for i in rows]})
+        return
+    out = _console(False)
+    if not rows:
+        out.print(f"no images cached in {data.layout.root}")
+        return
+    for upstream in sorted({i.upstream for i in rows}):
+        table = Table(title=upstream, title_justify="left", box=None, pad_edge=False)
+        for column in ("IMAGE", "DIGEST", "SIZE", "CACHED", "LAST PULL"):
+            table.add_column(column, justify="right" if column == "SIZE" else "left")
+        for i in (r for r in rows if r.upstream == upstream):
+            table.add_row(
+                i.name if i.tag else f"{i.repo}@{i.digest[:19]}",
+                i.digest[:19],
+                format_size(i.size),
+                _state(i),
+                _ago(i.last_pulled),
+            )
+        out.print(table)
+        out.print()
+
+
+# ------------------------------------------------------------------------- du
+
+
+@cache.command("du")
+@settings_options
+@json_option
+def du(as_json: bool, **params: Any) -> None:
+    """Disk usage per upstream, plus shared, unreferenced and in-flight bytes."""
+    with open_data(params, read_only=True) as data:
+        snap = load(data.index, data.store)
+        files = scan_files(data.layout)
+        settings = data.settings
+    sums = totals(snap)
+    unindexed = [f.size for d, f in files.items() if d not in snap.objects]
+    partials = dir_bytes(data.layout.fills)
+    quarantine = dir_bytes(data.layout.quarantine)
+    st = os.statvfs(data.layout.root)
+    disk_used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    disk_size = disk_used + st.f_bavail * st.f_frsize
+    doc: dict[str, Any] = {
+        "data_dir": str(data.layout.root),
+        "upstreams": [
+            {
+                "upstream": u.upstream,
+                "repositories": u.repos,
+                "tags": u.tags,
+                "objects": u.objects,
+                "bytes": u.bytes,
+            }
+            for u in sums.upstreams
+        ],
+        "total": {"objects": sums.objects, "bytes": sums.bytes},
+        "shared": {"objects": sums.shared_objects, "bytes": sums.shared_bytes},
+        "unreferenced": {"objects": sums.unreferenced_objects, "bytes": sums.unreferenced_bytes},
+        "unindexed": {"files": len(unindexed), "bytes": sum(unindexed)},
+        "fills": {"files": partials[0], "bytes": partials[1]},
+        "quarantine": {"files": quarantine[0], "bytes": quarantine[1]},
+        "disk": {"used": disk_used, "size": disk_size},
+        "limits": {
+            "max_size": settings.max_size,
+            "max_disk_percent": settings.max_disk_percent,
+            "max_age": settings.max_age,
+        },
+    }
+    if as_json:
+        _emit(doc)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("UPSTREAM", "REPOS", "TAGS", "OBJECTS", "SIZE"):
+        table.add_column(column, justify="left" if column == "UPSTREAM" else "right")
+    for u in sums.upstreams:
+        table.add_row(u.upstream, str(u.repos), str(u.tags), str(u.objects), format_size(u.bytes))
+    table.add_section()
+    table.add_row("total", "", "", str(sums.objects), format_size(sums.bytes), style="bold")
+    extra = [
+        ("shared by repositories", sums.shared_objects, sums.shared_bytes),
+        ("unreferenced (gc)", sums.unreferenced_objects, sums.unreferenced_bytes),
+        ("unindexed files (gc)", len(unindexed), sum(unindexed)),
+        ("fills in flight/partial", *partials),
+        ("quarantine", *quarantine),
+    ]
+    for label, count, size in extra:
+        table.add_row(label, "", "", str(count), format_size(size), style="dim")
+    out = _console(False)
+    out.print(table)
+    limits = []
+    if settings.max_size:
+        limits.append(f"max size {format_size(settings.max_size)}")
+    if settings.max_disk_percent:
+        used = 100 * disk_used / disk_size if disk_size else 0.0
+        limits.append(f"max disk {settings.max_disk_percent:g}% (now {used:.1f}%)")
+    if settings.max_age:
+        limits.append(f"max age {format_duration(settings.max_age)}")
+    out.print("limits: " + (", ".join(limits) if limits else "none (unbounded)"))
+
+
+# --------------------------------------------------------------------- verify
+
+
+@cache.command("verify")
+@settings_options
+@json_option
+def verify(as_json: bool, **params: Any) -> None:
+    """Re-hash every object; quarantine bad ones; exit 1 if any were bad."""
+    out = _console(as_json)
+    with open_data(params) as data:
+        columns = (
+            TextColumn("verifying"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=out, transient=True, disable=not out.is_terminal) as bar:
+            task = bar.add_task("verify", total=None)
+            report = verify_data(
+                data.layout,
+                data.store,
+                data.index,
+                on_total=lambda total: bar.update(task, total=total),
+                on_bytes=lambda n: bar.advance(task, n),
+            )
+        quarantine = data.layout.quarantine
+    if as_json:
+        _emit(
+            {
+                "checked": report.checked,
+                "bytes": report.bytes,
+                "corrupt": list(report.corrupt),
+                "missing": list(report.missing),
+                "vanished": report.vanished,
+                "ok": report.ok,
+            }
+        )
+    else:
+        out.print(f"checked {report.checked} object(s), {format_size(report.bytes)}")
+        for digest in report.corrupt:
+            out.print(f"corrupt: {digest} (moved to {quarantine}/)", markup=False)
+        for digest in report.missing:
+            out.print(f"missing: {digest} (indexed, file gone; row dropped)", markup=False)
+        if report.ok:
+            out.print("all objects verified")
+    if not report.ok:
+        raise CliError(
+            f"verify found {len(report.corrupt)} corrupt object(s) (quarantined) and"
+            f" {len(report.missing)} index row(s) without a file (dropped)"
+        )
+
+
+# ------------------------------------------------------------------------- gc
+
+
+@cache.command("gc")
+@settings_options
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Leave anything written or used more recently than this.",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would go; change nothing.")
+@json_option
+def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
+    """Remove orphans, stale partials and temporary files; index stray verified files."""
+    seconds = _duration(grace, "--grace") or 0.0
+    with open_data(params) as data:
+        report = collect_garbage(
+            data.layout, data.store, data.index, grace=seconds, dry_run=dry_run
+        )
+    if as_json:
+        _emit(
+            {
+                "dry_run": report.dry_run,
+                "orphans": list(report.orphans),
+                "orphan_bytes": report.orphan_bytes,
+                "adopted": list(report.adopted),
+                "missing": list(report.missing),
+                "files": list(report.files),
+                "file_bytes": report.file_bytes,
+            }
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    out = _console(False)
+    out.print(
+        f"{verb} {len(report.orphans)} orphan object(s) ({format_size(report.orphan_bytes)}),"
+        f" {len(report.files)} leftover file(s) ({format_size(report.file_bytes)}),"
+        f" {len(report.missing)} index row(s) without a file;"
+        f" {'would index' if dry_run else 'indexed'} {len(report.adopted)} stray file(s)"
+    )
+    for name in report.files:
+        out.print(f"  {name}", markup=False)
+
+
+# ---------------------------------------------------------------------- prune
+
+
+@cache.command("prune")
+@settings_options
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Tags not pulled and objects not accessed for this long (e.g. 30d).",
+)
+@click.option(
+    "--repo",
+    "patterns",
+    multiple=True,
+    metavar="PATTERN",
+    help="Repositories to forget: upstream/repo or repo, shell wildcards (repeatable).",
+)
+@click.option(
+    "--grace",
+    metavar="DURATION",
+    help="Leave anything used more recently than this [evict_grace, 30s].",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would go; change nothing.")
+@json_option
+def prune(
+    older_than: str | None,
+    patterns: tuple[str, ...],
+    grace: str | None,
+    dry_run: bool,
+    as_json: bool,
+    **params: Any,
+) -> None:
+    """Remove old images (--older-than) and/or repositories (--repo)."""
+    if older_than is None and not patterns:
+        raise click.UsageError("give --older-than DURATION and/or --repo PATTERN")
+    age = _duration(older_than, "--older-than")
+    with open_data(params) as data:
+        pin = _duration(grace, "--grace")
+        report = prune_data(
+            data.layout,
+            data.store,
+            data.index,
+            older_than=age,
+            patterns=patterns,
+            grace=data.settings.evict_grace if pin is None else pin,
+            dry_run=dry_run,
+        )
+    if as_json:
+        _emit(
+            {
+                "dry_run": report.dry_run,
+                "tags": [f"{t.upstream}/{t.repo}:{t.tag}" for t in report.tags],
+                "objects": [e.digest for e in report.removed],
+                "bytes": report.freed,
+                "kept_in_use": report.kept,
+            }
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    out = _console(False)
+    out.print(
+        f"{verb} {len(report.tags)} tag(s) and {len(report.removed)} object(s)"
+        f" ({format_size(report.freed)})"
+        + (f"; kept {report.kept} in use or too recent" if report.kept else "")
+    )
+    for t in report.tags:
+        out.print(f"  {t.upstream}/{t.repo}:{t.tag}", markup=False)

@@ -1,0 +1,344 @@
+"""What the cache holds, as plain data: a snapshot of the index plus the manifest graph.
+
+``load`` is the only function here that does I/O. Everything else is pure and
+unit-tested with hand-made snapshots: ``images`` (what ``cache ls`` shows),
+``totals`` (``cache du``), ``referenced`` / ``plan_gc`` (what ``cache gc`` calls an
+orphan) and ``plan_prune`` (what ``cache prune`` selects).
+
+Definitions used throughout:
+
+- an object is *cached* when the index has a row for it (the index and the files
+  agree except transiently; ``cache verify`` checks that they do);
+- an image is a tag (or a manifest a repository pulled by digest that no tag and
+  no index names); its size is the bytes of its cached objects: the manifest, and
+  for an image manifest its config and layers, for an index every *cached* child
+  with its config and layers (platforms never pulled are not missing, just absent);
+- an object is *referenced* when a tag names it, a repository link names it, or a
+  stored manifest lists it (as config, layer or child).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..digest import Digest
+from ..errors import RegistryError
+from ..mediatypes import referenced_digests
+from .blobs import FileBlobStore
+from .evict import Entry
+from .index import Index, ObjectRow
+
+Repo = tuple[str, str]  # (upstream, repository)
+
+
+@dataclass(frozen=True, slots=True)
+class TagEntry:
+    upstream: str
+    repo: str
+    tag: str
+    digest: str
+    last_pulled: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    blobs: tuple[str, ...]  # config and layers
+    children: tuple[str, ...]  # manifests of an index
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    objects: Mapping[str, ObjectRow]
+    tags: Sequence[TagEntry] = ()
+    links: Mapping[str, frozenset[Repo]] = field(default_factory=dict)
+    refs: Mapping[str, Refs] = field(default_factory=dict)  # stored manifests only
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    size: int
+    mtime: float
+
+
+def load(index: Index, store: FileBlobStore) -> Snapshot:
+    """Read the index and parse every stored manifest (they are small)."""
+    objects = {row.digest: row for row in index.objects_by_age()}
+    tags = [TagEntry(*row) for row in index.all_tags()]
+    links: dict[str, set[Repo]] = {}
+    for upstream, repo in index.repositories():
+        for digest in index.links_of(upstream, repo):
+            links.setdefault(digest, set()).add((upstream, repo))
+    refs: dict[str, Refs] = {}
+    for digest, row in objects.items():
+        if row.media_type is None:
+            continue
+        try:
+            body = store.read(Digest.parse(digest))
+        except (OSError, RegistryError):
+            continue  # evicted under us, or a bad name: nothing to follow
+        blobs, children = referenced_digests(body)
+        refs[digest] = Refs(tuple(blobs), tuple(children))
+    return Snapshot(objects, tags, {d: frozenset(r) for d, r in links.items()}, refs)
+
+
+# --------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    upstream: str
+    repo: str
+    tag: str | None  # None: pulled by digest only
+    digest: str
+    media_type: str | None
+    size: int  # bytes of the cached objects (see module doc)
+    objects: int
+    missing: int  # blobs the cached manifests list that are not cached
+    platforms: int  # children of an index (0 for an image manifest)
+    platforms_cached: int
+    last_pulled: float
+
+    @property
+    def cached(self) -> bool:
+        return self.objects > 0
+
+    @property
+    def complete(self) -> bool:
+        return self.cached and self.missing == 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.repo}:{self.tag}" if self.tag else f"{self.repo}@{self.digest}"
+
+
+def closure(snap: Snapshot, root: str) -> tuple[set[str], set[str], int, int]:
+    """(cached objects, missing blobs, children, cached children) of the image at ``root``."""
+    present: set[str] = set()
+    missing: set[str] = set()
+    children = cached_children = 0
+    if root not in snap.objects:
+        return present, missing, 0, 0
+    stack = [root]
+    while stack:
+        digest = stack.pop()
+        if digest in present:
+            continue
+        present.add(digest)
+        refs = snap.refs.get(digest)
+        if refs is None:
+            continue
+        for blob in refs.blobs:
+            (present if blob in snap.objects else missing).add(blob)
+        for child in refs.children:
+            if digest == root:
+                children += 1
+                cached_children += child in snap.objects
+            if child in snap.objects:
+                stack.append(child)
+    return present, missing, children, cached_children
+
+
+def image(snap: Snapshot, repo: Repo, tag: str | None, digest: str, *, last_pulled: float) -> Image:
+    present, missing, children, cached_children = closure(snap, digest)
+    row = snap.objects.get(digest)
+    return Image(
+        upstream=repo[0],
+        repo=repo[1],
+        tag=tag,
+        digest=digest,
+        media_type=row.media_type if row else None,
+        size=sum(snap.objects[d].size for d in present),
+        objects=len(present),
+        missing=len(missing),
+        platforms=children,
+        platforms_cached=cached_children,
+        last_pulled=last_pulled,
+    )
+
+
+def images(snap: Snapshot) -> list[Image]:
+    """Every tag, plus manifests pulled by digest only, sorted by upstream, repo, name."""
+    found = [
+        image(snap, (t.upstream, t.repo), t.tag, t.digest, last_pulled=t.last_pulled)
+        for t in snap.tags
+    ]
+    tagged = {(t.upstream, t.repo, t.digest) for t in snap.tags}
+    children = {c for refs in snap.refs.values() for c in refs.children}
+    for digest, row in snap.objects.items():
+        if row.media_type is None or digest in children:
+            continue
+        for holder in sorted(snap.links.get(digest, ())):
+            if (*holder, digest) not in tagged:
+                found.append(image(snap, holder, None, digest, last_pulled=row.last_access))
+    return sorted(found, key=lambda i: (i.upstream, i.repo, i.tag is None, i.tag or i.digest))
+
+
+# --------------------------------------------------------------------- totals
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTotals:
+    upstream: str
+    repos: int
+    tags: int
+    objects: int
+    bytes: int  # each object once, however many of its repositories hold it
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    upstreams: tuple[UpstreamTotals, ...]
+    objects: int
+    bytes: int
+    shared_objects: int  # held by more than one repository (stored once)
+    shared_bytes: int
+    unreferenced_objects: int  # see ``referenced``: what ``cache gc`` removes
+    unreferenced_bytes: int
+
+
+def referenced(snap: Snapshot) -> set[str]:
+    """Digests a tag, a repository link or a stored manifest names."""
+    names = {t.digest for t in snap.tags} | set(snap.links)
+    for refs in snap.refs.values():
+        names.update(refs.blobs)
+        names.update(refs.children)
+    return names
+
+
+def totals(snap: Snapshot) -> Totals:
+    owners: dict[str, set[str]] = {}  # upstream -> digests
+    repos: dict[str, set[str]] = {}
+    tags: dict[str, int] = {}
+    for digest, holders in snap.links.items():
+        for upstream, repo in holders:
+            repos.setdefault(upstream, set()).add(repo)
+            if digest in snap.objects:
+                owners.setdefault(upstream, set()).add(digest)
+    for t in snap.tags:
+        repos.setdefault(t.upstream, set()).add(t.repo)
+        tags[t.upstream] = tags.get(t.upstream, 0) + 1
+        if t.digest in snap.objects:
+            owners.setdefault(t.upstream, set()).add(t.digest)
+    rows = tuple(
+        UpstreamTotals(
+            upstream=name,
+            repos=len(repos.get(name, ())),
+            tags=tags.get(name, 0),
+            objects=len(owners.get(name, ())),
+            bytes=sum(snap.objects[d].size for d in owners.get(name, ())),
+        )
+        for name in sorted(repos)
+    )
+    shared = [d for d, holders in snap.links.items() if d in snap.objects and len(holders) > 1]
+    names = referenced(snap)
+    loose = [d for d in snap.objects if d not in names]
+    return Totals(
+        upstreams=rows,
+        objects=len(snap.objects),
+        bytes=sum(r.size for r in snap.objects.values()),
+        shared_objects=len(shared),
+        shared_bytes=sum(snap.objects[d].size for d in shared),
+        unreferenced_objects=len(loose),
+        unreferenced_bytes=sum(snap.objects[d].size for d in loose),
+    )
+
+
+# ------------------------------------------------------------------------- gc
+
+
+@dataclass(frozen=True, slots=True)
+class GcPlan:
+    orphans: tuple[str, ...]  # unreferenced objects (file and/or row) to delete
+    adopt: tuple[str, ...]  # referenced files without a row: index them
+    missing: tuple[str, ...]  # rows (and tags) whose file is gone: drop them
+
+
+def plan_gc(
+    snap: Snapshot,
+    files: Mapping[str, FileInfo],
+    *,
+    now: float,
+    grace: float,
+    busy: Collection[str] = frozenset(),
+) -> GcPlan:
+    """Decide from a snapshot (rows read *before* ``files`` was listed; see maintenance.gc).
+
+    Nothing written or accessed within ``grace`` and nothing with a fill in flight
+    (``busy``) is touched: a fill commits its file a moment before its row appears.
+    """
+    names = referenced(snap)
+    recent = now - grace
+    orphans: list[str] = []
+    adopt: list[str] = []
+    for digest, info in files.items():
+        row = snap.objects.get(digest)
+        if digest in busy or info.mtime > recent or (row and row.last_access > recent):
+            continue
+        if digest not in names:
+            orphans.append(digest)
+        elif row is None:
+            adopt.append(digest)
+    orphans += [d for d in snap.objects if d not in files and d not in names and d not in busy]
+    missing = {d for d in snap.objects if d not in files and d in names and d not in busy}
+    missing |= {t.digest for t in snap.tags if t.digest not in files and t.digest not in busy}
+    return GcPlan(tuple(sorted(orphans)), tuple(sorted(adopt)), tuple(sorted(missing)))
+
+
+# ---------------------------------------------------------------------- prune
+
+
+@dataclass(frozen=True, slots=True)
+class PrunePlan:
+    tags: tuple[TagEntry, ...]
+    objects: tuple[Entry, ...]
+    repos: frozenset[Repo]  # matched by --repo (empty without)
+
+
+def repo_matches(repo: Repo, patterns: Sequence[str]) -> bool:
+    """Shell-style match against ``upstream/repo`` or ``repo`` (``docker.io/library/*``)."""
+    upstream, name = repo
+    return any(
+        fnmatch.fnmatchcase(f"{upstream}/{name}", p) or fnmatch.fnmatchcase(name, p)
+        for p in patterns
+    )
+
+
+def plan_prune(
+    snap: Snapshot,
+    *,
+    now: float,
+    older_than: float | None = None,
+    patterns: Sequence[str] = (),
+    grace: float = 0.0,
+) -> PrunePlan:
+    """Tags and objects ``cache prune`` removes.
+
+    ``older_than``: tags not pulled and objects not accessed for that long (object
+    level, like ``--max-age``). ``patterns``: only tags of matching repositories, and
+    only objects every holder of which matches (an object another repository also
+    holds stays). Both: both conditions. Objects accessed within ``grace`` stay.
+    """
+    cutoff = now - older_than if older_than is not None else None
+    matched: frozenset[Repo] = frozenset()
+    if patterns:
+        every = {r for holders in snap.links.values() for r in holders}
+        every |= {(t.upstream, t.repo) for t in snap.tags}
+        matched = frozenset(r for r in every if repo_matches(r, patterns))
+    tags = tuple(
+        t
+        for t in snap.tags
+        if (not patterns or (t.upstream, t.repo) in matched)
+        and (cutoff is None or t.last_pulled < cutoff)
+    )
+    victims: list[Entry] = []
+    for digest, row in snap.objects.items():
+        if row.last_access > now - grace or (cutoff is not None and row.last_access >= cutoff):
+            continue
+        holders = snap.links.get(digest, frozenset())
+        if patterns and not (holders and holders <= matched):
+            continue
+        victims.append(Entry(digest, row.size, row.last_access))
+    victims.sort(key=lambda e: (e.last_access, e.digest))
+    return PrunePlan(tags, tuple(victims), matched)

@@ -1,0 +1,335 @@
+"""Pre-pull images into the cache: through a running cache, or straight into its data directory.
+
+One walk for both (``warm``): resolve the reference, pick platforms from an index
+(one, or all), then fetch every config and layer, deduplicated, a few at a time.
+The source decides where the bytes come from:
+
+- ``CacheSource``: a running cache over HTTP, path-prefix form
+  ``/v2/<upstream>/<repo>/...``, with the project's pull client (which verifies
+  every digest); the cache fills itself as a side effect.
+- ``DirectSource``: the proxy's own ``ManifestService`` / ``BlobService`` in this
+  process, built from the same Settings as ``serve`` (``web.app.build_context``),
+  so the data directory fills exactly as a server would fill it, limits included.
+  Safe next to a running server: fills are single-flight across processes.
+
+Failures are per image (``WarmResult.error``); one image failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from .bench.pullclient import Descriptor, image_blobs, select_platform
+from .bench.refs import ImageRef
+from .bench.registry import BlobSink, PullError, RegistryClient
+from .config import Settings
+from .digest import Digest
+from .errors import RegistryError, Unavailable
+from .mediatypes import INDEX_TYPES
+from .routing import route
+from .store.fill import Fill, FillFailed
+
+if TYPE_CHECKING:
+    from .web.services import Services
+
+BLOB_CONCURRENCY = 8
+OnBytes = Callable[[int], None]
+
+
+class WarmError(Exception):
+    """An image cannot be warmed (message fit for one line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    body: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.body)
+        except ValueError:
+            raise WarmError(f"manifest {self.digest} is not JSON") from None
+        if not isinstance(doc, dict):
+            raise WarmError(f"manifest {self.digest} is not a JSON object")
+        return doc
+
+
+class Source(Protocol):
+    async def manifest(self, reference: str) -> Fetched: ...
+
+    async def blob(self, desc: Descriptor, on_bytes: OnBytes) -> None:
+        """Make sure the blob is in the cache; report bytes as they arrive (or are found)."""
+
+
+class Reporter(Protocol):
+    def expect(self, image: ImageRef, nbytes: int) -> None: ...
+
+    def advance(self, image: ImageRef, nbytes: int) -> None: ...
+
+
+@dataclass
+class WarmResult:
+    image: ImageRef
+    digest: str | None = None
+    platforms: list[str] = field(default_factory=list)
+    blobs: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def read_image_list(lines: Iterable[str]) -> list[str]:
+    """One image per line; blank lines and ``#`` comments ignored."""
+    return [s for line in lines if (s := line.split("#", 1)[0].strip())]
+
+
+def upstream_for(settings: Settings, registry: str, *, strict: bool) -> str:
+    """The configured upstream a registry host names: by name, else by its URL's host."""
+    if registry in settings.upstreams:
+        return registry
+    for name, upstream in settings.upstreams.items():
+        if urlsplit(upstream.url).netloc.lower() == registry:
+            return name
+    if strict:
+        raise WarmError(f"no upstream is configured for registry {registry}")
+    return registry  # a running cache may know it
+
+
+async def warm(
+    source: Source, image: ImageRef, *, platform: str | None, reporter: Reporter
+) -> WarmResult:
+    """Warm one image; ``platform`` None means every manifest of an index."""
+    started = time.perf_counter()
+    result = WarmResult(image)
+    try:
+        top = await source.manifest(image.reference)
+        result.digest = top.digest
+        manifests = [top]
+        if top.media_type in INDEX_TYPES:
+            doc = top.json()
+            if platform is None:
+                chosen = [(_descriptor(item), _platform_name(item)) for item in _items(doc)]
+            else:
+                chosen = [select_platform(doc, platform)]
+            manifests = [await source.manifest(desc.digest) for desc, _ in chosen]
+            result.platforms = [name for _, name in chosen]
+        wanted: dict[str, Descriptor] = {}
+        for manifest in manifests:
+            config, layers = image_blobs(manifest.json(), manifest.digest)
+            for desc in (config, *layers):
+                wanted.setdefault(desc.digest, desc)
+        reporter.expect(image, sum(d.size for d in wanted.values()))
+        limit = asyncio.Semaphore(BLOB_CONCURRENCY)
+
+        async def one(desc: Descriptor) -> None:
+            async with limit:
+                await source.blob(desc, lambda n: reporter.advance(image, n))
+
+        async with asyncio.TaskGroup() as group:
+            for desc in wanted.values():
+                group.create_task(one(desc))
+        result.blobs = len(wanted)
+        result.bytes = sum(d.size for d in wanted.values())
+    except BaseExceptionGroup as failed:
+        result.error = _message(_first(failed))
+    except Exception as exc:
+        result.error = _message(exc)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+async def warm_all(
+    sources: Callable[[ImageRef], Source],
+    images: Sequence[ImageRef],
+    *,
+    platform: str | None,
+    reporter: Reporter,
+    concurrency: int = 3,
+) -> list[WarmResult]:
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(image: ImageRef) -> WarmResult:
+        async with limit:
+            try:
+                source = sources(image)
+            except (WarmError, RegistryError) as exc:
+                return WarmResult(image, error=_message(exc))
+            return await warm(source, image, platform=platform, reporter=reporter)
+
+    return list(await asyncio.gather(*(one(i) for i in images)))
+
+
+async def warm_through_cache(
+    cache_url: str,
+    settings: Settings,
+    images: Sequence[ImageRef],
+    *,
+    platform: str | None,
+    reporter: Reporter,
+    concurrency: int = 3,
+) -> list[WarmResult]:
+    """Pull every image through the cache at ``cache_url`` (it fills itself)."""
+    async with RegistryClient(cache_url) as client:
+
+        def source(image: ImageRef) -> Source:
+            upstream = upstream_for(settings, image.registry, strict=False)
+            return CacheSource(client, upstream, image.repository)
+
+        return await warm_all(
+            source, images, platform=platform, reporter=reporter, concurrency=concurrency
+        )
+
+
+async def warm_directly(
+    settings: Settings,
+    images: Sequence[ImageRef],
+    *,
+    platform: str | None,
+    reporter: Reporter,
+    concurrency: int = 3,
+) -> list[WarmResult]:
+    """Fill ``settings.data_dir`` in this process, as the server would (limits included)."""
+    from .proxy.eviction import EvictionTask
+    from .web.app import build_context
+    from .web.services import Services
+
+    ctx = build_context(settings)
+    services = Services.build(ctx)
+    evictor = EvictionTask.start(ctx)
+
+    def source(image: ImageRef) -> Source:
+        upstream = upstream_for(settings, image.registry, strict=True)
+        return DirectSource(services, settings, upstream, image.repository)
+
+    try:
+        return await warm_all(
+            source, images, platform=platform, reporter=reporter, concurrency=concurrency
+        )
+    finally:
+        if evictor is not None:
+            await evictor.run_once()
+            await evictor.stop()
+        ctx.executor.shutdown(wait=False, cancel_futures=True)
+        ctx.index.close()  # flushes access times
+
+
+# ----------------------------------------------------------------- sources
+
+
+class CacheSource:
+    """A running cache, addressed as ``/v2/<upstream>/<repository>/...``."""
+
+    def __init__(self, client: RegistryClient, upstream: str, repository: str) -> None:
+        self.client = client
+        self.path = f"{upstream}/{repository}"
+
+    async def manifest(self, reference: str) -> Fetched:
+        got = await self.client.manifest(self.path, reference)
+        return Fetched(got.body, got.media_type, got.digest)
+
+    async def blob(self, desc: Descriptor, on_bytes: OnBytes) -> None:
+        await self.client.fetch_blob(self.path, desc.digest, desc.size, _Counter(on_bytes))
+
+
+class _Counter(BlobSink):
+    """Discards the bytes (the cache keeps them), counting them for the progress bar."""
+
+    def __init__(self, on_bytes: OnBytes) -> None:
+        self.on_bytes = on_bytes
+
+    def write(self, data: bytes) -> None:
+        self.on_bytes(len(data))
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class DirectSource:
+    """The proxy services of this process (see module doc)."""
+
+    def __init__(
+        self, services: Services, settings: Settings, upstream: str, repository: str
+    ) -> None:
+        self.services = services
+        self.route = route(settings, f"{upstream}/{repository}")
+
+    async def manifest(self, reference: str) -> Fetched:
+        got = await self.services.manifests.get(self.route, reference, [])
+        return Fetched(got.body, got.media_type, got.digest)
+
+    async def blob(self, desc: Descriptor, on_bytes: OnBytes) -> None:
+        digest = Digest.parse(desc.digest)
+        answer = await self.services.blobs.get(self.route, digest)
+        if answer.size is not None and answer.size != desc.size:
+            if answer.fill is not None:
+                answer.fill.detach()
+            raise WarmError(f"blob {digest}: size {answer.size}, manifest says {desc.size}")
+        if answer.local is not None:
+            on_bytes(answer.local.size)
+            return
+        reader = answer.fill
+        assert reader is not None  # neither local nor a fill: BlobService never answers so
+        try:
+            pos, size = 0, answer.size or 0
+            while pos < size:  # a local fill releases the last byte once verified,
+                end = await reader.readable(pos)  # a remote one once committed
+                on_bytes(end - pos)
+                pos = end
+            if isinstance(reader, Fill):
+                await asyncio.shield(reader.finished)  # committed and indexed
+                if reader.error is not None:
+                    raise reader.error
+        except FillFailed as failed:
+            raise failed.error from None
+        finally:
+            reader.detach()
+        if self.services.ctx.store.stat(digest) is None:
+            raise Unavailable(f"blob {digest} was not stored")
+
+
+def _items(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    items = doc.get("manifests") or []
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _descriptor(item: dict[str, Any]) -> Descriptor:
+    digest, size = item.get("digest"), item.get("size")
+    if not isinstance(digest, str) or not isinstance(size, int):
+        raise WarmError("index entry without digest or size")
+    return Descriptor(str(item.get("mediaType") or ""), digest, size)
+
+
+def _platform_name(item: dict[str, Any]) -> str:
+    plat = item.get("platform") or {}
+    parts = (plat.get("os"), plat.get("architecture"), plat.get("variant"))
+    return "/".join(str(p) for p in parts if p) or "unknown"
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, RegistryError):
+        return f"{exc.code}: {exc.message}"
+    if isinstance(exc, (PullError, WarmError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -1,0 +1,101 @@
+"""``registry-cache bench-suite --quick`` end to end: a smoke test, not a measurement.
+
+It starts docker-registry, distribution's proxy, nginx and the cache on 127.0.0.1,
+runs every scenario once with small blobs, and checks that results.json has every
+scenario with numbers and every target with a verdict. Performance targets are
+not asserted here: they live in the suite's report, not in timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry_cache.bench.suite import SCENARIOS
+from registry_cache.bench.suite.servers import find_binary
+from tests.harness import proc as procs
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    for tool in ("docker-registry", "nginx"):
+        if find_binary(tool) is None:
+            pytest.skip(f"{tool} is not installed (scripts/install-test-deps.sh)")
+
+
+@pytest.mark.timeout(400)
+def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = procs.clean_env(drop_prefixes=("REGISTRY_", "DOCKERHUB_", "GHCR_", "QUAY_"))
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    argv = [sys.executable, "-m", "registry_cache", "bench-suite", "--quick", "--reps", "1"]
+    argv += ["--out", str(out), "--tmpdir", str(tmp_path), "--max-minutes", "6"]
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=390,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert (out / "results.md").read_text().startswith("### registry-cache bench-suite")
+
+    assert set(SCENARIOS) <= set(report["scenarios"])
+    for name, scenario in report["scenarios"].items():
+        assert scenario["error"] is None, (name, scenario["error"])
+        assert scenario["figures"], name
+        for key, figure in scenario["figures"].items():
+            assert len(figure["values"]) >= 1, (name, key)
+            assert all(math.isfinite(v) and v >= 0 for v in figure["values"]), (name, key)
+    herd = report["scenarios"]["herd"]["figures"]
+    assert herd["registry-cache upstream bytes"]["values"] == [1.0]  # behaviour, not speed
+
+    verdicts = {(t["scenario"], t["figure"]): t for t in report["targets"]}
+    assert ("warm-blob", "vs nginx") in verdicts
+    assert ("workers", "2 vs 1 workers") in verdicts
+    assert all(t["pass"] in (True, False) for t in verdicts.values())
+    assert report["config"]["quick"] is True
+    assert report["machine"]["nproc"] >= 1
+
+    # Everything it started is stopped, and its temporary directory removed.
+    assert _processes_mentioning(str(tmp_path)) == []
+    assert not [d for d in tmp_path.iterdir() if d.name.startswith("registry-cache-bench-")]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_unknown_scenario_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "registry_cache", "bench-suite", "--scenario", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "nope" in result.stderr

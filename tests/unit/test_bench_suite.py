@@ -1,0 +1,162 @@
+"""The suite's pure parts: wrk parsing, access logs, targets, report, content."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from registry_cache.bench.suite.content import write_layer
+from registry_cache.bench.suite.load import LoadError, parse_wrk
+from registry_cache.bench.suite.measure import UpstreamLog, requests_per_process
+from registry_cache.bench.suite.report import (
+    BLOB_SIZE_RATIO,
+    Target,
+    memory_summary,
+    to_json,
+    to_markdown,
+    verdicts,
+)
+from registry_cache.bench.suite.results import Figure, ScenarioResult
+from registry_cache.bench.suite.scenarios import RSS, rotated
+
+WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.52ms    1.01ms  25.10ms   90.00%
+    Req/Sec     4.50k   300.00     5.00k    70.00%
+  Latency Distribution
+     50%    3.38ms
+     75%    3.90ms
+     90%    4.50ms
+     99%  850.00us
+  44880 requests in 5.00s, 60.00MB read
+  Non-2xx or 3xx responses: 12
+  Socket errors: connect 0, read 1, write 0, timeout 2
+Requests/sec:   8976.00
+Transfer/sec:     12.00MB
+"""
+
+
+def test_parse_wrk() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.requests == 44880
+    assert result.seconds == 5.0
+    assert result.rps == 8976.0
+    assert result.p50_ms == pytest.approx(3.38)
+    assert result.p99_ms == pytest.approx(0.85)
+    assert result.errors == 15
+    result.check("ok")  # 15 of 44880 is under 1%
+
+
+def test_parse_wrk_rejects_garbage_and_error_floods() -> None:
+    with pytest.raises(LoadError):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+    flood = WRK_OUTPUT.replace("Non-2xx or 3xx responses: 12", "Non-2xx or 3xx responses: 44880")
+    with pytest.raises(LoadError):
+        parse_wrk(flood).check("404s")
+
+
+def test_upstream_log_counts_blob_get_bytes(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    digest = "sha256:" + "a" * 64
+    log.write_text(f'127.0.0.1 - - [x] "GET /v2/r/blobs/{digest} HTTP/1.1" 200 100 "" "ua"\n')
+    upstream = UpstreamLog(log)
+    mark = upstream.mark()
+    with log.open("a") as f:
+        f.write(f'127.0.0.1 - - [x] "GET /v2/r/blobs/{digest} HTTP/1.1" 200 1000 "" "ua"\n')
+        f.write(f'127.0.0.1 - - [x] "GET /v2/r/blobs/{digest} HTTP/1.1" 206 24 "" "ua"\n')
+        f.write(f'127.0.0.1 - - [x] "HEAD /v2/r/blobs/{digest} HTTP/1.1" 200 0 "" "ua"\n')
+        f.write('127.0.0.1 - - [x] "GET /v2/r/manifests/v1 HTTP/1.1" 200 500 "" "ua"\n')
+        f.write(f'127.0.0.1 - - [x] "GET /v2/r/blobs/{digest} HTTP/1.1" 404 50 "" "ua"\n')
+    traffic = upstream.blob_traffic(mark, digest)
+    assert (traffic.requests, traffic.bytes) == (2, 1024)
+    assert upstream.blob_traffic(0, digest).bytes == 1124
+
+
+def test_requests_per_process(tmp_path: Path) -> None:
+    log = tmp_path / "cache.log"
+    line = '2026-01-01 00:00:00,000 INFO [{}] registry_cache.access: 127.0.0.1 "GET /v2/" 200\n'
+    log.write_text(line.format(7) + line.format(8) + line.format(8) + "noise\n")
+    assert requests_per_process(log, 0) == [2, 1]
+
+
+def test_rotated() -> None:
+    assert rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+
+
+def test_targets_judge_the_median_or_every_repetition() -> None:
+    figure = Figure("x", [0.5, 1.0, 2.0])
+    assert Target("s", "f", ">=", 1.0, "l").judge(figure)
+    assert not Target("s", "f", ">=", 1.0, "l", every_rep=True).judge(figure)
+    assert Target("s", "f", "==", 1.0, "l", every_rep=True).judge(Figure("x", [1.0, 1.0]))
+    assert Target("s", "f", "<", 20, "l").text("ms") == "< 20.0 ms"
+
+
+def _results() -> dict[str, ScenarioResult]:
+    warm = ScenarioResult("warm-blob", "Warm blob GET, 1 GiB")
+    for cache, nginx in ((1.5, 1.6), (1.4, 1.7), (1.6, 1.6)):
+        warm.add("registry-cache", "GB/s", cache)
+        warm.add("vs nginx", "x", cache / nginx)
+        warm.add(RSS, "MB", 60.0)
+    cold = ScenarioResult("cold-blob", "Cold")
+    herd = ScenarioResult("herd", "Herd")
+    for big, small in ((80.0, 75.0), (82.0, 78.0)):
+        cold.add(RSS, "MB", big)
+        herd.add(f"{RSS}, single GET", "MB", small)
+    broken = ScenarioResult("image-pull", "image-pull", error="ScenarioError: skopeo failed")
+    return {"warm-blob": warm, "cold-blob": cold, "herd": herd, "image-pull": broken}
+
+
+def test_report_markdown_and_json() -> None:
+    results = _results()
+    memory = memory_summary(results)
+    assert memory is not None
+    assert memory.figures[BLOB_SIZE_RATIO].values == [80 / 75, 82 / 78]
+    results["memory"] = memory
+    meta = {
+        "started": "2026-01-01 00:00 UTC",
+        "command": "registry-cache bench-suite",
+        "revision": "abc1234",
+        "seconds": 300.0,
+        "machine": {"description": "2 x CPU"},
+        "tools": {"wrk": "4.1.0"},
+        "config": {"reps": 3},
+    }
+    markdown = to_markdown(meta, results)
+    assert "| warm blob GET vs nginx sendfile | ≥ 0.9x | 0.938x [0.824-1.00] | pass |" in markdown
+    assert "**not measured:** ScenarioError: skopeo failed" in markdown
+    assert "| peak RSS during warm-blob | ≤ 150 MB | 60.0 MB [60.0-60.0] | pass |" in markdown
+    doc = json.loads(json.dumps(to_json(meta, results)))
+    assert doc["scenarios"]["warm-blob"]["figures"]["registry-cache"]["median"] == 1.5
+    judged = {(t["scenario"], t["figure"]): t["pass"] for t in doc["targets"]}
+    assert judged[("warm-blob", "vs nginx")] is True
+    assert judged[("memory", BLOB_SIZE_RATIO)] is True
+    unmeasured = {(v.target.scenario, v.target.figure) for v in verdicts(results) if not v.figure}
+    assert unmeasured == {
+        ("warm-blob", "vs distribution-proxy"),
+        ("cold-blob", "vs distribution-proxy"),
+        ("cold-blob", "vs upstream"),
+        ("herd", "registry-cache upstream bytes"),
+        ("herd", "registry-cache wall vs single"),
+    }
+    assert "| herd: upstream bytes | = 1.00 | not measured | — |" in markdown
+
+
+def test_write_layer_is_a_valid_gzip_tar(tmp_path: Path) -> None:
+    layer = write_layer(tmp_path, "unit/0", 3 * (1 << 20) + 7)
+    data = layer.path.read_bytes()
+    assert layer.size == len(data)
+    assert layer.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    raw = gzip.decompress(data)
+    assert layer.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    with tarfile.open(layer.path) as tar:
+        (member,) = tar.getmembers()
+        assert (member.name, member.size) == ("data/random.bin", 3 * (1 << 20) + 7)
+    other = write_layer(tmp_path, "unit/1", 3 * (1 << 20) + 7)
+    assert other.digest != layer.digest

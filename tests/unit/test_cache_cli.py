@@ -1,0 +1,314 @@
+"""``cache ls/du/verify/gc/prune``: pure aggregation on hand-made snapshots, then the
+maintenance operations and the CLI on a real (small) data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from registry_cache.cli.main import main
+from registry_cache.digest import Digest
+from registry_cache.store.blobs import FileBlobStore
+from registry_cache.store.index import Index, ObjectRow
+from registry_cache.store.inventory import (
+    FileInfo,
+    Refs,
+    Snapshot,
+    TagEntry,
+    images,
+    plan_gc,
+    plan_prune,
+    referenced,
+    repo_matches,
+    totals,
+)
+from registry_cache.store.layout import Layout
+from registry_cache.store.maintenance import collect_garbage, prune, verify
+
+NOW = 1_000_000.0
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def row(digest: str, size: int, media_type: str | None = None, age: float = 3600) -> ObjectRow:
+    return ObjectRow(digest, size, media_type, NOW - age, NOW - age)
+
+
+def snapshot() -> Snapshot:
+    """docker.io/app:1 = index {amd64 (cached, one layer missing), arm64 (never pulled)};
+    docker.io/base:1 = image sharing layer L1; ghcr.io/x pulled by digest only; Z unreferenced."""
+    objects = {
+        "IDX": row("IDX", 100, OCI_INDEX),
+        "AMD": row("AMD", 50, OCI_MANIFEST),
+        "CFG": row("CFG", 10),
+        "L1": row("L1", 1000),
+        "BASE": row("BASE", 40, OCI_MANIFEST),
+        "BCFG": row("BCFG", 5),
+        "GX": row("GX", 30, OCI_MANIFEST),
+        "GL": row("GL", 300),
+        "Z": row("Z", 7),
+    }
+    refs = {
+        "IDX": Refs((), ("AMD", "ARM")),
+        "AMD": Refs(("CFG", "L1", "L2"), ()),
+        "BASE": Refs(("BCFG", "L1"), ()),
+        "GX": Refs(("GL",), ()),
+    }
+    app, base, x = ("docker.io", "app"), ("docker.io", "base"), ("ghcr.io", "x")
+    links = {
+        "IDX": frozenset({app}),
+        "AMD": frozenset({app}),
+        "CFG": frozenset({app}),
+        "L1": frozenset({app, base}),
+        "BASE": frozenset({base}),
+        "BCFG": frozenset({base}),
+        "GX": frozenset({x}),
+        "GL": frozenset({x}),
+    }
+    tags = [
+        TagEntry("docker.io", "app", "1", "IDX", NOW - 60),
+        TagEntry("docker.io", "base", "1", "BASE", NOW - 86400 * 40),
+    ]
+    return Snapshot(objects, tags, links, refs)
+
+
+def test_images_size_counts_cached_children_and_their_blobs() -> None:
+    found = {i.name: i for i in images(snapshot())}
+    app = found["app:1"]
+    assert app.size == 100 + 50 + 10 + 1000
+    assert (app.platforms, app.platforms_cached, app.missing) == (2, 1, 1)
+    assert not app.complete  # L2 of the cached platform is gone; arm64 is merely absent
+    base = found["base:1"]
+    assert (base.size, base.complete, base.platforms) == (40 + 5 + 1000, True, 0)
+    untagged = found["x@GX"]
+    assert (untagged.upstream, untagged.tag, untagged.size) == ("ghcr.io", None, 330)
+    assert untagged.last_pulled == NOW - 3600
+    assert [i.upstream for i in images(snapshot())] == ["docker.io", "docker.io", "ghcr.io"]
+
+
+def test_image_whose_manifest_is_gone_shows_as_not_cached() -> None:
+    snap = snapshot()
+    snap = Snapshot({k: v for k, v in snap.objects.items() if k != "BASE"}, snap.tags, snap.links)
+    base = next(i for i in images(snap) if i.repo == "base")
+    assert (base.cached, base.size, base.complete) == (False, 0, False)
+
+
+def test_totals_per_upstream_shared_and_unreferenced() -> None:
+    sums = totals(snapshot())
+    by = {u.upstream: u for u in sums.upstreams}
+    assert (by["docker.io"].repos, by["docker.io"].tags) == (2, 2)
+    assert by["docker.io"].bytes == 100 + 50 + 10 + 1000 + 40 + 5  # L1 counted once
+    assert (by["ghcr.io"].objects, by["ghcr.io"].bytes) == (2, 330)
+    assert (sums.shared_objects, sums.shared_bytes) == (1, 1000)
+    assert (sums.unreferenced_objects, sums.unreferenced_bytes) == (1, 7)
+    assert sums.bytes == sum(r.size for r in snapshot().objects.values())
+
+
+def test_referenced_includes_tags_links_and_manifest_contents() -> None:
+    names = referenced(snapshot())
+    assert {"IDX", "L2", "ARM", "GL"} <= names and "Z" not in names
+
+
+def test_plan_gc_orphans_adoption_and_missing_rows() -> None:
+    snap = snapshot()
+    old, new = FileInfo(1, NOW - 7200), FileInfo(1, NOW - 5)
+    files = {d: old for d in snap.objects if d != "CFG"}  # CFG's file is gone
+    files |= {"STRAY": old, "FRESH": new, "L2": old, "BUSY": old}
+    plan = plan_gc(snap, files, now=NOW, grace=3600, busy={"BUSY"})
+    assert plan.orphans == ("STRAY", "Z")  # FRESH: too recent; BUSY: a fill holds it
+    assert plan.adopt == ("L2",)  # referenced by AMD, verified file, no row
+    assert plan.missing == ("CFG",)
+
+
+def test_plan_gc_drops_tags_whose_manifest_file_is_gone() -> None:
+    snap = snapshot()
+    files = {d: FileInfo(1, NOW - 7200) for d in snap.objects if d != "BASE"}
+    assert "BASE" in plan_gc(snap, files, now=NOW, grace=60).missing
+
+
+def test_repo_patterns() -> None:
+    assert repo_matches(("docker.io", "library/alpine"), ["docker.io/library/*"])
+    assert repo_matches(("docker.io", "library/alpine"), ["library/alp*"])
+    assert not repo_matches(("ghcr.io", "library/alpine"), ["docker.io/*"])
+
+
+def test_plan_prune_by_repository_keeps_shared_objects() -> None:
+    plan = plan_prune(snapshot(), now=NOW, patterns=["docker.io/base"])
+    assert [t.tag for t in plan.tags] == ["1"] and plan.tags[0].repo == "base"
+    assert sorted(e.digest for e in plan.objects) == ["BASE", "BCFG"]  # L1 is app's too
+    assert plan.repos == {("docker.io", "base")}
+
+
+def test_plan_prune_by_age_and_both() -> None:
+    snap = snapshot()
+    objects = dict(snap.objects) | {"CFG": row("CFG", 10, age=60)}
+    snap = Snapshot(objects, snap.tags, snap.links, snap.refs)
+    plan = plan_prune(snap, now=NOW, older_than=1800)
+    assert [t.repo for t in plan.tags] == ["base"]
+    assert "CFG" not in {e.digest for e in plan.objects} and "Z" in {e.digest for e in plan.objects}
+    both = plan_prune(snap, now=NOW, older_than=1800, patterns=["ghcr.io/*"])
+    assert both.tags == () and sorted(e.digest for e in both.objects) == ["GL", "GX"]
+    recent = plan_prune(snap, now=NOW, patterns=["ghcr.io/*"], grace=7200)
+    assert recent.objects == ()
+
+
+# ------------------------------------------------------- real data directory
+
+
+def _data(tmp_path: Path) -> tuple[Layout, FileBlobStore, Index]:
+    layout = Layout(tmp_path / "data")
+    layout.create()
+    return layout, FileBlobStore(layout), Index(layout.index)
+
+
+def _age(layout: Layout, index: Index, digest: Digest, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(layout.blob(digest), (then, then))
+    with index.transaction() as db:
+        db.execute("UPDATE objects SET last_access = ? WHERE digest = ?", (then, str(digest)))
+        db.execute("UPDATE tags SET last_pulled = ? WHERE digest = ?", (then, str(digest)))
+
+
+def _image(layout: Layout, store: FileBlobStore, index: Index, seed: str) -> dict[str, Digest]:
+    """A small image (manifest, config, one layer) stored and tagged like the proxy does."""
+    layer, config = f"layer {seed}".encode() * 50, f'{{"seed": "{seed}"}}'.encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"digest": str(Digest.of(config)), "size": len(config)},
+            "layers": [{"digest": str(Digest.of(layer)), "size": len(layer)}],
+        }
+    ).encode()
+    out = {}
+    for name, body, media in (
+        ("layer", layer, None),
+        ("config", config, None),
+        ("manifest", manifest, OCI_MANIFEST),
+    ):
+        digest = Digest.of(body)
+        store.put(digest, body)
+        index.add_object(str(digest), len(body), media)
+        index.link("reg.test", seed, [str(digest)])
+        out[name] = digest
+    index.set_tag("reg.test", seed, "1", str(out["manifest"]))
+    return out
+
+
+def test_verify_quarantines_corrupt_objects_and_drops_rows(tmp_path: Path) -> None:
+    layout, store, index = _data(tmp_path)
+    one = _image(layout, store, index, "one")
+    path = layout.blob(one["layer"])
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    report = verify(layout, store, index)
+    assert report.corrupt == (str(one["layer"]),) and not report.ok
+    assert layout.quarantined(one["layer"]).exists() and store.stat(one["layer"]) is None
+    assert index.get_object(str(one["layer"])) is None
+    again = verify(layout, store, index)
+    assert again.ok and again.checked == 2
+
+
+def test_gc_removes_orphans_stale_partials_and_tmp_files(tmp_path: Path) -> None:
+    layout, store, index = _data(tmp_path)
+    kept = _image(layout, store, index, "kept")
+    orphan = Digest.of(b"nobody wants me")
+    store.put(orphan, b"nobody wants me")
+    stray = Digest.of(b"x" * 10)  # referenced by nothing in the index yet: an orphan too
+    partial = layout.partial(Digest.of(b"never finished"))
+    partial.write_bytes(b"half")
+    leftover = layout.tmp / "abc.123.456"
+    leftover.write_bytes(b"tmp")
+    then = time.time() - 7200
+    for path in (layout.blob(orphan), partial, leftover):
+        os.utime(path, (then, then))
+    fresh_partial = layout.partial(stray)
+    fresh_partial.write_bytes(b"new")
+    dry = collect_garbage(layout, store, index, grace=3600, dry_run=True)
+    assert dry.orphans == (str(orphan),) and store.stat(orphan) is not None
+    report = collect_garbage(layout, store, index, grace=3600)
+    assert report.orphans == (str(orphan),) and store.stat(orphan) is None
+    assert not partial.exists() and not leftover.exists() and fresh_partial.exists()
+    assert all(store.stat(d) is not None for d in kept.values())
+    assert verify(layout, store, index).ok
+
+
+def test_gc_adopts_a_referenced_file_without_a_row(tmp_path: Path) -> None:
+    layout, store, index = _data(tmp_path)
+    one = _image(layout, store, index, "one")
+    index.remove_objects([str(one["manifest"]), str(one["layer"])])
+    for digest in one.values():
+        _age(layout, index, digest, 7200)
+    report = collect_garbage(layout, store, index, grace=3600)
+    assert sorted(report.adopted) == sorted([str(one["manifest"]), str(one["layer"])])
+    adopted = index.get_object(str(one["manifest"]))
+    assert adopted is not None and adopted.media_type == OCI_MANIFEST
+
+
+def test_prune_by_repo_and_age(tmp_path: Path) -> None:
+    layout, store, index = _data(tmp_path)
+    one, two = _image(layout, store, index, "one"), _image(layout, store, index, "two")
+    for digest in (*one.values(), *two.values()):
+        _age(layout, index, digest, 7200)
+    report = prune(layout, store, index, older_than=None, patterns=["reg.test/one"], grace=60)
+    assert {e.digest for e in report.removed} == {str(d) for d in one.values()}
+    assert index.get_tag("reg.test", "one", "1") is None and index.links_of("reg.test", "one") == []
+    assert all(store.stat(d) is not None for d in two.values())
+    report = prune(layout, store, index, older_than=3600, patterns=(), grace=60)
+    assert {e.digest for e in report.removed} == {str(d) for d in two.values()}
+    assert index.all_tags() == []
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_ls_du_verify_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    layout, store, index = _data(tmp_path)
+    one = _image(layout, store, index, "one")
+    index.close()
+    where = ["--data-dir", str(layout.root)]
+    code, out, _ = _cli(capsys, "cache", "ls", *where, "--json")
+    listed = json.loads(out)["images"]
+    assert code == 0 and [(i["repository"], i["tag"], i["complete"]) for i in listed] == [
+        ("one", "1", True)
+    ]
+    assert listed[0]["size"] == sum(layout.blob(d).stat().st_size for d in one.values())
+    code, out, _ = _cli(capsys, "cache", "du", *where, "--json")
+    assert code == 0 and json.loads(out)["upstreams"][0]["upstream"] == "reg.test"
+    code, out, _ = _cli(capsys, "cache", "ls", *where)
+    assert code == 0 and "one:1" in out and "complete" in out
+    code, out, _ = _cli(capsys, "cache", "verify", *where)
+    assert code == 0 and "checked 3 object(s)" in out
+    layout.blob(one["config"]).write_bytes(b"tampered")
+    code, out, err = _cli(capsys, "cache", "verify", *where)
+    assert code == 1 and str(one["config"]) in out
+    assert err.count("\n") == 1 and err.startswith("registry-cache: verify found 1 corrupt")
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "cache", "ls", "--data-dir", str(tmp_path / "nope"))
+    assert (
+        code == 1
+        and err.strip() == f"registry-cache: data directory {tmp_path / 'nope'} does not exist"
+    )
+    code, _, err = _cli(capsys, "cache", "du", "--data-dir", str(tmp_path))
+    assert code == 1 and "not a cache data directory" in err
+    code, _, err = _cli(capsys, "cache", "prune", "--data-dir", str(tmp_path))
+    assert code == 2 and "--older-than" in err
+    code, _, err = _cli(capsys, "cache", "prune", "--data-dir", str(tmp_path), "--older-than", "x")
+    assert code == 2 and "invalid duration" in err

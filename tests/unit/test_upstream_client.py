@@ -1,0 +1,249 @@
+"""The upstream client against small scripted HTTP servers on 127.0.0.1 (no registry)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import urllib3
+from pydantic import SecretStr
+
+from registry_cache.config import UpstreamConfig
+from registry_cache.errors import (
+    BadGateway,
+    BlobUnknown,
+    ManifestUnknown,
+    NameUnknown,
+    TooManyRequests,
+    Unavailable,
+)
+from registry_cache.upstream.client import QUICK, RetryPolicy, UpstreamClient
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+class Scripted:
+    """A server answering from a script: path prefix -> list of answers (last one repeats)."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[Answer | Callable[[Seen], Answer]]] = {}
+        self.seen: list[Seen] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                seen = Seen(self.command, self.path, dict(self.headers.items()))
+                outer.seen.append(seen)
+                answer = outer.answer(seen)
+                self.send_response(answer.status)
+                for key, value in answer.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer.body)
+
+            do_GET = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, seen: Seen) -> Answer:
+        for prefix, answers in self.script.items():
+            if seen.path.startswith(prefix):
+                item = answers.pop(0) if len(answers) > 1 else answers[0]
+                return item(seen) if callable(item) else item
+        return Answer(404, {"Content-Type": "application/json"}, b'{"errors":[]}')
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for s in self.seen if s.path.startswith(prefix))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Scripted]:
+    scripted = Scripted()
+    yield scripted
+    scripted.close()
+
+
+def client_for(url: str, **extra: object) -> UpstreamClient:
+    config = UpstreamConfig.model_validate({"name": "docker.io", "url": url, **extra})
+    return UpstreamClient(config, urllib3.PoolManager())
+
+
+FAST = RetryPolicy(attempts=3, backoff=0.01)
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_redirect_drops_authorization_across_hosts(server: Scripted) -> None:
+    storage = Scripted()
+    try:
+        storage.script["/signed"] = [Answer(200, body=b"blob-bytes")]
+        server.script["/v2/library/x/blobs/"] = [
+            lambda seen: (
+                Answer(401, {"WWW-Authenticate": 'Basic realm="r"'})
+                if "Authorization" not in seen.headers
+                else Answer(307, {"Location": f"{storage.url}/signed?sig=abc"})
+            )
+        ]
+        client = client_for(server.url, username="u", password="p")
+        stream = client.open_blob("library/x", DIGEST)
+        buffer = memoryview(bytearray(64))
+        assert bytes(buffer[: stream.readinto(buffer)]) == b"blob-bytes"
+        stream.close()
+        assert server.seen[-1].headers["Authorization"].startswith("Basic ")
+        assert "Authorization" not in storage.seen[0].headers
+        assert storage.seen[0].path == "/signed?sig=abc"
+        # The Location is not cached: the next fetch asks the registry again.
+        client.open_blob("library/x", DIGEST).close()
+        assert server.count("/v2/library/x/blobs/") == 3  # 401, then 307, then 307
+    finally:
+        storage.close()
+
+
+def test_bearer_token_flow_and_reuse(server: Scripted) -> None:
+    challenge = f'Bearer realm="{server.url}/token",service="reg"'
+    server.script["/token"] = [Answer(200, body=b'{"token":"tok","expires_in":300}')]
+    server.script["/v2/library/x/manifests/"] = [
+        lambda seen: (
+            Answer(200, {"Content-Type": "application/json"}, b"{}")
+            if seen.headers.get("Authorization") == "Bearer tok"
+            else Answer(401, {"WWW-Authenticate": challenge})
+        )
+    ]
+    client = client_for(server.url)
+    client.get_manifest("library/x", "1")
+    client.get_manifest("library/x", "2")
+    assert server.count("/token") == 1
+    assert "scope=repository%3Alibrary%2Fx%3Apull" in next(
+        s.path for s in server.seen if s.path.startswith("/token")
+    )
+    assert server.count("/v2/library/x/manifests/") == 3  # one 401, then two with the token
+
+
+def test_5xx_burst_is_retried(server: Scripted) -> None:
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(503),
+        Answer(502),
+        Answer(200, {"Content-Type": "application/json"}, b"{}"),
+    ]
+    assert client_for(server.url).get_manifest("library/x", "1", FAST).body == b"{}"
+    assert server.count("/v2/library/x/manifests/") == 3
+
+
+def test_5xx_forever_is_a_bad_gateway(server: Scripted) -> None:
+    server.script["/v2/library/x/manifests/"] = [Answer(500)]
+    with pytest.raises(BadGateway):
+        client_for(server.url).get_manifest("library/x", "1", FAST)
+    assert server.count("/v2/library/x/manifests/") == 3
+
+
+def test_429_retry_after_is_honoured(server: Scripted) -> None:
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(429, {"Retry-After": "1"}),
+        Answer(200, {"Content-Type": "application/json"}, b"{}"),
+    ]
+    started = time.monotonic()
+    client_for(server.url).get_manifest("library/x", "1", FAST)
+    assert time.monotonic() - started >= 0.95
+
+
+def test_429_with_long_retry_after_is_passed_on(server: Scripted) -> None:
+    server.script["/v2/library/x/manifests/"] = [Answer(429, {"Retry-After": "3600"})]
+    started = time.monotonic()
+    with pytest.raises(TooManyRequests) as info:
+        client_for(server.url).get_manifest("library/x", "1", FAST)
+    assert time.monotonic() - started < 1
+    assert info.value.headers() == {"Retry-After": "3600"}
+
+
+def test_quick_policy_does_not_retry(server: Scripted) -> None:
+    server.script["/v2/library/x/manifests/"] = [Answer(503)]
+    with pytest.raises(BadGateway):
+        client_for(server.url).head_manifest("library/x", "1", QUICK)
+    assert server.count("/v2/library/x/manifests/") == 1
+
+
+def test_not_found_mapping(server: Scripted) -> None:
+    client = client_for(server.url)
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(404, body=b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+    ]
+    with pytest.raises(ManifestUnknown):
+        client.get_manifest("library/x", "1", FAST)
+    server.script["/v2/library/x/blobs/"] = [Answer(404)]
+    with pytest.raises(BlobUnknown):
+        client.head_blob("library/x", DIGEST, FAST)
+    server.script["/v2/library/gone/manifests/"] = [
+        Answer(404, body=b'{"errors":[{"code":"NAME_UNKNOWN"}]}')
+    ]
+    with pytest.raises(NameUnknown):
+        client.get_manifest("library/gone", "1", FAST)
+    # Docker Hub answers 401 for a repository that does not exist.
+    server.script["/v2/library/private/manifests/"] = [Answer(401)]
+    with pytest.raises(NameUnknown):
+        client.get_manifest("library/private", "1", FAST)
+
+
+def test_refused_connection_is_unavailable_without_credentials() -> None:
+    client = client_for("http://127.0.0.1:9", username="u", password="hunter2-secret")
+    with pytest.raises(Unavailable) as info:
+        client.get_manifest("library/x", "1", FAST)
+    assert "hunter2" not in str(info.value) and "connection refused" in str(info.value)
+
+
+def test_range_resume_reads_content_range(server: Scripted) -> None:
+    server.script["/v2/library/x/blobs/"] = [
+        lambda seen: (
+            Answer(206, {"Content-Range": "bytes 4-9/10"}, b"456789")
+            if seen.headers.get("Range") == "bytes=4-"
+            else Answer(200, body=b"0123456789")
+        )
+    ]
+    stream = client_for(server.url).open_blob("library/x", DIGEST, offset=4)
+    assert (stream.start, stream.size) == (4, 10)
+    stream.close()
+
+
+def test_ratelimit_header_is_surfaced(server: Scripted) -> None:
+    seen: list[tuple[str, str]] = []
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(200, {"ratelimit-remaining": "97;w=21600", "Docker-Content-Digest": DIGEST}, b"")
+    ]
+    config = UpstreamConfig(name="docker.io", url=server.url, password=SecretStr("x"))
+    client = UpstreamClient(
+        config, urllib3.PoolManager(), on_ratelimit=lambda u, r: seen.append((u, r))
+    )
+    head = client.head_manifest("library/x", "1")
+    assert head.digest == DIGEST
+    assert seen == [("docker.io", "97;w=21600")] and client.ratelimit_remaining == "97;w=21600"
