@@ -129,3 +129,16 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     config.write_text("workers: 3\n")
     s = build_settings(environ={"REGISTRY_CACHE_CONFIG": str(config)}, dotenv=None)
     assert s.workers == 3
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```yaml\nlisten:") + len("```yaml\n")
+    example = readme[start : readme.index("```", start)]
+    config = tmp_path / "c.yaml"
+    config.write_text(example)
+    s = build_settings(config_file=config, environ={}, dotenv=None)
+    assert s.workers == 2 and s.max_size == 200 << 30 and "quay.io" not in s.upstreams
+    assert s.upstreams["gcr.io"].url == "https://gcr.io"
+    assert s.ttl_for(s.upstreams["docker.io"]) == 600
+    assert not s.upstreams["registry.internal.example"].uses_library_prefix

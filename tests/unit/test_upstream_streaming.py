@@ -14,6 +14,7 @@ import pytest
 import urllib3
 
 from registry_cache.config import UpstreamConfig
+from registry_cache.store.fill import CHUNK, ReadSizer
 from registry_cache.upstream.client import UpstreamClient, UpstreamTimeout
 
 DIGEST = "sha256:" + "a" * 64
@@ -107,7 +108,24 @@ def test_blob_body_may_pause_longer_than_the_header_timeout(
     assert got == b"abcdefgh"
 
 
-def test_blob_bytes_are_handed_on_as_they_arrive(serve: Callable[[Script], Scheduled]) -> None:
+def test_read_size_follows_the_upstream_pace() -> None:
+    # A read returns when its buffer is full: from a slow upstream a big buffer
+    # would hold bytes back from clients, from a fast one small buffers cost CPU.
+    sizer = ReadSizer()
+    start = sizer.size
+    sizer.took(0.001, full=True)
+    assert sizer.size == start * 2
+    for _ in range(20):
+        sizer.took(0.001, full=True)
+    assert sizer.size == CHUNK
+    for _ in range(20):
+        sizer.took(0.2, full=True)
+    assert sizer.size == ReadSizer.MIN
+    sizer.took(0.001, full=False)  # a short read (end of body) says nothing about pace
+    assert sizer.size == ReadSizer.MIN
+
+
+def test_small_reads_hand_on_bytes_as_they_arrive(serve: Callable[[Script], Scheduled]) -> None:
     def script(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nabcd")
         time.sleep(1.0)
@@ -115,11 +133,10 @@ def test_blob_bytes_are_handed_on_as_they_arrive(serve: Callable[[Script], Sched
 
     server = serve(script)
     stream = client_for(server.url).open_blob("library/x", DIGEST)
-    buffer = memoryview(bytearray(1 << 20))
+    buffer = memoryview(bytearray(4))
     started = time.monotonic()
-    count = stream.readinto(buffer)
-    # Not a wait for the whole (1 MiB) buffer: what arrived comes back at once.
-    assert bytes(buffer[:count]) == b"abcd" and time.monotonic() - started < 0.5
+    assert stream.readinto(buffer) == 4 and bytes(buffer) == b"abcd"
+    assert time.monotonic() - started < 0.5
     stream.close()
 
 
@@ -133,7 +150,7 @@ def test_body_stall_beyond_read_timeout_raises_for_a_resume(
     server = serve(script)
     client = client_for(server.url, header_timeout="5s", read_timeout="0.5s")
     stream = client.open_blob("library/x", DIGEST)
-    buffer = memoryview(bytearray(1 << 20))
+    buffer = memoryview(bytearray(4))
     assert stream.readinto(buffer) == 4
     started = time.monotonic()
     with pytest.raises(urllib3.exceptions.HTTPError):  # the fill resumes with Range

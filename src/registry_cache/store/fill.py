@@ -321,12 +321,15 @@ class Fill:
         Three stages overlap: this thread reads the socket, ``hasher`` hashes and
         ``sink`` writes the file, each on its own thread (all release the GIL).
         """
+        sizer = ReadSizer()
         while True:
             sink.check()
             if self.size is not None and self.received >= self.size:
                 return True
-            view = memoryview(bytearray(CHUNK))
+            view = memoryview(bytearray(sizer.size))
+            started = time.monotonic()
             count = source.readinto(view)
+            sizer.took(time.monotonic() - started, full=count == len(view))
             if count == 0:
                 return self.size is None or self.received >= self.size
             if self.size is not None and self.received + count > self.size:
@@ -351,6 +354,29 @@ class Fill:
         ):
             self._woken_at = now
             self._notify()
+
+
+class ReadSizer:
+    """How much to ask upstream for per read: large when it is fast, small when slow.
+
+    A read returns only when its buffer is full, so from a 1 MiB/s upstream a 1 MiB
+    buffer would hold bytes back from clients for a second; from a fast one, small
+    buffers cost a Python round trip per few KiB. Double while reads are quick,
+    halve while they are slow.
+    """
+
+    MIN = 16 << 10
+    FAST = 0.005  # seconds
+    SLOW = 0.05
+
+    def __init__(self) -> None:
+        self.size = 64 << 10
+
+    def took(self, seconds: float, *, full: bool) -> None:
+        if full and seconds < self.FAST:
+            self.size = min(self.size * 2, CHUNK)
+        elif seconds > self.SLOW:
+            self.size = max(self.size // 2, self.MIN)
 
 
 class RemoteFill:

@@ -13,6 +13,7 @@ names the upstream and path but never a credential.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -25,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from .. import metrics
 from ..config import UpstreamConfig
@@ -92,16 +94,30 @@ class BlobStream:
         self.start = start
         self.size = size
         self._upstream = upstream
+        # urllib3's readinto reads into a bytes object and copies it over; the
+        # http.client response beneath it receives straight into our buffer (one
+        # copy less: 1.4-2.0 → 2.7-3.3 GB/s here). It still enforces the length
+        # and de-chunks; urllib3 gets the connection back on close as usual.
+        fp = getattr(response, "_fp", None)
+        self._read: Callable[[memoryview], int] = (
+            fp.readinto if fp is not None and hasattr(fp, "readinto") else response.readinto
+        )
 
     def readinto(self, buffer: memoryview) -> int:
-        # read1, not readinto: readinto waits until the whole buffer (1 MiB) is full,
-        # so from a slow upstream clients would get nothing for seconds at a time.
-        # read1 hands over what has arrived (one recv); the copy costs what
-        # urllib3's own readinto costs (it reads into bytes and copies too).
-        data = self._response.read1(len(buffer))
-        count = len(data)
+        """Fill ``buffer`` (fewer bytes only at the end of the body).
+
+        Not ``read1``: that hands over one recv (~55 KiB on loopback) per call and
+        urllib3's per-call overhead then caps a fill at ~0.5 GB/s. The caller sizes
+        the buffer to the upstream's pace instead (store.fill.ReadSizer).
+        """
+        try:
+            count = self._read(buffer)
+        except TimeoutError as exc:
+            raise ReadTimeoutError(None, "", "blob body read timed out") from exc  # type: ignore[arg-type]
+        except (OSError, http.client.HTTPException) as exc:
+            # One exception family for the fill to resume on, as urllib3 itself raises.
+            raise ProtocolError(f"connection broken: {type(exc).__name__}", exc) from exc
         if count:
-            buffer[:count] = data
             metrics.upstream_bytes(self._upstream, count)
         return count
 

@@ -89,13 +89,20 @@ class Lab:
             )
         return self._proxy
 
+    def scratch(self, under: Path | None) -> Path:
+        """This run's directory under ``under`` (e.g. a tmpfs; removed by ``close``),
+        or the workdir when ``under`` is None."""
+        if under is None:
+            return self.workdir
+        base = under / self.workdir.name
+        base.mkdir(parents=True, exist_ok=True)
+        self._elsewhere.add(base)
+        return base
+
     @contextlib.contextmanager
     def fresh_cache(self, workers: int = 1, under: Path | None = None) -> Iterator[Cache]:
         """A new cache; its directory under ``under`` (e.g. a tmpfs) instead of the workdir."""
-        base = self.workdir if under is None else under / self.workdir.name
-        if base != self.workdir:
-            self._elsewhere.add(base)
-        where = base / f"cache-{next(self._serial)}"
+        where = self.scratch(under) / f"cache-{next(self._serial)}"
         with self._fresh(Cache(where, self.upstream.url, workers=workers)) as cache:
             yield cache
 
