@@ -1,7 +1,8 @@
 """Process model: bind once, then serve in this process or in N forked workers.
 
-The listening socket is bound by the parent before forking so an address in use
-fails at once with a clear message, and every worker accepts on the same socket.
+The listening sockets are bound by the parent before forking so an address in use
+fails at once with a clear message; each worker accepts on its own SO_REUSEPORT
+socket, so the kernel balances connections between them.
 Workers share nothing but the data directory: the SQLite index (WAL) and the
 ``flock``-keyed fills make that safe. SIGTERM (sent by ``kill <pid>``, systemd,
 docker stop): stop accepting, let in-flight responses finish within the grace
@@ -36,19 +37,33 @@ class ServeError(Exception):
     """Cannot start (address in use, data directory not writable)."""
 
 
-def bind(settings: Settings) -> socket.socket:
+def bind(settings: Settings, count: int = 1) -> list[socket.socket]:
+    """``count`` listening sockets on the configured address (SO_REUSEPORT when > 1).
+
+    One socket per worker lets the kernel spread connections evenly: with a single
+    shared socket one worker sometimes accepted every keep-alive connection of a
+    load test (measured: 3 runs in 30) while the other idled.
+    """
     host, port = settings.host, settings.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ServeError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
+    socks: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if count > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            for other in socks:
+                other.close()
+            raise ServeError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
+        port = sock.getsockname()[1]  # port 0: the others join the port the first got
+        sock.listen(1024)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
 
 
 def prepare_data_dir(settings: Settings) -> None:
@@ -89,7 +104,7 @@ async def run_worker(settings: Settings, sock: socket.socket) -> None:
 
 def serve(settings: Settings) -> int:
     prepare_data_dir(settings)
-    sock = bind(settings)
+    socks = bind(settings, settings.workers)
     log.info(
         "registry-cache: upstreams %s; default %s; domain %s; data %s",
         ", ".join(f"{n}={u.url}" for n, u in settings.upstreams.items()),
@@ -98,12 +113,12 @@ def serve(settings: Settings) -> int:
         settings.data_dir,
     )
     if settings.workers == 1:
-        asyncio.run(run_worker(settings, sock))
+        asyncio.run(run_worker(settings, socks[0]))
         _abandon_stuck_threads()
         return 0
     # Before forking: every worker's counters go to files /metrics sums up.
     metrics.enable_multiprocess(Layout(settings.data_dir).metrics)
-    return _prefork(settings, sock)
+    return _prefork(settings, socks)
 
 
 def _abandon_stuck_threads(wait: float = 0.5) -> None:
@@ -129,7 +144,7 @@ def _abandon_stuck_threads(wait: float = 0.5) -> None:
         os._exit(0)
 
 
-def _prefork(settings: Settings, sock: socket.socket) -> int:
+def _prefork(settings: Settings, socks: list[socket.socket]) -> int:
     children: dict[int, int] = {}
     stopping = False
 
@@ -138,9 +153,11 @@ def _prefork(settings: Settings, sock: socket.socket) -> int:
         if pid == 0:  # worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for other in socks[:slot] + socks[slot + 1 :]:
+                other.close()  # each worker accepts on its own socket only
             code = 0
             try:
-                asyncio.run(run_worker(settings, sock))
+                asyncio.run(run_worker(settings, socks[slot]))
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
@@ -152,10 +169,11 @@ def _prefork(settings: Settings, sock: socket.socket) -> int:
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        # Our copy of the listening socket would keep the port open (connections
-        # queued but never served) after every worker closed its own: close it, so
+        # Our copies of the listening sockets would keep the port open (connections
+        # queued but never served) after every worker closed its own: close them, so
         # new clients are refused at once and go elsewhere.
-        sock.close()
+        for sock in socks:
+            sock.close()
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -185,6 +203,7 @@ def _prefork(settings: Settings, sock: socket.socket) -> int:
             continue
         time.sleep(0.5)
         spawn(slot)
-    sock.close()
+    for sock in socks:
+        sock.close()
     sys.stdout.flush()
     return 0

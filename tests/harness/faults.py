@@ -134,7 +134,7 @@ class FaultProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
+        server = _QuietServer((LOOPBACK, self.port), Handler)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, name="fault-proxy", daemon=True).start()
@@ -238,6 +238,11 @@ class FaultProxy:
             handler.close_connection = True
         finally:
             upstream.release_conn()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that reset mid-answer are what this proxy is for: no tracebacks."""
 
 
 def _reset(conn: socket.socket) -> None:

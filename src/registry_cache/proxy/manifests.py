@@ -148,9 +148,14 @@ class ManifestService:
     async def _by_tag(self, route: Route, tag: str) -> ManifestResult:
         name, repo = route.upstream.name, route.repository
         index = self.ctx.index
-        row = index.get_tag(name, repo, tag)
+        ttl = self.ctx.settings.ttl_for(route.upstream)
+        row = index.get_tag(name, repo, tag, max_age=ttl)
+        if row is not None and self._local(row.digest) is None:
+            # Its manifest was evicted (maybe by another worker, which also dropped
+            # the tag): ask the index itself, not this process's memory of it.
+            row = index.get_tag(name, repo, tag)
         now = time.time()
-        decision = tag_decision(row, now, self.ctx.settings.ttl_for(route.upstream))
+        decision = tag_decision(row, now, ttl)
         if row is not None and decision is TagDecision.FRESH:
             index.touch_tag(name, repo, tag)
             result = await self._by_digest(route, Digest.parse(row.digest))

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..lru import Lru
+
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -89,6 +91,10 @@ class Index:
                 (str(SCHEMA_VERSION),),
             )
         self._lock = threading.Lock()
+        # Links are only ever added while serving (prune/gc run as separate commands),
+        # so remembering the positive answers skips a query on every hit.
+        self._linked: Lru[tuple[str, str, str], bool] = Lru(1 << 16)
+        self._tags: Lru[tuple[str, str, str], TagRow] = Lru(1 << 14)
         self._touched: dict[str, float] = {}
         self._pulled: dict[tuple[str, str, str], float] = {}
 
@@ -109,18 +115,33 @@ class Index:
 
     # ------------------------------------------------------------------ tags
 
-    def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
-        row = self._db.execute(
+    def get_tag(
+        self, upstream: str, repo: str, tag: str, *, max_age: float = 0.0
+    ) -> TagRow | None:
+        """The tag's row; one this process saw checked less than ``max_age`` ago
+        comes from memory (another worker can only have made it fresher)."""
+        key = (upstream, repo, tag)
+        if max_age > 0:
+            remembered = self._tags.get(key)
+            if remembered is not None and 0 <= time.time() - remembered.checked_at < max_age:
+                return remembered
+        found = self._db.execute(
             "SELECT digest, checked_at, last_pulled FROM tags"
             " WHERE upstream = ? AND repo = ? AND tag = ?",
-            (upstream, repo, tag),
+            key,
         ).fetchone()
-        return TagRow(*row) if row else None
+        if not found:
+            self._tags.pop(key)
+            return None
+        row = TagRow(*found)
+        self._tags.put(key, row)
+        return row
 
     def set_tag(
         self, upstream: str, repo: str, tag: str, digest: str, now: float | None = None
     ) -> None:
         now = time.time() if now is None else now
+        self._tags.put((upstream, repo, tag), TagRow(digest, now, now))
         with self._lock:
             self._db.execute(
                 "INSERT INTO tags (upstream, repo, tag, digest, checked_at, last_pulled)"
@@ -132,6 +153,7 @@ class Index:
             )
 
     def delete_tag(self, upstream: str, repo: str, tag: str) -> None:
+        self._tags.pop((upstream, repo, tag))
         with self._lock:
             self._db.execute(
                 "DELETE FROM tags WHERE upstream = ? AND repo = ? AND tag = ?",
@@ -195,16 +217,22 @@ class Index:
     # ----------------------------------------------------------------- links
 
     def is_linked(self, upstream: str, repo: str, digest: str) -> bool:
+        key = (upstream, repo, digest)
+        if self._linked.get(key):
+            return True
         row = self._db.execute(
-            "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
-            (upstream, repo, digest),
+            "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?", key
         ).fetchone()
+        if row is not None:
+            self._linked.put(key, True)
         return row is not None
 
     def link(self, upstream: str, repo: str, digests: Iterable[str]) -> None:
         rows = [(upstream, repo, d) for d in digests]
         if not rows:
             return
+        for row in rows:
+            self._linked.put(row, True)
         with self._lock:
             self._db.executemany(
                 "INSERT OR IGNORE INTO links (upstream, repo, digest) VALUES (?, ?, ?)", rows
