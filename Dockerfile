@@ -12,9 +12,10 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# .dockerignore lets in only pyproject.toml, README.md, LICENSE and src/.
+# .dockerignore lets in only pyproject.toml, constraints.txt, README.md, LICENSE and src/.
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+# constraints.txt pins every dependency: the image gets the versions the tests ran with.
+RUN pip wheel --wheel-dir /wheels -c constraints.txt .
 
 
 FROM ${PYTHON_IMAGE}

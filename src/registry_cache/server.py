@@ -20,15 +20,12 @@ import sys
 import threading
 import time
 
-from aiohttp import web
-
 from . import metrics
 from .config import Settings
 from .store.blobs import FileBlobStore
 from .store.index import Index
 from .store.layout import Layout
 from .store.maintenance import clean_leftovers
-from .web.app import build_app
 
 log = logging.getLogger("registry_cache.server")
 
@@ -82,6 +79,12 @@ def prepare_data_dir(settings: Settings) -> None:
 
 
 async def run_worker(settings: Settings, sock: socket.socket) -> None:
+    # Imported here, in the worker: the supervising parent never needs aiohttp and
+    # the whole app, and stays small (it is counted in the RSS of a prefork server).
+    from aiohttp import web
+
+    from .web.app import build_app
+
     app = build_app(settings)
     # aiohttp waits shutdown_timeout for handlers to finish, then as long again for
     # the ones it asked to stop (a streaming response just goes on): half each

@@ -1,8 +1,9 @@
 """``registry-cache benchmark`` and ``compare-paths`` end to end, all on 127.0.0.1.
 
-Upstream: a real docker-registry. "Cache": for now a second docker-registry in
-proxy mode, which serves one upstream under plain repository names, hence
-``--cache-path-style plain``. compare-paths runs against a local ``iperf3 -s`` and
+Upstream: a real docker-registry; cache: registry-cache in front of it, reached by
+path prefix (the default ``--cache-path-style prefix``); one test also drives
+distribution's proxy mode (``--cache-path-style plain``), the other cache a user may
+have. compare-paths runs against a local ``iperf3 -s`` and
 a local nginx playing the CDN. Every server is started and stopped by its fixture;
 no test uses a public registry or the default CDN URL.
 """
@@ -88,7 +89,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 @dataclass
 class Setup:
     upstream: UpstreamRegistry
-    cache: UpstreamRegistry
+    cache: CacheServer
     pushed: PushResult
 
     def args(self, *extra: str) -> list[str]:
@@ -98,8 +99,6 @@ class Setup:
             self.upstream.url,
             "--cache-host",
             self.cache.host_port,
-            "--cache-path-style",
-            "plain",
             "--repo",
             "bench",
             "--tag",
@@ -109,11 +108,13 @@ class Setup:
 
 
 @pytest.fixture
-def setup(make_upstream: Callable[..., UpstreamRegistry]) -> Setup:
+def setup(
+    make_upstream: Callable[..., UpstreamRegistry], make_cache: Callable[..., CacheServer]
+) -> Setup:
     upstream = make_upstream("none")
     image = build_index("bench", layers=3, layer_size=1_500_000)
     pushed = push_image(upstream.url, "library/bench", "1.0", image)
-    cache = make_upstream("none", proxy_remote=upstream.url)
+    cache = make_cache("--upstream", f"docker.io={upstream.url}")
     return Setup(upstream, cache, pushed)
 
 
@@ -144,7 +145,8 @@ def test_benchmark_runs_every_scenario_and_summarises(setup: Setup, tmp_path: Pa
     # The index resolved to linux/amd64 and by-digest pulls really used the digest.
     assert f"digest={setup.pushed.digest} (linux/amd64)" in result.stdout
     assert setup.upstream.count("GET", f"/manifests/{setup.pushed.digest}") >= 2
-    assert setup.cache.count("GET", f"/manifests/{setup.pushed.digest}") >= 2
+    log = setup.cache.log_text()
+    assert log.count(f'"GET /v2/docker.io/library/bench/manifests/{setup.pushed.digest}') >= 2
     amd64 = setup.pushed.images[0]
     index = json.loads((out / "index.json").read_text())
     assert index["manifests"][0]["digest"] == amd64.digest
@@ -183,8 +185,6 @@ def test_wrapper_and_environment_overrides(setup: Setup) -> None:
             str(REPO_ROOT / "benchmark-cache.sh"),
             "--upstream",
             setup.upstream.url,
-            "--cache-path-style",
-            "plain",
             "--json",
         ],
         env=env,
@@ -196,17 +196,19 @@ def test_wrapper_and_environment_overrides(setup: Setup) -> None:
     assert any("no effect with --client builtin" in note for note in doc["notes"])
 
 
-def test_benchmark_through_registry_cache_by_path_prefix(
-    setup: Setup, make_cache: Callable[..., CacheServer]
+def test_benchmark_against_distribution_proxy_mode(
+    setup: Setup, make_upstream: Callable[..., UpstreamRegistry]
 ) -> None:
-    """The default ``--cache-path-style prefix`` against registry-cache itself."""
-    cache = make_cache("--upstream", f"docker.io={setup.upstream.url}")
+    """``--cache-path-style plain`` for a cache that serves one upstream (distribution)."""
+    proxy = make_upstream("none", proxy_remote=setup.upstream.url)
     result = cli(
         "benchmark",
         "--upstream",
         setup.upstream.url,
         "--cache-host",
-        cache.host_port,
+        proxy.host_port,
+        "--cache-path-style",
+        "plain",
         "--repo",
         "bench:1.0",
         "--pulls",
@@ -215,8 +217,9 @@ def test_benchmark_through_registry_cache_by_path_prefix(
     )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert (doc["cache_path_style"], doc["digest"]) == ("prefix", setup.pushed.digest)
+    assert (doc["cache_path_style"], doc["digest"]) == ("plain", setup.pushed.digest)
     assert list(doc["summary"]) == SCENARIOS
+    assert proxy.count("GET", f"/manifests/{setup.pushed.digest}") >= 1
 
 
 def test_cache_unreachable(setup: Setup) -> None:
@@ -240,7 +243,7 @@ def test_platform_missing(setup: Setup) -> None:
 
 
 def test_token_auth_upstream_and_auth_failure(
-    make_upstream: Callable[..., UpstreamRegistry],
+    make_upstream: Callable[..., UpstreamRegistry], make_cache: Callable[..., CacheServer]
 ) -> None:
     upstream = make_upstream("token")
     push_image(
@@ -250,21 +253,19 @@ def test_token_auth_upstream_and_auth_failure(
         build_index("tok", layers=1),
         auth=("alice", "alice-pw"),
     )
-    cache = make_upstream("none", proxy_remote=upstream.url)
+    cache = make_cache("--upstream", f"docker.io={upstream.url}")
     base = [
         "benchmark",
         "--upstream",
         upstream.url,
         "--cache-host",
         cache.host_port,
-        "--cache-path-style",
-        "plain",
         "--repo",
         "bench:1.0",
         "--pulls",
         "1",
     ]
-    # The proxy cache needs no auth; the upstream wants Bearer tokens.
+    # The cache pulls anonymously (the issuer allows it); the upstream wants Bearer tokens.
     ok = cli(*base, "--json", "--username", "bob", "--password", "bob-pw")
     assert ok.returncode == 0, ok.stderr
     assert upstream.token_issuer is not None
@@ -341,8 +342,6 @@ def paths_args(setup: Setup, cdn: str, *extra: str) -> list[str]:
         "compare-paths",
         "--cache-host",
         setup.cache.host_port,
-        "--cache-path-style",
-        "plain",
         "--repo",
         "bench:1.0",
         "--cdn-url",
@@ -373,7 +372,7 @@ def test_compare_paths_full(setup: Setup, iperf_port: int, cdn_url: str) -> None
 
 def test_compare_paths_skip_iperf_json(setup: Setup, cdn_url: str) -> None:
     blob = max(setup.pushed.images[0].layers, key=lambda layer: layer.size)
-    blob_url = f"{setup.cache.url}/v2/library/bench/blobs/{blob.digest}"
+    blob_url = f"{setup.cache.url}/v2/docker.io/library/bench/blobs/{blob.digest}"
     result = cli(
         *paths_args(
             setup, cdn_url, "--skip-iperf", "--json", "--runs", "2", "--cache-blob-url", blob_url
