@@ -38,6 +38,11 @@ class Seen:
     headers: dict[str, str]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client closing early is part of several tests: no tracebacks."""
+
+
 class Scripted:
     """A server answering from a script: path prefix -> list of answers (last one repeats)."""
 
@@ -66,7 +71,7 @@ class Scripted:
 
             do_GET = do_HEAD = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -14,7 +14,7 @@ import pytest
 import urllib3
 
 from registry_cache.config import UpstreamConfig
-from registry_cache.store.fill import CHUNK, ReadSizer
+from registry_cache.store.pipes import CHUNK, ReadSizer
 from registry_cache.upstream.client import UpstreamClient, UpstreamTimeout
 
 DIGEST = "sha256:" + "a" * 64

@@ -21,7 +21,6 @@ import errno
 import fcntl
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -31,14 +30,14 @@ from typing import BinaryIO, Protocol
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .. import metrics
-from ..digest import Digest, Hasher
+from ..digest import Digest
 from ..errors import BadGateway, DigestMismatch, InsufficientStorage, RegistryError, Unavailable
 from .blobs import FileBlobStore
 from .layout import Layout
+from .pipes import CHUNK, HashPipe, ReadSizer, WritePipe, rehash_existing
 
 log = logging.getLogger("registry_cache.fill")
 
-CHUNK = 1 << 20  # large reads: per-chunk Python overhead is what limits a fill
 # Readers are woken every 4 MiB (and at the first and last byte), not every chunk:
 # each wake-up costs a loop turn and a sendfile call; measured -25% CPU per GiB.
 NOTIFY_EVERY = 4 << 20
@@ -230,10 +229,10 @@ class Fill:
             self._call_soon(_resolve, self.finished, self.error)
 
     def _fetch(self, opener: Opener, layout: Layout) -> None:
-        hasher = _HashPipe(self.digest.hasher())
-        sink = _WritePipe(self)
+        hasher = HashPipe(self.digest.hasher())
+        sink = WritePipe(self._fd, self._written)
         try:
-            self.received = self.written = _rehash_existing(self._fd, hasher)
+            self.received = self.written = rehash_existing(self._fd, hasher)
             if self.written:
                 log.info("resuming partial %s at %d bytes", self.digest, self.written)
                 metrics.fill_resume("partial")
@@ -252,9 +251,7 @@ class Fill:
         self.verified = True
         self._notify()
 
-    def _download(
-        self, opener: Opener, hasher: _HashPipe, sink: _WritePipe, layout: Layout
-    ) -> None:
+    def _download(self, opener: Opener, hasher: HashPipe, sink: WritePipe, layout: Layout) -> None:
         failures = 0
         while self.size is None or self.received < self.size:
             if self.abandoned():
@@ -315,7 +312,7 @@ class Fill:
             # Upstream ignored our Range: skip what we already have (already hashed).
             _skip(source, self.received)
 
-    def _copy(self, source: BlobSource, hasher: _HashPipe, sink: _WritePipe) -> bool:
+    def _copy(self, source: BlobSource, hasher: HashPipe, sink: WritePipe) -> bool:
         """Copy until EOF; True when the source ended where the blob ends.
 
         Three stages overlap: this thread reads the socket, ``hasher`` hashes and
@@ -354,29 +351,6 @@ class Fill:
         ):
             self._woken_at = now
             self._notify()
-
-
-class ReadSizer:
-    """How much to ask upstream for per read: large when it is fast, small when slow.
-
-    A read returns only when its buffer is full, so from a 1 MiB/s upstream a 1 MiB
-    buffer would hold bytes back from clients for a second; from a fast one, small
-    buffers cost a Python round trip per few KiB. Double while reads are quick,
-    halve while they are slow.
-    """
-
-    MIN = 16 << 10
-    FAST = 0.005  # seconds
-    SLOW = 0.05
-
-    def __init__(self) -> None:
-        self.size = 64 << 10
-
-    def took(self, seconds: float, *, full: bool) -> None:
-        if full and seconds < self.FAST:
-            self.size = min(self.size * 2, CHUNK)
-        elif seconds > self.SLOW:
-            self.size = max(self.size // 2, self.MIN)
 
 
 class RemoteFill:
@@ -517,107 +491,6 @@ class FillManager:
 
         threading.Thread(target=work, name=f"fill-{digest.hex[:12]}", daemon=True).start()
         return fill
-
-
-class _HashPipe:
-    """Hash on a second thread so hashing overlaps the socket read and file write.
-
-    hashlib releases the GIL for large buffers, so this really runs in parallel.
-    """
-
-    def __init__(self, hasher: Hasher) -> None:
-        self._hasher = hasher
-        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=16)
-        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
-        self._thread.start()
-        self._finished: str | None = None
-
-    def _run(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            if chunk is None:
-                return
-            self._hasher.update(chunk)
-
-    def update(self, chunk: memoryview) -> None:
-        self._queue.put(chunk)
-
-    def finish(self) -> str:
-        if self._finished is None:
-            self._queue.put(None)
-            self._thread.join()
-            self._finished = self._hasher.hexdigest()
-        return self._finished
-
-
-class _WritePipe:
-    """Write chunks to the fill's file on a thread of its own, in order.
-
-    Errors (a full disk) are kept and re-raised in the reading thread by
-    ``check()`` / ``finish()``.
-    """
-
-    def __init__(self, fill: Fill) -> None:
-        self._fill = fill
-        self._queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(maxsize=16)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="write", daemon=True)
-        self._thread.start()
-        self._done = False
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue  # drain: the reader will notice and stop
-            offset, chunk = item
-            try:
-                _write_all(self._fill._fd, chunk, offset)
-            except BaseException as exc:
-                self.error = exc
-                continue
-            self._fill._written(offset + len(chunk))
-
-    def write(self, offset: int, chunk: memoryview) -> None:
-        self._queue.put((offset, chunk))
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def finish(self) -> None:
-        if not self._done:
-            self._done = True
-            self._queue.put(None)
-            self._thread.join()
-        self.check()
-
-
-def _rehash_existing(fd: int, hasher: _HashPipe) -> int:
-    """Hash what a crashed fill left behind so the next fill resumes after it."""
-    size = os.fstat(fd).st_size
-    pos = 0
-    while pos < size:
-        chunk = os.pread(fd, min(CHUNK * 4, size - pos), pos)
-        if not chunk:
-            break
-        hasher.update(memoryview(chunk))
-        pos += len(chunk)
-    return pos
-
-
-def _write_all(fd: int, chunk: memoryview, offset: int) -> None:
-    try:
-        while chunk:
-            written = os.pwrite(fd, chunk, offset)
-            chunk = chunk[written:]
-            offset += written
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("no space left in the cache's data directory") from None
-        raise
 
 
 def _storage_error(error: Exception) -> Exception:

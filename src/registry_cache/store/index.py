@@ -115,9 +115,7 @@ class Index:
 
     # ------------------------------------------------------------------ tags
 
-    def get_tag(
-        self, upstream: str, repo: str, tag: str, *, max_age: float = 0.0
-    ) -> TagRow | None:
+    def get_tag(self, upstream: str, repo: str, tag: str, *, max_age: float = 0.0) -> TagRow | None:
         """The tag's row; one this process saw checked less than ``max_age`` ago
         comes from memory (another worker can only have made it fresher)."""
         key = (upstream, repo, tag)

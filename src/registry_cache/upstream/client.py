@@ -159,15 +159,7 @@ class UpstreamClient:
     def get_manifest(
         self, repo: str, reference: str, retry: RetryPolicy = RetryPolicy()
     ) -> Manifest:
-        response = self._request(
-            "GET",
-            f"/v2/{repo}/manifests/{reference}",
-            scope=_pull(repo),
-            headers={"Accept": UPSTREAM_ACCEPT},
-            retry=retry,
-            unknown=ManifestUnknown,
-            what=f"{repo}:{reference}",
-        )
+        response = self._manifest("GET", repo, reference, retry)
         body = response.data
         metrics.upstream_bytes(self.config.name, len(body))
         return Manifest(
@@ -180,19 +172,24 @@ class UpstreamClient:
         self, repo: str, reference: str, retry: RetryPolicy = RetryPolicy()
     ) -> ManifestHead:
         """HEAD, never GET, to learn a tag's digest: Docker Hub counts GETs as pulls."""
-        response = self._request(
-            "HEAD",
+        response = self._manifest("HEAD", repo, reference, retry)
+        return ManifestHead(
+            digest=response.headers.get("Docker-Content-Digest"),
+            media_type=response.headers.get("Content-Type"),
+            size=_int(response.headers.get("Content-Length")),
+        )
+
+    def _manifest(
+        self, method: str, repo: str, reference: str, retry: RetryPolicy
+    ) -> urllib3.BaseHTTPResponse:
+        return self._request(
+            method,
             f"/v2/{repo}/manifests/{reference}",
             scope=_pull(repo),
             headers={"Accept": UPSTREAM_ACCEPT},
             retry=retry,
             unknown=ManifestUnknown,
             what=f"{repo}:{reference}",
-        )
-        return ManifestHead(
-            digest=response.headers.get("Docker-Content-Digest"),
-            media_type=response.headers.get("Content-Type"),
-            size=_int(response.headers.get("Content-Length")),
         )
 
     def head_blob(self, repo: str, digest: str, retry: RetryPolicy = RetryPolicy()) -> int | None:
