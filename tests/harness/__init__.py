@@ -10,4 +10,6 @@ them by PID. Modules:
 - ``push``: push those images to a registry (plain, Basic or Bearer auth).
 - ``netns``: run clients in a private mount namespace with their own /etc/hosts.
 - ``cache``: run the cache under test as a subprocess.
+- ``service``: what those servers and daemons share (pid, log, context manager;
+  the state-dir daemons' start/stop).
 """

@@ -15,6 +15,10 @@ Contract:
   ``wait(timeout)`` returns its exit code once it exited (None on timeout), then
   SIGKILLs anything left in its process group (a worker that outlived its parent),
   noting that in ``left_behind``.
+- ``blob_path(digest)`` is where the cache stores a blob; ``wait_for_blob(digest, s)``
+  polls up to ``s`` seconds for it to appear and returns that path.
+- ``run_cli(*args, cwd=..., timeout=...)`` runs ``python -m registry_cache *args`` to
+  completion in ``cli_env()`` (the cache's environment, without PYTHONUNBUFFERED).
 - ``safe_upstream_args(args)`` adds ``--upstream NAME=none`` for each of docker.io,
   ghcr.io and quay.io the args do not configure (plus ``--default-upstream none``
   when docker.io was removed that way), so no default points at the internet.
@@ -27,16 +31,41 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 from . import proc as procs
-from .ports import LOOPBACK, free_port, http_status
+from .ports import free_port, http_status
+from .service import LoopbackService
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
 DROP_ENV_PREFIXES = ("REGISTRY_", "DOCKERHUB_", "GHCR_", "QUAY_", "PYTHONPATH")
 PUBLIC_UPSTREAMS = ("docker.io", "ghcr.io", "quay.io")
+
+
+def cli_env() -> dict[str, str]:
+    """This environment without registry settings or proxies, importing the repo's ``src``."""
+    env = procs.clean_env(drop_prefixes=DROP_ENV_PREFIXES)
+    env["PYTHONPATH"] = str(SRC_DIR)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m registry_cache *args`` to completion (env: ``cli_env()`` unless given),
+    output captured as text; the caller checks the exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "registry_cache", *args],
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else cli_env(),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class CacheStartError(RuntimeError):
@@ -66,7 +95,7 @@ def safe_upstream_args(args: Sequence[str]) -> list[str]:
     return out
 
 
-class CacheServer:
+class CacheServer(LoopbackService):
     """The cache as a subprocess on 127.0.0.1; see the module docstring."""
 
     def __init__(
@@ -84,7 +113,6 @@ class CacheServer:
         self.port = port or free_port()
         self.data_dir = workdir / "data"
         self.cwd = workdir / "cwd"
-        self.log_path = workdir / "cache.log"
         self.command = (
             list(command) if command is not None else [sys.executable, "-m", "registry_cache"]
         )
@@ -95,13 +123,9 @@ class CacheServer:
         self.left_behind = False
 
     @property
-    def host_port(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{self.host_port}"
+    def log_path(self) -> Path:
+        """stdout and stderr of every run (appended)."""
+        return self.workdir / "cache.log"
 
     @property
     def argv(self) -> list[str]:
@@ -118,13 +142,12 @@ class CacheServer:
         ]
 
     def env(self) -> dict[str, str]:
-        env = procs.clean_env(drop_prefixes=DROP_ENV_PREFIXES)
-        env["PYTHONPATH"] = str(SRC_DIR)
+        env = cli_env()
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         return env
 
-    def start(self) -> CacheServer:
+    def start(self) -> Self:
         """Start and wait for ``GET /v2/`` → 200; raise ``CacheStartError`` otherwise.
 
         On the first start only, a lost race for the port ("address already in use")
@@ -141,7 +164,7 @@ class CacheServer:
                 self.port = free_port()
         raise AssertionError("unreachable")
 
-    def _start_once(self) -> CacheServer:
+    def _start_once(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.cwd.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
@@ -205,28 +228,22 @@ class CacheServer:
             self.left_behind = False
         return code
 
-    def restart(self) -> CacheServer:
+    def blob_path(self, digest: str) -> Path:
+        """Where the cache keeps ``digest``'s bytes: ``DATA/blobs/sha256/<hex[:2]>/<hex>``."""
+        hex_ = digest.split(":", 1)[1]
+        return self.data_dir / "blobs" / "sha256" / hex_[:2] / hex_
+
+    def wait_for_blob(self, digest: str, wait: float) -> Path:
+        """``blob_path(digest)`` once it exists, polling for up to ``wait`` s: a client gets
+        the last byte (released once the digest verified) a moment before the fill's fsync
+        and rename publish the file."""
+        path = self.blob_path(digest)
+        deadline = time.monotonic() + wait
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return path
+
+    def restart(self) -> Self:
         """Stop (gracefully) and start again with the same port, data dir and args."""
         self.stop()
         return self.start()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def log_text(self) -> str:
-        """Everything the cache printed so far (all runs)."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> CacheServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -33,6 +33,25 @@ class ClientError(AssertionError):
     """A client command failed; the message carries its output."""
 
 
+def failure_message(
+    result: subprocess.CompletedProcess[str], what: str, *, tail: int | None = None
+) -> str:
+    """``WHAT exited N`` and the output (only the last ``tail`` characters of each stream)."""
+    out, err = result.stdout, result.stderr
+    if tail is not None:
+        out, err = out[-tail:], err[-tail:]
+    return f"{what} exited {result.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+
+
+def require_ok(
+    result: subprocess.CompletedProcess[str], what: str, *, tail: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``result``; ``ClientError`` with ``failure_message`` unless it exited 0."""
+    if result.returncode != 0:
+        raise ClientError(failure_message(result, what, tail=tail))
+    return result
+
+
 def skopeo_copy(
     src: str,
     dest: Path,
@@ -62,12 +81,7 @@ def skopeo_copy(
         cmd.append("--all")
     cmd += [*extra, src, f"dir:{dest}"]
     result = run_in_hosts_namespace(cmd, hosts, env=env, timeout=timeout)
-    if check and result.returncode != 0:
-        raise ClientError(
-            f"{' '.join(cmd)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
+    return require_ok(result, " ".join(cmd)) if check else result
 
 
 def pulled_blobs(dest: Path) -> set[str]:

@@ -26,14 +26,12 @@ import hashlib
 import shutil
 import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import proc as procs
-from .clients import ClientError
-from .netns import namespace_command, start_in_hosts_namespace
+from .clients import ClientError, require_ok
+from .netns import run_in_hosts_namespace
+from .service import HostsDaemon
 
 CONTAINERD = "containerd"
 CTR = "ctr"
@@ -55,16 +53,6 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     return out
 
 
-def check(result: subprocess.CompletedProcess[str], what: str) -> subprocess.CompletedProcess[str]:
-    """Raise ``clients.ClientError`` with the output unless ``result`` succeeded."""
-    if result.returncode != 0:
-        raise ClientError(
-            f"{what} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
-        )
-    return result
-
-
 def _socket_accepts(path: Path) -> bool:
     if not path.exists():
         return False
@@ -77,21 +65,21 @@ def _socket_accepts(path: Path) -> bool:
     return True
 
 
-class Containerd:
-    """One containerd daemon in its own state dir; see the module docstring."""
+class Containerd(HostsDaemon):
+    """One containerd daemon in its own state dir; see the module docstring (start and stop:
+    ``service.HostsDaemon``)."""
+
+    name = "containerd"
+    dir_prefix = "rc-ctr-"
+    start_timeout = 20.0
+    stop_grace = 10.0
+    poll_interval = 0.05
 
     def __init__(self, hosts_file: Path, *, namespace: str = "rc-test") -> None:
-        self.hosts_file = hosts_file
+        super().__init__(hosts_file)
         self.namespace = namespace
-        self.dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- paths -----------------------------------------------------------------
-    def _path(self, name: str) -> Path:
-        if self.dir is None:
-            raise RuntimeError("containerd is not started")
-        return self.dir / name
-
     @property
     def address(self) -> Path:
         return self._path("containerd.sock")
@@ -99,10 +87,6 @@ class Containerd:
     @property
     def root(self) -> Path:
         return self._path("root")
-
-    @property
-    def log_path(self) -> Path:
-        return self._path("containerd.log")
 
     def config_text(self) -> str:
         d = self.dir
@@ -122,53 +106,15 @@ class Containerd:
             ]
         )
 
-    # -- lifecycle -------------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> Containerd:
-        if self._proc is not None:
-            raise RuntimeError("containerd already running")
-        self.dir = Path(tempfile.mkdtemp(prefix="rc-ctr-", dir="/tmp"))
-        config = self._path("config.toml")
-        config.write_text(self.config_text())
-        with self.log_path.open("ab") as log:
-            self._proc = start_in_hosts_namespace(
-                [CONTAINERD, "--config", str(config)],
-                self.hosts_file,
-                workdir=self.dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while not _socket_accepts(self.address):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                log_text = self.log_text()
-                self.stop()
-                raise RuntimeError(f"containerd did not come up\n{log_text[-4000:]}")
-            time.sleep(0.05)
-        return self
+    # -- lifecycle (HostsDaemon) -------------------------------------------------
+    def prepare(self) -> None:
+        self._path("config.toml").write_text(self.config_text())
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            procs.terminate(self._proc, grace=10.0)
-            self._proc = None
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
+    def argv(self) -> list[str]:
+        return [CONTAINERD, "--config", str(self._path("config.toml"))]
 
-    def __enter__(self) -> Containerd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except (FileNotFoundError, RuntimeError):
-            return ""
+    def ready(self) -> bool:
+        return _socket_accepts(self.address)
 
     # -- ctr -------------------------------------------------------------------
     def ctr(
@@ -176,16 +122,8 @@ class Containerd:
     ) -> subprocess.CompletedProcess[str]:
         """``ctr --address SOCK -n NAMESPACE *args`` under the private /etc/hosts."""
         cmd = [CTR, "--address", str(self.address), "-n", self.namespace, *args]
-        result = subprocess.run(
-            namespace_command(cmd, self.hosts_file),
-            env=procs.clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        return check(result, " ".join(cmd)) if check_rc else result
+        result = run_in_hosts_namespace(cmd, self.hosts_file, timeout=timeout)
+        return require_ok(result, " ".join(cmd), tail=4000) if check_rc else result
 
     def pull(
         self,

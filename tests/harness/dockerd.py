@@ -24,14 +24,12 @@ import json
 import shutil
 import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from . import proc as procs
-from .clients import ClientError
-from .netns import start_in_hosts_namespace
+from .clients import ClientError, failure_message
+from .service import HostsDaemon
 
 DOCKERD = "dockerd"
 MATCHING_CLI = Path("/usr/bin/docker")  # the docker.io package's CLI, same version as dockerd
@@ -73,27 +71,27 @@ def _ping(path: Path) -> bool:
         conn.close()
 
 
-class Dockerd:
-    """One dockerd in its own state dir; see the module docstring."""
+class Dockerd(HostsDaemon):
+    """One dockerd in its own state dir; see the module docstring (start and stop:
+    ``service.HostsDaemon``)."""
+
+    name = "dockerd"
+    dir_prefix = "rc-dkd-"
+    start_timeout = 30.0
+    stop_grace = 15.0
+    poll_interval = 0.1
 
     def __init__(self, daemon_json: Path, hosts_file: Path) -> None:
+        super().__init__(hosts_file)
         self.daemon_json = daemon_json
-        self.hosts_file = hosts_file
-        self.dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def _path(self, name: str) -> Path:
-        if self.dir is None:
-            raise RuntimeError("dockerd is not started")
-        return self.dir / name
 
     @property
     def socket_path(self) -> Path:
         return self._path("docker.sock")
 
-    @property
-    def log_path(self) -> Path:
-        return self._path("dockerd.log")
+    # -- lifecycle (HostsDaemon) -------------------------------------------------
+    def prepare(self) -> None:
+        self._path("cli").mkdir()
 
     def argv(self) -> list[str]:
         return [
@@ -114,51 +112,8 @@ class Dockerd:
             f"unix://{self.socket_path}",
         ]
 
-    def start(self, timeout: float = 30.0) -> Dockerd:
-        if self._proc is not None:
-            raise RuntimeError("dockerd already running")
-        self.dir = Path(tempfile.mkdtemp(prefix="rc-dkd-", dir="/tmp"))
-        self._path("cli").mkdir()
-        with self.log_path.open("ab") as log:
-            self._proc = start_in_hosts_namespace(
-                self.argv(),
-                self.hosts_file,
-                workdir=self.dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while not _ping(self.socket_path):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                log_text = self.log_text()
-                self.stop()
-                raise RuntimeError(f"dockerd did not come up\n{log_text[-4000:]}")
-            time.sleep(0.1)
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            procs.terminate(self._proc, grace=15.0)
-            self._proc = None
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> Dockerd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except (FileNotFoundError, RuntimeError):
-            return ""
+    def ready(self) -> bool:
+        return _ping(self.socket_path)
 
     def docker(
         self, *args: str, timeout: float = 120.0, check_rc: bool = True
@@ -181,8 +136,8 @@ class Dockerd:
         )
         if check_rc and result.returncode != 0:
             raise ClientError(
-                f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout}\n"
-                f"stderr:\n{result.stderr}\ndockerd log (tail):\n{self.log_text()[-3000:]}"
+                f"{failure_message(result, ' '.join(cmd))}\n"
+                f"dockerd log (tail):\n{self.log_text()[-3000:]}"
             )
         return result
 

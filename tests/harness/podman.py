@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .clients import ClientError
-from .netns import namespace_command
+from .clients import require_ok
+from .netns import run_in_hosts_namespace
 from .proc import clean_env
 
 PODMAN = "podman"
@@ -90,21 +90,8 @@ class Podman:
         env = clean_env(drop_prefixes=("CONTAINERS_", "REGISTRY_AUTH_FILE"))
         env["CONTAINERS_REGISTRIES_CONF"] = str(self.registries_conf)
         env["CONTAINERS_STORAGE_CONF"] = str(d / "storage.conf")
-        result = subprocess.run(
-            namespace_command(cmd, self.hosts_file),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        if check_rc and result.returncode != 0:
-            raise ClientError(
-                f"{' '.join(cmd)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
-        return result
+        result = run_in_hosts_namespace(cmd, self.hosts_file, env=env, timeout=timeout)
+        return require_ok(result, " ".join(cmd)) if check_rc else result
 
     def pull(self, ref: str, *, check_rc: bool = True) -> subprocess.CompletedProcess[str]:
         return self.podman("pull", ref, check_rc=check_rc)

@@ -20,14 +20,17 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
 from . import proc as procs
-from .ports import LOOPBACK, PROBE_USER_AGENT, free_port, wait_http
+from .images import Image, ImageIndex, push
+from .ports import PROBE_USER_AGENT, free_port, wait_http
+from .service import LoopbackService
 from .token_issuer import TokenIssuer
 
 REGISTRY_BINARY = "docker-registry"
@@ -82,7 +85,7 @@ def blob_data_path(storage_dir: Path, digest: str) -> Path:
     return storage_dir / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
 
 
-class UpstreamRegistry:
+class UpstreamRegistry(LoopbackService):
     """One ``docker-registry serve`` process; see the module docstring for the contract."""
 
     def __init__(
@@ -104,20 +107,14 @@ class UpstreamRegistry:
         self.storage_dir = workdir / "storage"
         self.config_path = workdir / "config.yml"
         self.access_log_path = workdir / "access.log"
-        self.log_path = workdir / "registry.log"
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- configuration -----------------------------------------------------
     @property
-    def host_port(self) -> str:
-        """``127.0.0.1:PORT``: what goes after ``docker://`` or in an image reference."""
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{self.host_port}"
+    def log_path(self) -> Path:
+        """The registry's own (stderr) log; ``log_text()`` reads it."""
+        return self.workdir / "registry.log"
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -169,7 +166,7 @@ class UpstreamRegistry:
         return cfg
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> UpstreamRegistry:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start on a free port (retrying if another process takes it first)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
@@ -213,28 +210,7 @@ class UpstreamRegistry:
         self.stop()
         self._launch(timeout)
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def __enter__(self) -> UpstreamRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- observation -------------------------------------------------------
-    def log_text(self) -> str:
-        """The registry's own (stderr) log."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def request_log(self, include_probes: bool = False) -> list[AccessLogEntry]:
         """Every request in the access log so far (oldest first).
 
@@ -300,6 +276,22 @@ class UpstreamRegistry:
     def blob_path(self, digest: str) -> Path:
         """The data file of ``digest`` in this registry's storage (tests tamper with it)."""
         return blob_data_path(self.storage_dir, digest)
+
+
+def hub_and_ghcr(
+    make_upstream: Callable[[], UpstreamRegistry],
+    hub_content: Image | ImageIndex,
+    ghcr_content: Image | ImageIndex,
+) -> tuple[UpstreamRegistry, UpstreamRegistry]:
+    """Two new upstreams playing docker.io (``library/test:1.0`` = ``hub_content``) and
+    ghcr.io (``org/app:2.0`` = ``ghcr_content``), their request logs cleared of the pushes.
+    """
+    hub, ghcr = make_upstream(), make_upstream()
+    push(hub.url, "library/test", "1.0", hub_content)
+    push(ghcr.url, "org/app", "2.0", ghcr_content)
+    hub.clear_request_log()
+    ghcr.clear_request_log()
+    return hub, ghcr
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ Fixtures (all function-scoped, each with its own tmp dir):
 - ``make_cache(*args, safe=True, **kw)``: start a ``CacheServer``; ``safe`` points
   every public default upstream the args do not configure at ``none``.
 - ``hosts_file(hosts)``: write a hosts file (public registry names always → 127.0.0.1).
+- ``proxy``: a ``FaultProxy`` in front of ``upstream`` (point the cache at ``proxy.url``
+  and add ``Rule``s to break what it forwards).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 
 from tests.harness.cache import CacheServer, safe_upstream_args
 from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, TOKEN_USERS
+from tests.harness.faults import FaultProxy
 from tests.harness.netns import Hosts, write_hosts_file
 from tests.harness.registry import UpstreamRegistry, registry_available
 from tests.harness.token_issuer import TokenIssuer
@@ -101,6 +104,14 @@ def make_upstream(
 def upstream(make_upstream: Callable[..., UpstreamRegistry]) -> UpstreamRegistry:
     """A plain (no auth) docker-registry on 127.0.0.1."""
     return make_upstream("none")
+
+
+@pytest.fixture
+def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
+    """A ``FaultProxy`` in front of ``upstream`` (stopped after the test)."""
+    fault = FaultProxy(upstream.url).start()
+    yield fault
+    fault.stop()
 
 
 @pytest.fixture

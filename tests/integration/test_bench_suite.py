@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from registry_cache.bench.suite import SCENARIOS
 from registry_cache.bench.suite.servers import find_binary
-from tests.harness import proc as procs
+from tests.harness.cache import run_cli
 
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -35,19 +31,9 @@ def _tools() -> None:
 @pytest.mark.timeout(400)
 def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = procs.clean_env(drop_prefixes=("REGISTRY_", "DOCKERHUB_", "GHCR_", "QUAY_"))
-    env["PYTHONPATH"] = str(REPO_ROOT / "src")
-    argv = [sys.executable, "-m", "registry_cache", "bench-suite", "--quick", "--reps", "1"]
+    argv = ["bench-suite", "--quick", "--reps", "1"]
     argv += ["--out", str(out), "--tmpdir", str(tmp_path), "--max-minutes", "6"]
-    result = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=390,
-        check=False,
-    )
+    result = run_cli(*argv, cwd=tmp_path, timeout=390)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
     assert (out / "results.md").read_text().startswith("### registry-cache bench-suite")
@@ -89,13 +75,6 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 def test_unknown_scenario_is_a_usage_error(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "registry_cache", "bench-suite", "--scenario", "nope"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("bench-suite", "--scenario", "nope", cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert "nope" in result.stderr

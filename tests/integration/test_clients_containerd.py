@@ -29,7 +29,7 @@ from tests.harness.containerd import Containerd, chain_ids, containerd_available
 from tests.harness.images import Image, build_image, build_index, push
 from tests.harness.k3s import host_configs, hosts_tomls, write_hosts_dir
 from tests.harness.netns import Hosts
-from tests.harness.registry import UpstreamRegistry
+from tests.harness.registry import UpstreamRegistry, hub_and_ghcr
 
 pytestmark = [
     pytest.mark.clients,
@@ -103,31 +103,12 @@ def assert_unpacked(containerd: Containerd, image: Image) -> None:
     assert all((tops[0] / name).exists() for name in image.layers[-1].files)
 
 
-def test_docker_io_and_ghcr_io_through_one_endpoint_via_ns(
-    make_upstream: Callable[..., UpstreamRegistry],
-    make_cache: Callable[..., CacheServer],
-    containerd: Containerd,
-    tmp_path: Path,
+def pull_hub_and_ghcr(
+    containerd: Containerd, cache: CacheServer, certs: Path, hub_image: Image, ghcr_image: Image
 ) -> None:
-    hub, ghcr = make_upstream(), make_upstream()
-    hub_image = build_image("ctr-hub")
-    ghcr_image = build_image("ctr-ghcr", fmt="docker")
-    push(hub.url, "library/test", "1.0", hub_image)
-    push(ghcr.url, "org/app", "2.0", ghcr_image)
-    hub.clear_request_log()
-    ghcr.clear_request_log()
-    cache = make_cache("--upstream", f"docker.io={hub.url}", "--upstream", f"ghcr.io={ghcr.url}")
-
-    certs = tmp_path / "certs.d"
-    config_cli(cache, "containerd-hosts", "--out", str(certs))
-    hub_toml = tomllib.loads((certs / "docker.io" / "hosts.toml").read_text())
-    ghcr_toml = tomllib.loads((certs / "ghcr.io" / "hosts.toml").read_text())
-    assert (hub_toml["server"], ghcr_toml["server"]) == (hub.url, ghcr.url)  # local fallbacks
-    assert list(hub_toml["host"]) == list(ghcr_toml["host"]) == [cache.url]  # ONE endpoint
-    assert (certs / "docker.io" / "hosts.toml").read_text() == fetch_config(
-        cache, "/containerd/docker.io/hosts.toml"
-    )  # the CLI and the HTTP page agree
-
+    """Pull docker.io/library/test:1.0 and ghcr.io/org/app:2.0 with ``certs`` (see
+    ``registry.hub_and_ghcr``): both images complete and unpacked, every request routed
+    through the cache by ``?ns=``."""
     containerd.pull("docker.io/library/test:1.0", hosts_dir=certs)
     containerd.pull("ghcr.io/org/app:2.0", hosts_dir=certs)
 
@@ -143,6 +124,30 @@ def test_docker_io_and_ghcr_io_through_one_endpoint_via_ns(
     assert_unpacked(containerd, ghcr_image)
     assert_routed(cache, "docker.io", "library/test", "1.0", image_blobs(hub_image))
     assert_routed(cache, "ghcr.io", "org/app", "2.0", image_blobs(ghcr_image))
+
+
+def test_docker_io_and_ghcr_io_through_one_endpoint_via_ns(
+    make_upstream: Callable[..., UpstreamRegistry],
+    make_cache: Callable[..., CacheServer],
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    hub_image = build_image("ctr-hub")
+    ghcr_image = build_image("ctr-ghcr", fmt="docker")
+    hub, ghcr = hub_and_ghcr(make_upstream, hub_image, ghcr_image)
+    cache = make_cache("--upstream", f"docker.io={hub.url}", "--upstream", f"ghcr.io={ghcr.url}")
+
+    certs = tmp_path / "certs.d"
+    config_cli(cache, "containerd-hosts", "--out", str(certs))
+    hub_toml = tomllib.loads((certs / "docker.io" / "hosts.toml").read_text())
+    ghcr_toml = tomllib.loads((certs / "ghcr.io" / "hosts.toml").read_text())
+    assert (hub_toml["server"], ghcr_toml["server"]) == (hub.url, ghcr.url)  # local fallbacks
+    assert list(hub_toml["host"]) == list(ghcr_toml["host"]) == [cache.url]  # ONE endpoint
+    assert (certs / "docker.io" / "hosts.toml").read_text() == fetch_config(
+        cache, "/containerd/docker.io/hosts.toml"
+    )  # the CLI and the HTTP page agree
+
+    pull_hub_and_ghcr(containerd, cache, certs, hub_image, ghcr_image)
     assert not [r for r in cache_requests(cache) if r.kind and r.ns is None]
     # The upstreams saw the cache only (no fallback), each blob fetched once.
     assert client_requests(hub) == client_requests(ghcr) == []
@@ -300,13 +305,9 @@ def test_k3s_registries_yaml_single_style(
     tmp_path: Path,
 ) -> None:
     """registries.yaml --style single → hosts.toml exactly as k3s writes them → ctr pull."""
-    hub, ghcr = make_upstream(), make_upstream()
     hub_image = build_image("k3s-hub")
     ghcr_image = build_image("k3s-ghcr")
-    push(hub.url, "library/test", "1.0", hub_image)
-    push(ghcr.url, "org/app", "2.0", ghcr_image)
-    hub.clear_request_log()
-    ghcr.clear_request_log()
+    hub, ghcr = hub_and_ghcr(make_upstream, hub_image, ghcr_image)
     cache = make_cache("--upstream", f"docker.io={hub.url}", "--upstream", f"ghcr.io={ghcr.url}")
 
     registries_yaml = config_cli(cache, "registries", "--style", "single")
@@ -331,21 +332,7 @@ def test_k3s_registries_yaml_single_style(
     assert set(files) == set(k3s_files)
     certs = write_hosts_dir(tmp_path / "certs.d", files)
 
-    containerd.pull("docker.io/library/test:1.0", hosts_dir=certs)
-    containerd.pull("ghcr.io/org/app:2.0", hosts_dir=certs)
-
-    assert containerd.image_target("docker.io/library/test:1.0") == hub_image.digest
-    assert containerd.image_target("ghcr.io/org/app:2.0") == ghcr_image.digest
-    assert containerd.content_digests() == {
-        hub_image.digest,
-        ghcr_image.digest,
-        *image_blobs(hub_image),
-        *image_blobs(ghcr_image),
-    }
-    assert_unpacked(containerd, hub_image)
-    assert_unpacked(containerd, ghcr_image)
-    assert_routed(cache, "docker.io", "library/test", "1.0", image_blobs(hub_image))
-    assert_routed(cache, "ghcr.io", "org/app", "2.0", image_blobs(ghcr_image))
+    pull_hub_and_ghcr(containerd, cache, certs, hub_image, ghcr_image)
     assert client_requests(hub) == client_requests(ghcr) == []
 
 

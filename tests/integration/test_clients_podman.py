@@ -17,10 +17,10 @@ import pytest
 from tests.harness.cache import CacheServer
 from tests.harness.cachelog import describe, settled_blob_gets, settled_requests
 from tests.harness.configcli import config_cli, fetch_config
-from tests.harness.images import build_image, build_index, push
+from tests.harness.images import build_image, build_index
 from tests.harness.netns import Hosts
 from tests.harness.podman import Podman, podman_available
-from tests.harness.registry import UpstreamRegistry
+from tests.harness.registry import UpstreamRegistry, hub_and_ghcr
 
 pytestmark = [
     pytest.mark.clients,
@@ -38,14 +38,10 @@ def test_podman_pulls_two_upstreams_through_path_prefixes(
     hosts_file: Callable[[Hosts], Path],
     tmp_path: Path,
 ) -> None:
-    hub, ghcr = make_upstream(), make_upstream()
     hub_image = build_image("podman-hub", fmt="docker")
     index = build_index("podman-ghcr")  # podman picks linux/amd64 from it
     amd = index.for_platform("linux/amd64")
-    push(hub.url, "library/test", "1.0", hub_image)
-    push(ghcr.url, "org/app", "2.0", index)
-    hub.clear_request_log()
-    ghcr.clear_request_log()
+    hub, ghcr = hub_and_ghcr(make_upstream, hub_image, index)
     cache = make_cache("--upstream", f"docker.io={hub.url}", "--upstream", f"ghcr.io={ghcr.url}")
 
     conf_text = fetch_config(cache, "/registries.conf")  # what a node fetches from the cache

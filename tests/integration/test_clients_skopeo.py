@@ -18,9 +18,9 @@ from tests.harness.cache import CacheServer
 from tests.harness.cachelog import describe, settled_blob_gets, settled_requests
 from tests.harness.clients import pulled_blobs, pulled_manifest, skopeo_available, skopeo_copy
 from tests.harness.configcli import config_cli
-from tests.harness.images import build_image, build_index, push
+from tests.harness.images import build_image, build_index
 from tests.harness.netns import Hosts
-from tests.harness.registry import UpstreamRegistry
+from tests.harness.registry import UpstreamRegistry, hub_and_ghcr
 
 pytestmark = [
     pytest.mark.clients,
@@ -39,13 +39,9 @@ def test_skopeo_through_virtual_hosts(
     hosts_file: Callable[[Hosts], Path],
     tmp_path: Path,
 ) -> None:
-    hub, ghcr = make_upstream(), make_upstream()
     hub_image = build_image("skopeo-hub")
     index = build_index("skopeo-ghcr", fmt="docker")
-    push(hub.url, "library/test", "1.0", hub_image)
-    push(ghcr.url, "org/app", "2.0", index)
-    hub.clear_request_log()
-    ghcr.clear_request_log()
+    hub, ghcr = hub_and_ghcr(make_upstream, hub_image, index)
     cache = make_cache(
         "--upstream",
         f"docker.io={hub.url}",

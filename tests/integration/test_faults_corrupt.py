@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,23 +27,6 @@ from tests.harness.registry import UpstreamRegistry
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MISMATCHES = "registry_cache_digest_mismatches_total"
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
-
-
-def stored(cache: CacheServer, digest: str, wait: float = 0.0) -> bool:
-    """Whether the blob file exists (polling up to ``wait`` s: the client may get the
-    last byte, released on verification, a moment before the file is renamed)."""
-    path = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:]
-    deadline = time.monotonic() + wait
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return path.exists()
 
 
 def test_corrupt_blob_is_not_stored_client_cut_short_and_counted(
@@ -71,7 +54,7 @@ def test_corrupt_blob_is_not_stored_client_cut_short_and_counted(
         # drop more still in flight: the download can never complete.
         assert received < size
         time.sleep(0.2)
-        assert not stored(cache, layer)
+        assert not cache.blob_path(layer).exists()
         assert not list((cache.data_dir / "fills").iterdir())
         assert scrape(cache.url).value(MISMATCHES, kind="blob") == attempt
     head = http.request("HEAD", url)  # not held: answered from upstream's metadata
@@ -79,7 +62,7 @@ def test_corrupt_blob_is_not_stored_client_cut_short_and_counted(
 
     good = http.request("GET", url)  # upstream fixed: fetched again, stored
     assert good.status == 200 and "sha256:" + hashlib.sha256(good.data).hexdigest() == layer
-    assert stored(cache, layer, wait=2.0)
+    assert cache.wait_for_blob(layer, 2.0).exists()
     assert proxy.count("GET", f"/blobs/{layer}") == 3
 
 
@@ -104,12 +87,12 @@ def test_corrupt_manifest_by_digest_and_by_tag_is_a_502_and_not_stored(
         )
         assert response.status == 502, response.data
         assert json.loads(response.data)["errors"][0]["code"] == "UNAVAILABLE"
-    assert not stored(cache, pushed.digest)
+    assert not cache.blob_path(pushed.digest).exists()
     assert scrape(cache.url).value(MISMATCHES, kind="manifest") == 2
 
     good = http.request("GET", f"{cache.url}/v2/library/corrupt/manifests/1", headers=headers)
     assert good.status == 200 and good.headers["Docker-Content-Digest"] == pushed.digest
-    assert stored(cache, pushed.digest)
+    assert cache.blob_path(pushed.digest).exists()
     assert proxy.count("GET", "/manifests/") == 3
     for _ in range(4):  # whichever worker answers (scrape opens a new connection each time)
         snapshot = scrape(cache.url, fresh=True)

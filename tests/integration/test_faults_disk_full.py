@@ -26,7 +26,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,13 +161,6 @@ def pull_ok(cache: CacheServer, repo: str, image: PushResult) -> None:
         blob = get(cache, f"/v2/{repo}/blobs/{digest}")
         assert blob.status == 200, (digest, blob.status)
         assert "sha256:" + hashlib.sha256(blob.data).hexdigest() == digest
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
 
 
 def test_disk_full_without_cap_clean_errors_hits_still_served(

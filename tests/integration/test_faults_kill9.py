@@ -17,17 +17,15 @@ import hashlib
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import urllib3
 
-from tests.harness.cache import CacheServer, safe_upstream_args
+from tests.harness.cache import CacheServer, run_cli, safe_upstream_args
 from tests.harness.clients import pulled_blobs, skopeo_available, skopeo_copy
 from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
@@ -38,13 +36,6 @@ MiB = 1 << 20
 ROUNDS = 5
 IMAGES = 3
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
 
 
 def pull_everything(cache: CacheServer, images: list[PushResult]) -> list[threading.Thread]:
@@ -87,16 +78,8 @@ def assert_blobs_intact(data: Path) -> int:
 
 def cache_verify(cache: CacheServer) -> dict[str, object]:
     """``registry-cache cache verify --json`` on the (stopped or running) cache's data."""
-    verify = [sys.executable, "-m", "registry_cache", "cache", "verify", "--json"]
-    result = subprocess.run(
-        [*verify, "--data-dir", str(cache.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cache.cwd,
-        env=cache.env(),
-        check=False,
-    )
+    verify = ["cache", "verify", "--json", "--data-dir", str(cache.data_dir)]
+    result = run_cli(*verify, cwd=cache.cwd, timeout=60, env=cache.env())
     assert result.returncode == 0, result.stdout + result.stderr
     report: dict[str, object] = json.loads(result.stdout)
     return report

@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import urllib3
 
 from tests.harness.cache import CacheServer
@@ -25,13 +24,6 @@ from tests.harness.metrics import scrape
 from tests.harness.registry import UpstreamRegistry
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
 
 
 def fetch(url: str) -> tuple[int, str, int, bool]:
@@ -90,7 +82,7 @@ def test_reset_mid_blob_resumes_with_range_and_client_gets_correct_body(
     fetched = snapshot.value("registry_cache_upstream_bytes_total", upstream="docker.io")
     assert size <= fetched < size + (1 << 20)
     # The last byte is released once the digest verified, a moment before the rename.
-    blob = cache.data_dir / "blobs" / "sha256" / layer[7:9] / layer[7:]
+    blob = cache.blob_path(layer)
     deadline = time.monotonic() + 3
     while any((cache.data_dir / "fills").iterdir()) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -116,7 +108,7 @@ def test_upstream_that_keeps_resetting_cuts_the_client_then_the_next_request_res
     assert time.monotonic() - started < 10
     partial = cache.data_dir / "fills" / f"sha256-{layer[7:]}.partial"
     assert partial.exists() and 0 < partial.stat().st_size < size  # kept for a resume
-    assert not (cache.data_dir / "blobs" / "sha256" / layer[7:9] / layer[7:]).exists()
+    assert not cache.blob_path(layer).exists()
 
     proxy.rules.remove(rule)  # upstream healthy again
     before = len(range_starts(proxy, layer))

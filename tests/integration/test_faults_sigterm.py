@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +76,6 @@ def refused(port: int) -> bool:
         except ConnectionRefusedError:
             return True
     return False
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
 
 
 def make_config(tmp_path: Path, grace: str) -> Path:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import urllib3
 
 from tests.harness.cache import CacheServer
@@ -26,13 +25,6 @@ RATE = 1 << 20  # upstream bytes per second
 LAYER = 4 << 20  # ~4 s at RATE
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
 
 
 def test_slow_upstream_headers_at_once_then_bytes_as_they_arrive(

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,29 +20,17 @@ from typing import Any
 import pytest
 
 from registry_cache.bench.pullclient import PullResult, pull
-from tests.harness import proc as procs
-from tests.harness.cache import CacheServer, safe_upstream_args
+from tests.harness.cache import CacheServer, run_cli, safe_upstream_args
 from tests.harness.images import Image, build_image, build_index, push
 from tests.harness.registry import UpstreamRegistry
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MB = 1_000_000
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = procs.clean_env(drop_prefixes=("REGISTRY_", "DOCKERHUB_", "GHCR_", "QUAY_", "PYTHONPATH"))
-    env["PYTHONPATH"] = str(REPO_ROOT / "src")
-    return subprocess.run(
-        [sys.executable, "-m", "registry_cache", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, timeout=180)
 
 
 def cache_cmd(cache: CacheServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -130,8 +117,7 @@ def test_max_size_evicts_least_recently_used_and_refetches(
 
 
 def _flip(cache: CacheServer, digest: str) -> Path:
-    hex_ = digest.split(":")[1]
-    path = cache.data_dir / "blobs" / "sha256" / hex_[:2] / hex_
+    path = cache.blob_path(digest)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))

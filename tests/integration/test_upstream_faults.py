@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,28 +24,6 @@ http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, rea
 
 def get(url: str, **headers: str) -> urllib3.BaseHTTPResponse:
     return http.request("GET", url, headers=headers)
-
-
-def cached_blob_path(cache: CacheServer, digest: str) -> Path:
-    hex_ = digest.split(":", 1)[1]
-    return cache.data_dir / "blobs" / "sha256" / hex_[:2] / hex_
-
-
-def committed(cache: CacheServer, digest: str, wait: float = 3.0) -> Path:
-    """The blob's file, once it exists: the last byte reaches the client when the digest
-    verified, a moment before the fill's fsync and rename publish the file."""
-    path = cached_blob_path(cache, digest)
-    deadline = time.monotonic() + wait
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return path
-
-
-@pytest.fixture
-def proxy(upstream: UpstreamRegistry) -> Iterator[FaultProxy]:
-    fault = FaultProxy(upstream.url).start()
-    yield fault
-    fault.stop()
 
 
 @pytest.mark.skipif(not skopeo_available(), reason="skopeo missing")
@@ -98,7 +76,7 @@ def test_tampered_upstream_blob_is_never_stored_or_completed(
     assert len(received) < size  # the client never saw a complete (corrupt) body
     response.release_conn()
     time.sleep(0.2)
-    assert not cached_blob_path(cache, layer).exists()
+    assert not cache.blob_path(layer).exists()
     assert not list((cache.data_dir / "fills").glob("*.partial"))
     assert "digest mismatch" in cache.log_text()
     # The next request tries upstream again (and succeeds once upstream is repaired).
@@ -108,7 +86,7 @@ def test_tampered_upstream_blob_is_never_stored_or_completed(
     assert again.status == 200
     assert "sha256:" + hashlib.sha256(again.data).hexdigest() == layer
     assert upstream.blob_gets(layer) == gets_before + 1
-    assert committed(cache, layer).exists()
+    assert cache.wait_for_blob(layer, 3.0).exists()
 
 
 def test_kill9_mid_fill_then_restart_serves_only_correct_bytes(
@@ -135,7 +113,7 @@ def test_kill9_mid_fill_then_restart_serves_only_correct_bytes(
     response.release_conn()
     written = partial.stat().st_size
     assert 0 < written < image.layers[0].size
-    assert not cached_blob_path(cache, layer).exists()  # a partial never became visible
+    assert not cache.blob_path(layer).exists()  # a partial never became visible
     cache.restart()
     again = get(url)
     assert again.status == 200
@@ -144,5 +122,5 @@ def test_kill9_mid_fill_then_restart_serves_only_correct_bytes(
     ranges = [s.range for s in proxy.log if s.method == "GET" and layer in s.path]
     assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")
     assert int(ranges[-1].split("=")[1].split("-")[0]) > 0
-    assert committed(cache, layer).stat().st_size == image.layers[0].size
+    assert cache.wait_for_blob(layer, 3.0).stat().st_size == image.layers[0].size
     assert os.listdir(cache.data_dir / "fills") == []

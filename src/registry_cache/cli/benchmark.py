@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 from pydantic import SecretStr
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,6 +36,7 @@ from ..bench.registry import Credentials, PullError
 from ..bench.report import BenchReport, header_lines, run_line, summary_lines
 from ..bench.runner import BenchConfig, Benchmark, RunResult, Scenario
 from ..config import SEED_CREDENTIALS
+from .common import cache_host_option, cache_path_style_option, console, image_options, json_option
 from .main import CliError
 
 
@@ -55,22 +55,8 @@ from .main import CliError
     envvar="PRUNE_BETWEEN",
     help="Remove the image before each pull (docker/skopeo/ctr; env: PRUNE_BETWEEN).",
 )
-@click.option(
-    "--cache-host",
-    default="localhost:5000",
-    show_default=True,
-    envvar="CACHE_HOST",
-    metavar="HOST:PORT",
-    help="The cache (or http(s)://HOST:PORT; env: CACHE_HOST).",
-)
-@click.option(
-    "--repo",
-    default="alpine",
-    show_default=True,
-    envvar="REPO",
-    help="Image repository, docker-style: alpine, ghcr.io/org/img (env: REPO).",
-)
-@click.option("--tag", default=None, envvar="TAG", help="Tag [latest] (env: TAG).")
+@cache_host_option("The cache (or http(s)://HOST:PORT; env: CACHE_HOST).")
+@image_options("Image repository, docker-style: alpine, ghcr.io/org/img (env: REPO).")
 @click.option(
     "--upstream",
     "upstream_url",
@@ -96,13 +82,9 @@ from .main import CliError
     type=click.Path(file_okay=False, path_type=Path),
     help="Write pulled images here as an OCI layout (builtin) or dir: (skopeo).",
 )
-@click.option(
-    "--cache-path-style",
-    type=click.Choice(["prefix", "plain"]),
-    default="prefix",
-    show_default=True,
-    help="prefix: /v2/<upstream>/<repo>/... (registry-cache); plain: /v2/<repo>/... "
-    "(a single-upstream mirror such as distribution's proxy).",
+@cache_path_style_option(
+    "prefix: /v2/<upstream>/<repo>/... (registry-cache); plain: /v2/<repo>/... "
+    "(a single-upstream mirror such as distribution's proxy)."
 )
 @click.option(
     "--concurrency",
@@ -121,7 +103,7 @@ from .main import CliError
     envvar="REGISTRY_PASSWORD",
     help="Upstream password or token (env: REGISTRY_PASSWORD).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print only JSON (for scripts).")
+@json_option()
 def benchmark(  # noqa: PLR0917 - one parameter per click option
     pulls: int,
     prune_between: bool,
@@ -172,14 +154,14 @@ def benchmark(  # noqa: PLR0917 - one parameter per click option
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        out = Console(soft_wrap=True, highlight=False)
+        out = console()
         for index, line in enumerate(summary_lines(report)):
             out.print(line, markup=False, style="bold" if index == 0 else None)
 
 
 async def _run(config: BenchConfig, as_json: bool) -> BenchReport:
     bench = Benchmark(config)
-    out = Console(soft_wrap=True, highlight=False, stderr=as_json)
+    out = console(stderr=as_json)
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),

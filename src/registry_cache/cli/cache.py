@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -41,10 +40,11 @@ from ..store.maintenance import (
     verify as verify_data,
 )
 from ..units import format_duration, format_size, parse_duration
+from .common import console, json_option
 from .main import CliError
 from .options import settings_from, settings_options
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+machine_readable = json_option("Machine-readable output.")
 
 
 @dataclass
@@ -87,11 +87,6 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
         raise CliError(f"{exc.strerror or exc}{where}") from None
     finally:
         index.close()
-
-
-def _console(as_json: bool) -> Console:
-    # Tables go to stdout; with --json, progress (if any) goes to stderr.
-    return Console(soft_wrap=True, highlight=False, stderr=as_json)
 
 
 def _emit(doc: dict[str, Any]) -> None:
@@ -153,7 +148,7 @@ def _state(image: Image) -> str:
 
 @cache.command("ls")
 @settings_options
-@json_option
+@machine_readable
 def ls(as_json: bool, **params: Any) -> None:
     """Images (tags) per upstream: digest, cached size, last pull."""
     with open_data(params, read_only=True) as data:
@@ -161,7 +156,7 @@ def ls(as_json: bool, **params: Any) -> None:
     if as_json:
         _emit({"data_dir": str(data.layout.root), "images": [image_json(i) for i in rows]})
         return
-    out = _console(False)
+    out = console()
     if not rows:
         out.print(f"no images cached in {data.layout.root}")
         return
@@ -186,7 +181,7 @@ def ls(as_json: bool, **params: Any) -> None:
 
 @cache.command("du")
 @settings_options
-@json_option
+@machine_readable
 def du(as_json: bool, **params: Any) -> None:
     """Disk usage per upstream, plus shared, unreferenced and in-flight bytes."""
     with open_data(params, read_only=True) as data:
@@ -244,7 +239,7 @@ def du(as_json: bool, **params: Any) -> None:
     ]
     for label, count, size in extra:
         table.add_row(label, "", "", str(count), format_size(size), style="dim")
-    out = _console(False)
+    out = console()
     out.print(table)
     limits = []
     if settings.max_size:
@@ -262,10 +257,10 @@ def du(as_json: bool, **params: Any) -> None:
 
 @cache.command("verify")
 @settings_options
-@json_option
+@machine_readable
 def verify(as_json: bool, **params: Any) -> None:
     """Re-hash every object; quarantine bad ones; exit 1 if any were bad."""
-    out = _console(as_json)
+    out = console(stderr=as_json)  # with --json, progress (if any) goes to stderr
     with open_data(params) as data:
         columns = (
             TextColumn("verifying"),
@@ -322,7 +317,7 @@ def verify(as_json: bool, **params: Any) -> None:
     help="Leave anything written or used more recently than this.",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would go; change nothing.")
-@json_option
+@machine_readable
 def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
     """Remove orphans, stale partials and temporary files; index stray verified files."""
     seconds = _duration(grace, "--grace") or 0.0
@@ -344,7 +339,7 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
         )
         return
     verb = "would remove" if dry_run else "removed"
-    out = _console(False)
+    out = console()
     out.print(
         f"{verb} {len(report.orphans)} orphan object(s) ({format_size(report.orphan_bytes)}),"
         f" {len(report.files)} leftover file(s) ({format_size(report.file_bytes)}),"
@@ -378,7 +373,7 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
     help="Leave anything used more recently than this [evict_grace, 30s].",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would go; change nothing.")
-@json_option
+@machine_readable
 def prune(
     older_than: str | None,
     patterns: tuple[str, ...],
@@ -414,7 +409,7 @@ def prune(
         )
         return
     verb = "would remove" if dry_run else "removed"
-    out = _console(False)
+    out = console()
     out.print(
         f"{verb} {len(report.tags)} tag(s) and {len(report.removed)} object(s)"
         f" ({format_size(report.freed)})"

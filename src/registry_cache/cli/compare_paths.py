@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
-from rich.console import Console
 
 from ..bench.paths import (
     DEFAULT_CDN_URL,
@@ -36,6 +35,7 @@ from ..bench.paths import (
 from ..bench.pullclient import DEFAULT_PLATFORM, image_blobs, parse_platform, resolve
 from ..bench.refs import RefError, base_url, cache_repository, parse_image, path_style
 from ..bench.registry import PullError, RegistryClient, pull_scope
+from .common import cache_host_option, cache_path_style_option, console, image_options, json_option
 from .main import CliError
 
 
@@ -95,14 +95,7 @@ class PathsResult:
 
 
 @click.command("compare-paths")
-@click.option(
-    "--cache-host",
-    default="localhost:5000",
-    show_default=True,
-    envvar="CACHE_HOST",
-    metavar="HOST:PORT",
-    help="The cache (env: CACHE_HOST); iperf3 targets its host.",
-)
+@cache_host_option("The cache (env: CACHE_HOST); iperf3 targets its host.")
 @click.option(
     "--runs",
     type=click.IntRange(min=1),
@@ -132,23 +125,10 @@ class PathsResult:
     metavar="URL",
     help="The cache blob to download [the largest layer of --repo:--tag].",
 )
-@click.option(
-    "--repo",
-    default="alpine",
-    show_default=True,
-    envvar="REPO",
-    help="Image whose largest layer is fetched from the cache (env: REPO).",
-)
-@click.option("--tag", default=None, envvar="TAG", help="Tag [latest] (env: TAG).")
+@image_options("Image whose largest layer is fetched from the cache (env: REPO).")
 @click.option("--platform", default=DEFAULT_PLATFORM, show_default=True)
-@click.option(
-    "--cache-path-style",
-    type=click.Choice(["prefix", "plain"]),
-    default="prefix",
-    show_default=True,
-    help="How the cache names repositories (see benchmark).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print only JSON (for scripts).")
+@cache_path_style_option("How the cache names repositories (see benchmark).")
+@json_option()
 def compare_paths(  # noqa: PLR0917 - one parameter per click option
     cache_host: str,
     runs: int,
@@ -177,7 +157,7 @@ def compare_paths(  # noqa: PLR0917 - one parameter per click option
         base_url(cdn_url, "https")
     except (RefError, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    out = Console(soft_wrap=True, highlight=False, stderr=as_json, quiet=as_json)
+    out = console(stderr=as_json, quiet=as_json)
 
     def say(line: str) -> None:
         out.print(line, markup=False)

@@ -31,6 +31,7 @@ from ..bench.pullclient import DEFAULT_PLATFORM, parse_platform
 from ..bench.refs import ImageRef, RefError, base_url, parse_image
 from ..units import format_duration, format_size
 from ..warming import WarmResult, read_image_list, warm_directly, warm_through_cache
+from .common import console, json_option
 from .main import CliError
 from .options import settings_from, settings_options
 
@@ -84,7 +85,7 @@ class _Bars:
     show_default=True,
     help="Images warmed at the same time.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("Print the summary as JSON.")
 @settings_options
 def warm(  # noqa: PLR0917 - one parameter per click option
     images: tuple[str, ...],
@@ -116,7 +117,7 @@ def warm(  # noqa: PLR0917 - one parameter per click option
         raise click.BadParameter(str(exc)) from None
     settings = settings_from(params)
     chosen = None if all_platforms else platform or DEFAULT_PLATFORM
-    out = Console(soft_wrap=True, highlight=False, stderr=as_json)
+    out = console(stderr=as_json)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
