@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ class Digest:
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Parse ``algorithm:encoded``; raise DIGEST_INVALID for anything else."""
+        return _parse(text)
+
+    @classmethod
+    def _parse_uncached(cls, text: str) -> Digest:
         algorithm, sep, encoded = text.partition(":")
         if not sep:
             raise DigestInvalid(f"invalid digest: {text[:200]!r}")
@@ -56,6 +61,12 @@ class Digest:
 
     def matches(self, data: bytes) -> bool:
         return hashlib.new(self.algorithm, data).hexdigest() == self.hex
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(text: str) -> Digest:
+    # Digests are immutable values parsed on every hit; errors are never cached.
+    return Digest._parse_uncached(text)
 
 
 def looks_like_digest(reference: str) -> bool:

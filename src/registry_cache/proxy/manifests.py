@@ -150,9 +150,11 @@ class ManifestService:
         index = self.ctx.index
         ttl = self.ctx.settings.ttl_for(route.upstream)
         row = index.get_tag(name, repo, tag, max_age=ttl)
-        if row is not None and self._local(row.digest) is None:
-            # Its manifest was evicted (maybe by another worker, which also dropped
-            # the tag): ask the index itself, not this process's memory of it.
+        if row is not None and self.ctx.store.stat(Digest.parse(row.digest)) is None:
+            # Its manifest was evicted (maybe by another worker, which also dropped the
+            # tag): a stat tells, not this process's memory. Forget what it remembers
+            # and ask the index itself.
+            self.ctx.memo.drop(row.digest)
             row = index.get_tag(name, repo, tag)
         now = time.time()
         decision = tag_decision(row, now, ttl)

@@ -52,7 +52,7 @@ class FileBlobStore:
 
     def stat(self, digest: Digest) -> int | None:
         try:
-            return os.stat(self.layout.blob(digest)).st_size
+            return os.stat(self.layout.blob_str(digest)).st_size
         except FileNotFoundError:
             return None
 

@@ -60,7 +60,12 @@ class Layout:
         return self.root / "metrics"
 
     def blob(self, digest: Digest) -> Path:
-        return self.blobs / digest.algorithm / digest.hex[:2] / digest.hex
+        return Path(self.blob_str(digest))
+
+    def blob_str(self, digest: Digest) -> str:
+        """``blob()`` as a plain string: a hit calls it on every request, and three
+        ``Path`` joins cost more than the ``stat`` they are for."""
+        return f"{self.root}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
     def partial(self, digest: Digest) -> Path:
         return self.fills / f"{digest.algorithm}-{digest.hex}.partial"
