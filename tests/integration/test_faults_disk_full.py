@@ -225,6 +225,41 @@ def test_disk_full_without_cap_clean_errors_hits_still_served(
     assert cache.running
 
 
+def test_concurrent_fills_reserve_room_for_each_other(
+    upstream: UpstreamRegistry,
+    proxy: FaultProxy,
+    tmpfs_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    """Two blobs that each fit, but not together: the second is a clean 507 up front,
+    and the first is not cut short by it."""
+    first, second = (
+        push(
+            upstream.url,
+            f"library/big{i}",
+            "1",
+            build_image(f"pair-{i}", layers=1, layer_size=6 * MiB, workdir=tmp_path),
+        )
+        for i in range(2)
+    )
+    for image in (first, second):
+        proxy.add(Rule(path=f"/blobs/{image.layer_digests[0]}", method="GET", rate=4 * MiB))
+    cache = tmpfs_cache("--upstream", f"docker.io={proxy.url}")
+    Filler(cache).leave(10 * MiB, cache)
+
+    layer = first.layer_digests[0]
+    streaming = get(cache, f"/v2/library/big0/blobs/{layer}", preload_content=False)
+    assert streaming.status == 200
+    body = bytearray(streaming.read(64 << 10))  # its fill has announced its 6 MiB
+    other = get(cache, f"/v2/library/big1/blobs/{second.layer_digests[0]}")
+    assert other.status == 507 and error_code(other) == "UNAVAILABLE"
+    assert "promised to other downloads" in json.loads(other.data)["errors"][0]["message"]
+    body += streaming.read()
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == layer
+    assert blob_path(cache, layer).exists()
+    assert_store_clean(cache)
+
+
 @pytest.mark.parametrize("cap", ["16m", "1g"], ids=["cap-under-disk", "cap-over-disk"])
 def test_disk_full_with_cap_eviction_makes_room(
     cap: str,

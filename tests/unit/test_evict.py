@@ -33,6 +33,7 @@ from registry_cache.store.evict import (
 from registry_cache.store.fill import FillManager
 from registry_cache.store.index import Index
 from registry_cache.store.layout import Layout
+from tests.harness.fills import live_fill
 
 NOW = 1_000_000.0
 
@@ -176,9 +177,8 @@ def test_evictor_before_fill_counts_the_announced_size(tmp_path: Path) -> None:
     try:
         evictor.before_fill(incoming, 500)  # no note yet: 600 stored, fine
         assert store.stat(old) is not None
-        layout.size_note(incoming).write_text("500")
-        layout.partial(incoming).write_bytes(b"")
-        evictor.before_fill(incoming, 500)  # 600 + 500 > 950: make room first
+        with live_fill(layout, incoming, 500):
+            evictor.before_fill(incoming, 500)  # 600 + 500 > 950: make room first
         assert store.stat(old) is None
     finally:
         evictor.close()
@@ -309,7 +309,9 @@ def test_before_fill_frees_what_the_disk_lacks_even_under_the_cap(
     layout, store, index = _data(tmp_path)
     oldest = _put(store, index, b"1" * 300, age=7200)
     older = _put(store, index, b"2" * 300, age=3600)
-    monkeypatch.setattr(evict, "disk_shortfall", lambda layout, size: 250 if size == 999 else 0)
+    monkeypatch.setattr(
+        evict, "disk_shortfall", lambda layout, size, **_: 250 if size == 999 else 0
+    )
     evictor = Evictor(layout, store, Limits(max_size=1 << 30), grace=30)
     try:
         evictor.before_fill(Digest.of(b"small"), 10)
@@ -336,9 +338,8 @@ async def test_before_fill_counts_this_workers_unflushed_hits(tmp_path: Path) ->
             await asyncio.sleep(0.05)  # the start-up pass: 800 of 1000 bytes, nothing to do
             index.touch(str(hit))  # a hit just now, not yet written to the index
             incoming = Digest.of(b"incoming")
-            layout.size_note(incoming).write_text("300")
-            layout.partial(incoming).write_bytes(b"")
-            await asyncio.to_thread(ctx.fills.before_fill, incoming, 300)
+            with live_fill(layout, incoming, 300):
+                await asyncio.to_thread(ctx.fills.before_fill, incoming, 300)
             assert store.stat(hit) is not None and store.stat(cold) is None
         finally:
             await task.stop()

@@ -54,13 +54,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import Settings
 from ..digest import Digest
 from ..errors import RegistryError
 from .blobs import FileBlobStore
 from .index import Index
+from .inflight import incoming
 from .layout import Layout
 
 log = logging.getLogger("registry_cache.evict")
@@ -182,27 +182,13 @@ def in_flight(layout: Layout) -> set[str]:
 
 
 def measure(layout: Layout, index: Index, *, disk: bool = False) -> Usage:
-    incoming = unwritten = 0
-    try:
-        entries = list(os.scandir(layout.fills))
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        if not entry.name.endswith(".size"):
-            continue
-        try:
-            size = int(Path(entry.path).read_text())
-            written = os.stat(entry.path[: -len(".size")] + ".partial").st_size
-        except (OSError, ValueError):
-            continue
-        incoming += size
-        unwritten += max(0, size - written)
+    pending = incoming(layout)
     used = total = None
     if disk:
         st = os.statvfs(layout.root)
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
         total = used + st.f_bavail * st.f_frsize
-    return Usage(index.total_size(), incoming, unwritten, used, total)
+    return Usage(index.total_size(), pending.announced, pending.unwritten, used, total)
 
 
 @contextmanager
@@ -395,17 +381,21 @@ class Evictor:
         answers 507 if there is none.
         """
         try:
-            short = disk_shortfall(self.layout, size)
+            short = disk_shortfall(self.layout, size, besides=digest)
             if short or self.need():
                 self.run(wait=LOCK_WAIT, at_least=short)
         except Exception:
             log.exception("eviction before filling %s failed", digest)
 
 
-def disk_shortfall(layout: Layout, size: int, headroom: int = HEADROOM) -> int:
-    """Bytes to free so ``size`` more (plus ``headroom``) fit on the data directory's disk."""
+def disk_shortfall(
+    layout: Layout, size: int, headroom: int = HEADROOM, *, besides: Digest | None = None
+) -> int:
+    """Bytes to free so ``size`` more (plus ``headroom``) fit on the data directory's
+    disk beside what the other fills in flight (all but ``besides``) still write."""
     try:
         st = os.statvfs(layout.root)
     except OSError:
         return 0
-    return max(0, size + headroom - st.f_bavail * st.f_frsize)
+    promised = incoming(layout, besides=besides).unwritten
+    return max(0, size + promised + headroom - st.f_bavail * st.f_frsize)

@@ -33,6 +33,7 @@ from .. import metrics
 from ..digest import Digest
 from ..errors import BadGateway, DigestMismatch, InsufficientStorage, RegistryError, Unavailable
 from .blobs import FileBlobStore
+from .inflight import incoming
 from .layout import Layout
 from .pipes import CHUNK, HashPipe, ReadSizer, WritePipe, rehash_existing
 
@@ -304,7 +305,7 @@ class Fill:
                     self.before_fill(self.digest, source.size)
                 # After eviction had its chance and before any client gets its 200:
                 # a blob that cannot fit is a clean 507, not an aborted download.
-                _check_room(layout, source.size - self.received)
+                _check_room(layout, source.size - self.received, self.digest)
                 self._notify()
             elif source.size != self.size:
                 raise BadGateway(f"upstream changed the size of {self.digest}")
@@ -500,15 +501,19 @@ def _storage_error(error: Exception) -> Exception:
     return error
 
 
-def _check_room(layout: Layout, needed: int) -> None:
+def _check_room(layout: Layout, needed: int, digest: Digest) -> None:
+    """507 unless ``needed`` bytes fit beside what other fills in flight still write."""
     try:
         st = os.statvfs(layout.fills)
     except OSError:
         return
     free = st.f_bavail * st.f_frsize
-    if needed > free:
+    promised = incoming(layout, besides=digest).unwritten
+    if needed + promised > free:
+        others = f" ({promised} promised to other downloads)" if promised else ""
         raise InsufficientStorage(
-            f"no room in the cache's data directory: the blob needs {needed} bytes, {free} are free"
+            f"no room in the cache's data directory: the blob needs {needed} bytes, "
+            f"{free} are free{others}"
         )
 
 
