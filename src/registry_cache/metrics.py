@@ -17,6 +17,9 @@ never a URL, a repository, a client address or a credential.
   broken (connection error), short (closed early), partial (a partial file left by an
   earlier fill or a crash).
 - ``registry_cache_stale_serves_total{upstream}``: tags served stale (revalidation failed).
+- ``registry_cache_evictions_total{reason}`` and ``registry_cache_evicted_bytes_total{reason}``:
+  objects removed by the server's eviction, and their bytes: space (a size or disk
+  limit), age (``--max-age``).
 - ``registry_cache_upstream_ratelimit_remaining{upstream}`` (gauge): the last
   ``ratelimit-remaining`` header (Docker Hub: pulls left in the window).
 
@@ -81,6 +84,16 @@ STALE_SERVES = Counter(
     "Tags served from the cache because revalidation failed.",
     ["upstream"],
 )
+EVICTIONS = Counter(
+    "registry_cache_evictions",
+    "Objects removed by eviction, by reason (space, age).",
+    ["reason"],
+)
+EVICTED_BYTES = Counter(
+    "registry_cache_evicted_bytes",
+    "Bytes freed by eviction, by reason (space, age).",
+    ["reason"],
+)
 RATELIMIT_REMAINING = Gauge(
     "registry_cache_upstream_ratelimit_remaining",
     "The upstream's last ratelimit-remaining header (Docker Hub pulls left in the window).",
@@ -121,6 +134,11 @@ def fill_resume(reason: str) -> None:
 
 def stale_serve(upstream: str) -> None:
     STALE_SERVES.labels(upstream).inc()
+
+
+def evicted(reason: str, count: int, size: int) -> None:
+    EVICTIONS.labels(reason).inc(count)
+    EVICTED_BYTES.labels(reason).inc(size)
 
 
 def ratelimit(upstream: str, remaining: str) -> None:

@@ -8,7 +8,8 @@ its free space with a filler file to make the disk full on cue.
 
 - No partial file ever becomes visible under ``blobs/``; ``fills/`` and ``tmp/``
   are left empty after a failure.
-- Without a size cap: a blob that cannot fit is a clean ``507`` (JSON) before
+- Without a size cap: a blob that cannot fit (beside what other fills in flight
+  still write) is a clean ``507`` (JSON) before
   any byte is sent; a disk that fills up during a fill cuts that download short;
   a manifest that cannot be written is a ``507``; hits keep being served; once
   space is back, the same pulls succeed.

@@ -22,6 +22,7 @@ import pytest
 from registry_cache.bench.pullclient import PullResult, pull
 from tests.harness.cache import CacheServer, run_cli, safe_upstream_args
 from tests.harness.images import Image, build_image, build_index, push
+from tests.harness.metrics import scrape
 from tests.harness.registry import UpstreamRegistry
 
 pytestmark = pytest.mark.integration
@@ -95,6 +96,9 @@ def test_max_size_evicts_least_recently_used_and_refetches(
     # b's big layer announced its size before arriving: a went first, so the cap held.
     assert cache_json(cache, "du")["total"]["bytes"] <= 5 * MB
     assert "app/a:1" not in listed(cache)  # its manifest was evicted, so was the tag
+    evictions = scrape(cache.url)
+    assert evictions.value("registry_cache_evictions_total", reason="space") >= 1
+    assert evictions.value("registry_cache_evicted_bytes_total", reason="space") >= 3 * MB
     assert cache_cmd(cache, "verify").returncode == 0
     assert upstream.blob_gets(big_a) == 1
     tag_gets = upstream.count("GET", "/v2/app/a/manifests/1")

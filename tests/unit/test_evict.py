@@ -34,6 +34,7 @@ from registry_cache.store.fill import FillManager
 from registry_cache.store.index import Index
 from registry_cache.store.layout import Layout
 from tests.harness.fills import live_fill
+from tests.unit.test_metrics import sample
 
 NOW = 1_000_000.0
 
@@ -194,6 +195,27 @@ def test_evictor_with_max_age_only(tmp_path: Path) -> None:
         assert store.stat(recent) is not None
     finally:
         evictor.close()
+
+
+def test_evictions_are_counted_by_reason(tmp_path: Path) -> None:
+    layout, store, index = _data(tmp_path)
+    _put(store, index, b"s" * 50, age=40 * 86400)  # past max_age
+    _put(store, index, b"o" * 700, age=3600)  # within it, but over the size cap
+    _put(store, index, b"n" * 300, age=60)
+    before = {r: evicted(r) for r in ("age", "space")}
+    evictor = Evictor(layout, store, Limits(max_size=1000, max_age=30 * 86400), grace=30)
+    try:
+        assert evictor.run().freed == 750
+    finally:
+        evictor.close()
+    assert evicted("age") == before["age"] + 1
+    assert evicted("space") == before["space"] + 1
+    assert evicted("age", "bytes") - evicted("space", "bytes") < 0  # 50 vs 700 bytes
+
+
+def evicted(reason: str, what: str = "objects") -> float:
+    name = "evictions_total" if what == "objects" else "evicted_bytes_total"
+    return sample(f"registry_cache_{name}", reason=reason)
 
 
 # ------------------------------------------------------------ manifests

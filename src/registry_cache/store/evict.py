@@ -55,6 +55,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .. import metrics
 from ..config import Settings
 from ..digest import Digest
 from ..errors import RegistryError
@@ -368,6 +369,7 @@ class Evictor:
         if removed and self.on_removed is not None:
             self.on_removed(removed)
         if removed:
+            _count(removed, now - self.limits.max_age if self.limits.max_age else None)
             log.info("evicted %d object(s), %d bytes (wanted %d)", len(removed), report.freed, need)
         if shortfall:
             log.warning("cannot free %d more bytes: the rest is in use or too recent", shortfall)
@@ -386,6 +388,15 @@ class Evictor:
                 self.run(wait=LOCK_WAIT, at_least=short)
         except Exception:
             log.exception("eviction before filling %s failed", digest)
+
+
+def _count(removed: Sequence[Entry], age_cutoff: float | None) -> None:
+    """Metrics: an object past ``--max-age`` went for its age, any other for space."""
+    aged = [e for e in removed if age_cutoff is not None and e.last_access < age_cutoff]
+    spaced = [e for e in removed if age_cutoff is None or e.last_access >= age_cutoff]
+    for reason, entries in (("age", aged), ("space", spaced)):
+        if entries:
+            metrics.evicted(reason, len(entries), sum(e.size for e in entries))
 
 
 def disk_shortfall(
