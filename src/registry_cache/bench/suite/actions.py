@@ -93,10 +93,18 @@ def tmpfs_with_room(size: int) -> Path | None:
     return shm if stat.f_bavail * stat.f_frsize > size else None
 
 
-def write_speed(directory: Path, size: int) -> float:
-    """GB/s of writing ``size`` bytes to a new file there with 1 MiB writes (then deleted)."""
+def write_speed(directory: Path, size: int, *, pause: float = 0.0) -> float:
+    """GB/s of writing ``size`` bytes to a new file there with 1 MiB writes (then deleted).
+
+    ``pause`` seconds of quiet first. On some VMs (seen on this project's Firecracker
+    machines, which run virtio-balloon) memory the guest freed a few seconds ago has
+    been handed back to the host, and touching it again costs ~6x: a write into the
+    page cache right after a pause shows that price, one right after another write
+    (whose freed pages it reuses) does not.
+    """
     chunk = memoryview(os.urandom(1 << 20))
     path = directory / f".write-probe-{os.getpid()}"
+    time.sleep(pause)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         started = time.perf_counter()

@@ -27,7 +27,7 @@ from .lab import Lab, Sizes
 from .load import wrk_available
 from .report import memory_summary, to_json, to_markdown, verdicts
 from .results import ScenarioResult
-from .scenarios import SCENARIOS, Plan
+from .scenarios import MEMORY_PAUSE, SCENARIOS, Plan
 from .servers import find_binary, stop_all
 
 MIB = 1 << 20
@@ -104,6 +104,7 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
         drop_caches=options.drop_caches,
         max_noise=options.max_noise,
         retries=options.retries,
+        memory_pause=0.0 if options.quick else MEMORY_PAUSE,
         progress=progress,
     )
     started = time.monotonic()
