@@ -153,6 +153,21 @@ def error_code(response: urllib3.BaseHTTPResponse) -> str:
     return str(json.loads(response.data)["errors"][0]["code"])
 
 
+def one_layer_images(
+    upstream: UpstreamRegistry, prefix: str, count: int, size: int, workdir: Path
+) -> list[PushResult]:
+    """``library/<prefix><i>:1`` for i < count, each one layer of ``size`` random bytes."""
+    return [
+        push(
+            upstream.url,
+            f"library/{prefix}{i}",
+            "1",
+            build_image(f"{prefix}-{i}", layers=1, layer_size=size, workdir=workdir),
+        )
+        for i in range(count)
+    ]
+
+
 def pull_ok(cache: CacheServer, repo: str, image: PushResult) -> None:
     """Manifest by tag and every blob, each 200 with the right bytes."""
     manifest = get(cache, f"/v2/{repo}/manifests/1")
@@ -234,15 +249,7 @@ def test_concurrent_fills_reserve_room_for_each_other(
 ) -> None:
     """Two blobs that each fit, but not together: the second is a clean 507 up front,
     and the first is not cut short by it."""
-    first, second = (
-        push(
-            upstream.url,
-            f"library/big{i}",
-            "1",
-            build_image(f"pair-{i}", layers=1, layer_size=6 * MiB, workdir=tmp_path),
-        )
-        for i in range(2)
-    )
+    first, second = one_layer_images(upstream, "big", 2, 6 * MiB, tmp_path)
     for image in (first, second):
         proxy.add(Rule(path=f"/blobs/{image.layer_digests[0]}", method="GET", rate=4 * MiB))
     cache = tmpfs_cache("--upstream", f"docker.io={proxy.url}")
@@ -270,15 +277,7 @@ def test_disk_full_with_cap_eviction_makes_room(
 ) -> None:
     # Five 8 MiB images (40 MiB of layers) through a 32 MiB disk. A cap over the
     # disk's size cannot keep it from filling: eviction must still make room.
-    images = [
-        push(
-            upstream.url,
-            f"library/img{i}",
-            "1",
-            build_image(f"cap-{i}", layers=1, layer_size=8 * MiB, workdir=tmp_path),
-        )
-        for i in range(5)
-    ]
+    images = one_layer_images(upstream, "img", 5, 8 * MiB, tmp_path)
     config = tmp_path / "evict.yaml"
     config.write_text("evict_grace: 0s\n")  # test time: everything is "recent"
     cache = tmpfs_cache(
