@@ -133,6 +133,9 @@ class Settings(BaseModel):
     max_age: float | None = None
     # Never evict what was written or accessed this recently (store/evict.py).
     evict_grace: float = 30.0
+    # Hysteresis: above evict_at_percent of a limit, evict down to evict_to_percent.
+    evict_at_percent: float = Field(default=95.0, gt=0, le=100)
+    evict_to_percent: float = Field(default=90.0, gt=0, le=100)
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
     @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", "evict_grace", mode="before")
@@ -177,6 +180,15 @@ class Settings(BaseModel):
         if not UPSTREAM_NAME_RE.fullmatch(value):
             raise ValueError(f"invalid domain {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _watermarks_ordered(self) -> Settings:
+        if self.evict_to_percent >= self.evict_at_percent:
+            raise ValueError(
+                f"evict_to_percent ({self.evict_to_percent:g}) must be below "
+                f"evict_at_percent ({self.evict_at_percent:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_upstream_known(self) -> Settings:

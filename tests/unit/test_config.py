@@ -101,6 +101,9 @@ def test_config_file_can_disable_a_default(tmp_path: Path) -> None:
         ("[unclosed\n", {}, "(line 2)"),
         ("- a list\n", {}, "top level must be a mapping"),
         ("", {"log_level": "loud"}, "log_level"),
+        ("evict_at_percent: 80\nevict_to_percent: 85\n", {}, "must be below evict_at_percent"),
+        ("evict_to_percent: 0\n", {}, "evict_to_percent"),
+        ("evict_at_percent: 120\n", {}, "evict_at_percent"),
     ],
 )
 def test_invalid_config_is_one_line(

@@ -53,6 +53,17 @@ def test_bytes_over_uses_high_and_low_watermarks() -> None:
     assert bytes_over(10, 1000, high=0.5, low=0.1) == 0
 
 
+def test_configured_watermarks() -> None:
+    settings = Settings(
+        default_upstream=None, max_size=1000, evict_at_percent=80, evict_to_percent=50
+    )
+    limits = Limits.from_settings(settings)
+    assert need_bytes(Usage(stored=800, incoming=0, incoming_unwritten=0), limits) == 0
+    assert need_bytes(Usage(stored=801, incoming=0, incoming_unwritten=0), limits) == 301
+    default = Limits.from_settings(Settings(default_upstream=None, max_size=1000))
+    assert need_bytes(Usage(stored=951, incoming=0, incoming_unwritten=0), default) == 51
+
+
 def test_need_bytes_takes_the_worst_limit_and_counts_fills_in_flight() -> None:
     usage = Usage(stored=900, incoming=100, incoming_unwritten=60, disk_used=800, disk_size=1000)
     assert need_bytes(usage, Limits()) == 0

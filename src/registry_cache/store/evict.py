@@ -7,8 +7,9 @@ victims out) and unit-tested without I/O; ``remove_objects`` executes a plan and
 Watermarks
     A limit (``max_size`` bytes, or ``max_disk_percent`` of the file system holding
     the data directory, measured with ``statvfs``) is enforced with hysteresis: when
-    usage goes above ``HIGH_WATERMARK`` of it, objects are evicted until usage is
-    at most ``LOW_WATERMARK`` of it, so eviction runs in batches, not per fill.
+    usage goes above the high watermark of it (``evict_at_percent``, 95%), objects
+    are evicted until usage is at most the low one (``evict_to_percent``, 90%), so
+    eviction runs in batches, not per fill.
     Usage counts the index's object sizes plus the sizes announced by fills in
     flight (their ``fills/*.size`` notes), so a fill makes room *before* its bytes
     arrive. ``max_age`` evicts every object not accessed for that long.
@@ -95,10 +96,18 @@ class Limits:
     max_size: int | None = None
     max_disk_percent: float | None = None
     max_age: float | None = None
+    high: float = HIGH_WATERMARK  # fractions of a limit
+    low: float = LOW_WATERMARK
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.max_size, settings.max_disk_percent, settings.max_age)
+        return cls(
+            settings.max_size,
+            settings.max_disk_percent,
+            settings.max_age,
+            high=settings.evict_at_percent / 100,
+            low=settings.evict_to_percent / 100,
+        )
 
     @property
     def bounded(self) -> bool:
@@ -131,10 +140,11 @@ def need_bytes(usage: Usage, limits: Limits) -> int:
     """Bytes to free so every configured limit is back under its low watermark."""
     need = 0
     if limits.max_size:
-        need = bytes_over(usage.stored + usage.incoming, limits.max_size)
+        need = bytes_over(usage.stored + usage.incoming, limits.max_size, limits.high, limits.low)
     if limits.max_disk_percent and usage.disk_size and usage.disk_used is not None:
         capacity = math.floor(usage.disk_size * limits.max_disk_percent / 100)
-        need = max(need, bytes_over(usage.disk_used + usage.incoming_unwritten, capacity))
+        used = usage.disk_used + usage.incoming_unwritten
+        need = max(need, bytes_over(used, capacity, limits.high, limits.low))
     return need
 
 
