@@ -15,6 +15,8 @@ Fixtures (all function-scoped, each with its own tmp dir):
 - ``make_cache(*args, safe=True, **kw)``: start a ``CacheServer``; ``safe`` points
   every public default upstream the args do not configure at ``none``.
 - ``hosts_file(hosts)``: write a hosts file (public registry names always → 127.0.0.1).
+- ``tmpfs_cache(*args)``: a cache whose data directory is a 32 MiB tmpfs of its own
+  (see ``tests/harness/tmpfs.py``; skipped where mounts are not allowed).
 - ``proxy``: a ``FaultProxy`` in front of ``upstream`` (point the cache at ``proxy.url``
   and add ``Rule``s to break what it forwards).
 """
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import tmpfs
 from tests.harness.cache import CacheServer, safe_upstream_args
 from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, TOKEN_USERS
 from tests.harness.faults import FaultProxy
@@ -164,3 +167,17 @@ def hosts_file(tmp_path: Path) -> Callable[[Hosts], Path]:
         return write_hosts_file(tmp_path / f"hosts-{next(counter)}", hosts)
 
     return write
+
+
+@pytest.fixture
+def tmpfs_cache(
+    make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> Callable[..., CacheServer]:
+    """``tmpfs_cache(*serve_args)``: a cache whose data directory is a fresh tmpfs."""
+    if not tmpfs.available(tmp_path):
+        pytest.skip("cannot mount a tmpfs in a private mount namespace (needs root)")
+
+    def make(*args: str) -> CacheServer:
+        return tmpfs.wrap(make_cache(*args, start=False)).start()
+
+    return make

@@ -24,8 +24,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,62 +36,12 @@ from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.tmpfs import data_view
 
 MiB = 1 << 20
-TMPFS_SIZE = "32m"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-# sh -c SCRIPT sh SIZE DIR CMD...: mount, then become the cache (same pid).
-MOUNT_AND_EXEC = 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"'
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
-
-
-def tmpfs_available(tmp: Path) -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = tmp / "tmpfs-probe"
-    probe.mkdir(exist_ok=True)
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", MOUNT_AND_EXEC, "sh", "1m", str(probe), "true"],
-        capture_output=True,
-        timeout=10,
-        check=False,
-    )
-    return result.returncode == 0
-
-
-@pytest.fixture
-def tmpfs_cache(
-    make_cache: Callable[..., CacheServer], tmp_path: Path
-) -> Callable[..., CacheServer]:
-    """``tmpfs_cache(*serve_args)``: a cache whose data directory is a fresh tmpfs."""
-    if not tmpfs_available(tmp_path):
-        pytest.skip("cannot mount a tmpfs in a private mount namespace (needs root)")
-
-    def make(*args: str) -> CacheServer:
-        cache = make_cache(*args, start=False)
-        cache.command = [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            MOUNT_AND_EXEC,
-            "sh",
-            TMPFS_SIZE,
-            str(cache.data_dir),
-            *cache.command,
-        ]
-        return cache.start()
-
-    return make
-
-
-def data_view(cache: CacheServer) -> Path:
-    """The cache's data directory as the cache sees it (its tmpfs)."""
-    assert cache.pid is not None
-    return Path(f"/proc/{cache.pid}/root") / cache.data_dir.relative_to("/")
 
 
 def free_bytes(cache: CacheServer) -> int:

@@ -56,6 +56,13 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return result
 
 
+def healthcheck_argv() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command (run for real in test_health.py)."""
+    check = dict(_instructions((ROOT / "Dockerfile").read_text()))["HEALTHCHECK"]
+    argv: list[str] = json.loads(check[check.index("CMD") + 3 :])
+    return argv
+
+
 def test_dockerfile() -> None:
     steps = _instructions((ROOT / "Dockerfile").read_text())
     froms = [arg for word, arg in steps if word == "FROM"]
@@ -66,9 +73,8 @@ def test_dockerfile() -> None:
     assert values["VOLUME"] == "/data" and values["EXPOSE"] == "5000"
     assert json.loads(values["ENTRYPOINT"]) == ["registry-cache"]
     assert json.loads(values["CMD"]) == ["serve", "--data-dir", "/data"]
-    check = values["HEALTHCHECK"]
-    argv = json.loads(check[check.index("CMD") + 3 :])
-    assert argv[:2] == ["python", "-c"] and "http://127.0.0.1:5000/v2/" in argv[2]
+    argv = healthcheck_argv()
+    assert argv[:2] == ["python", "-c"] and "http://127.0.0.1:5000/readyz" in argv[2]
     compile(argv[2], "<healthcheck>", "exec")
     runs = " ".join(arg for word, arg in steps if word == "RUN")
     assert "pip wheel" in runs and "python -m venv" in runs and "--no-index" in runs

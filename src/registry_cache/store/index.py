@@ -98,6 +98,11 @@ class Index:
         self._touched: dict[str, float] = {}
         self._pulled: dict[tuple[str, str, str], float] = {}
 
+    def ping(self) -> None:
+        """A query that needs the database file (readiness checks)."""
+        with self._lock:
+            self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+
     def close(self) -> None:
         self.flush_touches()
         self._db.close()

@@ -89,9 +89,11 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS_KEY] = settings
     app.on_response_prepare.append(add_api_version)
     app.cleanup_ctx.append(_services)
+    from .health import add_routes as add_health
     from .pages import add_routes as add_pages
 
     add_pages(app)
+    add_health(app)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_route("*", "/v2", api)
     app.router.add_route("*", "/v2/{tail:.*}", api)

@@ -18,6 +18,9 @@ access = logging.getLogger("registry_cache.access")
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Probes come every few seconds from every kubelet or load balancer: their
+# successes would drown the access log, so only failed probes are logged.
+PROBES = frozenset({"/healthz", "/readyz"})
 
 
 def error_response(error: RegistryError) -> web.Response:
@@ -69,20 +72,21 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
-        access.info(
-            '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s',
-            request.remote or "-",
-            request.method,
-            request.path_qs,
-            status,
-            fields.get("upstream", "-"),
-            fields.get("repo", "-"),
-            fields.get("ref", "-"),
-            fields.get("cache", "-"),
-            fields.get("bytes", body_bytes),
-            duration_ms,
-            f" error={fields['error']}" if "error" in fields else "",
-        )
+        if request.path not in PROBES or status >= 400:
+            access.info(
+                '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s',
+                request.remote or "-",
+                request.method,
+                request.path_qs,
+                status,
+                fields.get("upstream", "-"),
+                fields.get("repo", "-"),
+                fields.get("ref", "-"),
+                fields.get("cache", "-"),
+                fields.get("bytes", body_bytes),
+                duration_ms,
+                f" error={fields['error']}" if "error" in fields else "",
+            )
 
 
 async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
