@@ -52,6 +52,8 @@ ENV_SETTINGS = (
     "max_disk_percent",
     "max_age",
     "shutdown_grace",
+    "tls_cert",
+    "tls_key",
 )
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -136,6 +138,9 @@ class Settings(BaseModel):
     # Hysteresis: above evict_at_percent of a limit, evict down to evict_to_percent.
     evict_at_percent: float = Field(default=95.0, gt=0, le=100)
     evict_to_percent: float = Field(default=90.0, gt=0, le=100)
+    # Serve HTTPS with this certificate (chain) and key, both PEM; None: plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
     @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", "evict_grace", mode="before")
@@ -180,6 +185,16 @@ class Settings(BaseModel):
         if not UPSTREAM_NAME_RE.fullmatch(value):
             raise ValueError(f"invalid domain {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together (both or neither)")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
 
     @model_validator(mode="after")
     def _watermarks_ordered(self) -> Settings:

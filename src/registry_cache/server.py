@@ -26,6 +26,7 @@ from .store.blobs import FileBlobStore
 from .store.index import Index
 from .store.layout import Layout
 from .store.maintenance import clean_leftovers
+from .tls import server_context
 
 log = logging.getLogger("registry_cache.server")
 
@@ -93,13 +94,13 @@ async def run_worker(settings: Settings, sock: socket.socket) -> None:
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace / 2
     )
     await runner.setup()
-    site = web.SockSite(runner, sock)
+    site = web.SockSite(runner, sock, ssl_context=server_context(settings))
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("listening on %s (pid %d)", settings.listen, os.getpid())
+    log.info("listening on %s://%s (pid %d)", settings.scheme, settings.listen, os.getpid())
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", settings.shutdown_grace)
     await runner.cleanup()

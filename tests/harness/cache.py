@@ -107,8 +107,10 @@ class CacheServer(LoopbackService):
         command: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 20.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.ca_file = ca_file  # set: the cache serves TLS (its args carry --tls-cert/-key)
         self.args = list(args)
         self.port = port or free_port()
         self.data_dir = workdir / "data"
@@ -121,6 +123,11 @@ class CacheServer(LoopbackService):
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = False
         self.left_behind = False
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, or ``https://`` when started with a ``ca_file``."""
+        return f"{'https' if self.ca_file else 'http'}://{self.host_port}"
 
     @property
     def log_path(self) -> Path:
@@ -179,7 +186,7 @@ class CacheServer(LoopbackService):
                 raise CacheStartError(
                     f"cache exited with {code} during start-up\n{self.log_text()}"
                 )
-            last = http_status(f"{self.url}/v2/", timeout=2.0)
+            last = http_status(f"{self.url}/v2/", timeout=2.0, ca_file=self.ca_file)
             if last == 200:
                 self._started = True
                 return self

@@ -9,12 +9,15 @@ fail with "address already in use" and should retry with a new port.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 _PORT_RANGE = (20000, 32000)
@@ -59,13 +62,25 @@ _opener = urllib.request.build_opener(
 _opener.addheaders = [("User-Agent", PROBE_USER_AGENT)]
 
 
-def http_status(url: str, timeout: float = 2.0) -> int | None:
+@functools.cache
+def _tls_opener(ca_file: str) -> urllib.request.OpenerDirector:
+    context = ssl.create_default_context(cafile=ca_file)
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), _NoRedirect(), urllib.request.HTTPSHandler(context=context)
+    )
+    opener.addheaders = [("User-Agent", PROBE_USER_AGENT)]
+    return opener
+
+
+def http_status(url: str, timeout: float = 2.0, *, ca_file: Path | None = None) -> int | None:
     """The HTTP status ``GET url`` answers (4xx/5xx included), None if no HTTP answer.
 
     Sent with ``User-Agent: registry-cache-harness-probe`` so access logs can skip it.
+    ``ca_file``: trust this CA for an https URL.
     """
+    opener = _opener if ca_file is None else _tls_opener(str(ca_file))
     try:
-        with _opener.open(url, timeout=timeout) as resp:
+        with opener.open(url, timeout=timeout) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

@@ -63,7 +63,9 @@ def endpoint_options(func: F) -> F:
             default=None,
             help="Port clients connect to [the listen port].",
         ),
-        click.option("--https", is_flag=True, help="Clients connect with TLS."),
+        click.option(
+            "--https", is_flag=True, help="Clients connect with TLS [when tls_cert is set]."
+        ),
         click.option(
             "--ca-file",
             metavar="PATH",
@@ -89,7 +91,9 @@ def advertise_from(
     default_host: str | None = None,
 ) -> Advertise:
     """Resolve the endpoint options popped from ``params``."""
-    scheme: Scheme = "https" if params.pop("https", False) else "http"
+    # A cache configured to serve TLS is reached with https without saying so.
+    https = params.pop("https", False) or settings.tls_cert is not None
+    scheme: Scheme = "https" if https else "http"
     return resolve_advertise(
         settings,
         style=cast("Style | None", params.pop("style", None)),

@@ -9,6 +9,7 @@ import click
 from ..logs import setup_logging
 from ..server import ServeError
 from ..server import serve as run_server
+from ..tls import server_context
 from .main import CliError
 from .options import settings_from, settings_options
 
@@ -45,23 +46,18 @@ from .options import settings_from, settings_options
     default=None,
     help="On SIGTERM, let in-flight responses finish this long before exiting [30s].",
 )
-def serve(
-    workers: int | None,
-    max_size: str | None,
-    max_disk_percent: float | None,
-    max_age: str | None,
-    shutdown_grace: str | None,
-    **params: Any,
-) -> None:
+@click.option(
+    "--tls-cert",
+    metavar="PEM",
+    default=None,
+    help="Serve HTTPS with this certificate (chain); needs --tls-key [plain HTTP].",
+)
+@click.option("--tls-key", metavar="PEM", default=None, help="The private key of --tls-cert.")
+def serve(**params: Any) -> None:
     """Run the pull-through cache server (read-only registry API on one port)."""
-    settings = settings_from(
-        params,
-        workers=workers,
-        max_size=max_size,
-        max_disk_percent=max_disk_percent,
-        max_age=max_age,
-        shutdown_grace=shutdown_grace,
-    )
+    own = ("workers", "max_size", "max_disk_percent", "max_age", "shutdown_grace", "tls_cert")
+    settings = settings_from(params, **{key: params.pop(key) for key in (*own, "tls_key")})
+    server_context(settings)  # a bad certificate stops us here, in one line
     setup_logging(settings)
     try:
         code = run_server(settings)

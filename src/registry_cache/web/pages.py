@@ -48,7 +48,8 @@ def advertise_for(request: web.Request, settings: Settings) -> Advertise:
     style = query.get("style") or None
     if style is not None and style not in STYLES:
         raise ClientConfigError(f"invalid style {style[:50]!r} (vhost or single)")
-    scheme = query.get("scheme", "http")
+    # Fetched over HTTPS: clients are to come back the same way.
+    scheme = query.get("scheme", "https" if request.secure else "http")
     if scheme not in SCHEMES:
         raise ClientConfigError(f"invalid scheme {scheme[:50]!r} (http or https)")
     skip_verify = query.get("skip_verify", "").lower()

@@ -21,6 +21,7 @@ from typing import TypeVar
 from . import content as contentmod
 from .content import Content
 from .servers import Cache, Nginx, Registry, Server
+from .tlscerts import self_signed, trust
 
 S = TypeVar("S", bound=Server)
 
@@ -44,6 +45,7 @@ class Lab:
         self._content: Content | None = None
         self._nginx: Nginx | None = None
         self._cache: Cache | None = None
+        self._tls_cache: Cache | None = None
         self._proxy: Registry | None = None
 
     def start(self, progress: Callable[[str], None]) -> Lab:
@@ -79,6 +81,18 @@ class Lab:
         if self._cache is None:
             self._cache = self._started(Cache(self.workdir / "cache", self.upstream.url))
         return self._cache
+
+    def tls_cache(self) -> Cache | None:
+        """A warm registry-cache serving HTTPS (self-signed); None without ``openssl``."""
+        if self._tls_cache is None:
+            certificate = self_signed(self.workdir / "tls")
+            if certificate is None:
+                return None
+            trust(certificate.cert)
+            self._tls_cache = self._started(
+                Cache(self.workdir / "cache-tls", self.upstream.url, tls=certificate)
+            )
+        return self._tls_cache
 
     @property
     def proxy(self) -> Registry:

@@ -46,6 +46,7 @@ PROXY = "distribution-proxy"
 NGINX = "nginx"
 UPSTREAM = "upstream"
 TMPFS_CACHE = f"{CACHE}, data on tmpfs"
+TLS_CACHE = f"{CACHE} over HTTPS"
 MEMORY_PAUSE = 6.0  # seconds: long enough for freed memory to go back to the host
 RSS = f"{CACHE} peak RSS"
 NOISE = "other processes' CPU"
@@ -110,10 +111,17 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
         NGINX: f"{lab.nginx.url}/{blob.path.name}",
         UPSTREAM: blob_url(lab.upstream, repo, blob.digest),
     }
-    plan.progress("warm-blob: filling both proxies")
-    for who, server in ((CACHE, lab.cache), (PROXY, lab.proxy)):
-        fetch(urls[who], blob.size)
-        await_stored(server, blob)
+    # Not a target: what serving HTTPS itself costs (no sendfile through TLS).
+    tls = lab.tls_cache()
+    if tls is not None:
+        urls[TLS_CACHE] = blob_url(tls, repo, blob.digest)
+    else:
+        result.note("no openssl command: the HTTPS figure is left out")
+    plan.progress("warm-blob: filling the proxies")
+    for who, server in ((CACHE, lab.cache), (PROXY, lab.proxy), (TLS_CACHE, tls)):
+        if server is not None:
+            fetch(urls[who], blob.size)
+            await_stored(server, blob)
 
     def one(rep: int, out: ScenarioResult) -> None:
         rates: dict[str, float] = {}
@@ -128,6 +136,8 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
             out.add(who, "GB/s", rates[who])
         out.add("vs nginx", "x", rates[CACHE] / rates[NGINX])
         out.add(f"vs {PROXY}", "x", rates[CACHE] / rates[PROXY])
+        if TLS_CACHE in rates:
+            out.add("HTTPS vs plain HTTP", "x", rates[TLS_CACHE] / rates[CACHE])
 
     repeat(plan, result, one)
     return result

@@ -37,6 +37,7 @@ import yaml
 
 from ...digest import Digest
 from ...store.layout import Layout
+from .tlscerts import Certificate, client_context
 
 LOOPBACK = "127.0.0.1"
 _PORT_RANGE = (20000, 32000)  # below the ephemeral range: no outgoing socket takes them
@@ -72,12 +73,21 @@ def free_port() -> int:
 def http_status(url: str, timeout: float = 2.0) -> int | None:
     """The status ``GET url`` answers, or None when nothing answers."""
     try:
-        with _opener.open(url, timeout=timeout) as resp:
+        with _opener_for(url).open(url, timeout=timeout) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def _opener_for(url: str) -> urllib.request.OpenerDirector:
+    context = client_context() if url.startswith("https:") else None
+    if context is None:
+        return _opener
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
 
 
 def clean_env() -> dict[str, str]:
@@ -322,18 +332,26 @@ http {{
 
 
 class Cache(Server):
-    """registry-cache over ``upstream_url`` (as docker.io), with its own data directory."""
+    """registry-cache over ``upstream_url`` (as docker.io), with its own data directory;
+    serving HTTPS with ``tls`` (trusted by the suite's clients: ``tlscerts.trust``)."""
 
     name = "registry-cache"
     probe = "/v2/"
 
     def __init__(
-        self, workdir: Path, upstream_url: str, *, workers: int = 1, tag_ttl: str = "1h"
+        self,
+        workdir: Path,
+        upstream_url: str,
+        *,
+        workers: int = 1,
+        tag_ttl: str = "1h",
+        tls: Certificate | None = None,
     ) -> None:
         super().__init__(workdir)
         self.upstream_url = upstream_url
         self.workers = workers
         self.tag_ttl = tag_ttl
+        self.tls = tls
         self.data_dir = workdir / "data"
         self.cwd_dir = workdir / "cwd"  # empty: no stray .env or ./data is picked up
 
@@ -357,7 +375,16 @@ class Cache(Server):
             self.tag_ttl,
             "--workers",
             str(self.workers),
+            *(
+                ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+                if self.tls
+                else []
+            ),
         ]
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.port}"
 
     def has_blob(self, digest: str) -> bool:
         """Whether ``digest`` is committed in the data directory (store.layout)."""
