@@ -47,6 +47,16 @@ def test_registries_domain_from_dotenv_like_serve(clean_env: Path) -> None:
     assert doc["mirrors"]["ghcr.io"]["endpoint"] == [f"http://ghcr.io.{DOMAIN}:5001"]
 
 
+def test_a_cache_serving_tls_is_advertised_with_https(clean_env: Path) -> None:
+    """The generators read the same settings as serve: tls_cert set → clients use https."""
+    (clean_env / ".env").write_text(
+        f"REGISTRY_DOMAIN={DOMAIN}\nREGISTRY_CACHE_TLS_CERT=/etc/c.pem\n"
+        "REGISTRY_CACHE_TLS_KEY=/etc/k.pem\n"
+    )
+    doc = yaml.safe_load(invoke("registries").output)
+    assert doc["mirrors"]["ghcr.io"]["endpoint"] == [f"https://ghcr.io.{DOMAIN}:5000"]
+
+
 def test_registries_without_domain_is_a_clear_error() -> None:
     result = invoke("registries")
     assert isinstance(result.exception, ConfigError)
