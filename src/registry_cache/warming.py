@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -179,9 +181,16 @@ async def warm_through_cache(
     platform: str | None,
     reporter: Reporter,
     concurrency: int = 3,
+    ca_file: Path | None = None,
 ) -> list[WarmResult]:
-    """Pull every image through the cache at ``cache_url`` (it fills itself)."""
-    async with RegistryClient(cache_url) as client:
+    """Pull every image through the cache at ``cache_url`` (it fills itself).
+
+    ``ca_file``: trust this CA for an https cache (a private or self-signed certificate).
+    """
+    trust: bool | ssl.SSLContext = True
+    if ca_file is not None:
+        trust = ssl.create_default_context(cafile=str(ca_file))
+    async with RegistryClient(cache_url, verify_tls=trust) as client:
 
         def source(image: ImageRef) -> Source:
             upstream = upstream_for(settings, image.registry, strict=False)

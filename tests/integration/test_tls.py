@@ -5,6 +5,7 @@ A throw-away CA signs a certificate for 127.0.0.1; clients verify against it:
 - blobs over TLS: a cold GET (streamed from the fill), a warm GET, a Range;
   with two workers, each serving TLS;
 - client configuration fetched over HTTPS points clients back with https;
+- ``warm --cache https://… --ca-file`` fills the cache through TLS;
 - bad TLS settings stop ``serve`` with one line and exit status 2.
 """
 
@@ -108,6 +109,25 @@ def test_client_configuration_over_https_advertises_https(
     page = verifying(tls).request("GET", f"{tls_cache.url}/registries.yaml")
     assert page.status == 200
     assert f"https://{tls_cache.host_port}" in page.data.decode()
+
+
+def test_warm_through_a_tls_cache(
+    upstream: UpstreamRegistry, tls_cache: CacheServer, tls: TlsFiles, tmp_path: Path
+) -> None:
+    pushed = push(upstream.url, "library/warmed", "1", build_image("warmed", layers=2))
+    warm = ["warm", "--cache", tls_cache.url, "library/warmed:1", "--json"]
+    untrusted = run_cli(*warm, cwd=tmp_path, timeout=120)
+    assert untrusted.returncode == 1  # the self-signed chain is not trusted by default
+    assert all(upstream.blob_gets(d) == 0 for d in pushed.layer_digests)
+    result = run_cli(*warm, "--ca-file", str(tls.ca_cert), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for digest in pushed.layer_digests:
+        assert tls_cache.blob_path(digest).is_file()
+        assert upstream.blob_gets(digest) == 1
+    misuse = run_cli(
+        *warm[:1], "library/warmed:1", "--ca-file", str(tls.ca_cert), cwd=tmp_path, timeout=60
+    )
+    assert misuse.returncode == 2 and "--ca-file is for an https:// --cache" in misuse.stderr
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,7 +111,7 @@ class RegistryClient:
         url: str,
         *,
         credentials: Credentials | None = None,
-        verify_tls: bool = True,
+        verify_tls: bool | ssl.SSLContext = True,
         session: aiohttp.ClientSession | None = None,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
@@ -119,7 +120,8 @@ class RegistryClient:
         self._basic = (
             basic_header(credentials.username, credentials.password) if credentials else None
         )
-        self._ssl = verify_tls  # False: accept any certificate (a cache's self-signed one)
+        # False: accept any certificate (a cache's self-signed one); a context: trust its CAs.
+        self._ssl = verify_tls
         self._timeout = timeout
         self._session = session
         self._owns_session = session is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
@@ -79,6 +80,11 @@ class _Bars:
     help="Pull through the running cache at URL; without it, fill the data directory directly.",
 )
 @click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Trust this CA for an https --cache (a private or self-signed certificate).",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 32),
     default=3,
@@ -93,6 +99,7 @@ def warm(  # noqa: PLR0917 - one parameter per click option
     platform: str | None,
     all_platforms: bool,
     cache_url: str | None,
+    ca_file: Path | None,
     concurrency: int,
     as_json: bool,
     **params: Any,
@@ -110,6 +117,8 @@ def warm(  # noqa: PLR0917 - one parameter per click option
         names += read_image_list(handle)
     if not names:
         raise click.UsageError("no images given (arguments or -f FILE)")
+    if ca_file is not None and not (cache_url or "").startswith("https://"):
+        raise click.UsageError("--ca-file is for an https:// --cache")
     try:
         refs = list(dict.fromkeys(parse_image(n) for n in names))
         url = base_url(cache_url) if cache_url else None
@@ -129,7 +138,13 @@ def warm(  # noqa: PLR0917 - one parameter per click option
         bars = _Bars(progress, refs)
         if url is not None:
             run = warm_through_cache(
-                url, settings, refs, platform=chosen, reporter=bars, concurrency=concurrency
+                url,
+                settings,
+                refs,
+                platform=chosen,
+                reporter=bars,
+                concurrency=concurrency,
+                ca_file=ca_file,
             )
         else:
             run = warm_directly(
