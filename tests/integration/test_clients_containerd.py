@@ -24,6 +24,7 @@ from tests.harness.cachelog import (
     settled_blob_gets,
     settled_requests,
 )
+from tests.harness.certs import make_tls
 from tests.harness.configcli import config_cli, fetch_config
 from tests.harness.containerd import Containerd, chain_ids, containerd_available
 from tests.harness.images import Image, build_image, build_index, push
@@ -376,3 +377,32 @@ def test_unmapped_registry_falls_back_to_server(
     assert any(p.startswith("/v2/pause/manifests/") for p in served), served
     assert settled_blob_gets(k8s, image_blobs(image)) == dict.fromkeys(image_blobs(image), 1)
     assert len(served) == len(k8s.request_log())
+
+
+def test_pull_through_a_cache_serving_tls(
+    make_upstream: Callable[..., UpstreamRegistry],
+    make_cache: Callable[..., CacheServer],
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    """hosts.toml from ``containerd-hosts --ca-file`` for a cache with --tls-cert: containerd
+    verifies the cache's certificate against that CA and pulls everything through it."""
+    tls = make_tls(tmp_path / "tls")
+    hub = make_upstream()
+    image = build_image("ctr-tls")
+    push(hub.url, "library/secure", "1.0", image)
+    hub.clear_request_log()
+    # Configured like a node's .env would: serve and the generator both read it.
+    tls_env = {"REGISTRY_CACHE_TLS_CERT": str(tls.cert), "REGISTRY_CACHE_TLS_KEY": str(tls.key)}
+    cache = make_cache("--upstream", f"docker.io={hub.url}", env=tls_env, ca_file=tls.ca_cert)
+    certs = tmp_path / "certs.d"
+    config_cli(cache, "containerd-hosts", "--ca-file", str(tls.ca_cert), "--out", str(certs))
+    hosts = tomllib.loads((certs / "docker.io" / "hosts.toml").read_text())
+    assert list(hosts["host"]) == [cache.url] and cache.url.startswith("https://")
+    assert hosts["host"][cache.url]["ca"] == str(tls.ca_cert)
+
+    containerd.pull("docker.io/library/secure:1.0", hosts_dir=certs)
+    assert containerd.image_target("docker.io/library/secure:1.0") == image.digest
+    assert_unpacked(containerd, image)
+    assert_routed(cache, "docker.io", "library/secure", "1.0", image_blobs(image))
+    assert client_requests(hub) == []  # no fallback: the TLS endpoint was used
