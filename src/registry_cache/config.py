@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ ENV_SETTINGS = (
     "shutdown_grace",
     "tls_cert",
     "tls_key",
+    "htpasswd",
 )
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -84,6 +86,10 @@ class UpstreamConfig(BaseModel):
     read_timeout: float = 60.0  # a blob body may stall this long per read (then: Range resume)
     # Docker Hub keeps official images under library/; default on for docker.io only.
     library_prefix: bool | None = None
+    # Repositories (as upstream names them, library/ included) served through this
+    # upstream: deny wins; with allow set, nothing else. fnmatch globs; * spans "/".
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
 
     @field_validator("tag_ttl", "connect_timeout", "header_timeout", "read_timeout", mode="before")
     @classmethod
@@ -104,9 +110,24 @@ class UpstreamConfig(BaseModel):
             raise ValueError(f"invalid URL {value!r} (http:// or https://host[:port])")
         return value.rstrip("/")
 
+    @field_validator("allow", "deny", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple) and not all(isinstance(p, str) and p for p in value):
+            raise ValueError("repository patterns must be non-empty strings")
+        return value
+
     @property
     def uses_library_prefix(self) -> bool:
         return self.name == "docker.io" if self.library_prefix is None else self.library_prefix
+
+    def serves(self, repository: str) -> bool:
+        """Whether ``repository`` may be pulled through this upstream (allow/deny)."""
+        if any(fnmatchcase(repository, pattern) for pattern in self.deny):
+            return False
+        return not self.allow or any(fnmatchcase(repository, p) for p in self.allow)
 
     @property
     def has_credentials(self) -> bool:
@@ -138,6 +159,8 @@ class Settings(BaseModel):
     # Hysteresis: above evict_at_percent of a limit, evict down to evict_to_percent.
     evict_at_percent: float = Field(default=95.0, gt=0, le=100)
     evict_to_percent: float = Field(default=90.0, gt=0, le=100)
+    # Clients must authenticate (HTTP Basic) against these bcrypt entries; None: open.
+    htpasswd: Path | None = None
     # Serve HTTPS with this certificate (chain) and key, both PEM; None: plain HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Settings, UpstreamConfig
-from .errors import NameUnknown
+from .errors import Denied, NameUnknown
 from .reference import docker_hub_name, validate_name
 
 
@@ -74,4 +74,8 @@ def _route(upstream: UpstreamConfig, name: str, prefix: str, via: str) -> Route:
     validate_name(name, upstream.name)
     if upstream.uses_library_prefix:
         name = docker_hub_name(name)
+    if not upstream.serves(name):
+        # Before anything is looked up or fetched: the cache's credentials never
+        # reach a repository the operator kept out (e.g. private ones).
+        raise Denied(f"repository {name} of {upstream.name} is not served by this cache")
     return Route(upstream=upstream, repository=name, prefix=prefix, via=via)

@@ -6,8 +6,9 @@ Contract:
   "debug", *args]`` with ``cwd`` = ``workdir/cwd`` (an empty dir, so no stray ``.env``
   or ``./data`` is used), ``PYTHONPATH`` = the repo's ``src``, and an environment
   without REGISTRY_*, DOCKERHUB_*, GHCR_*, QUAY_* or proxy variables.
-- ``start`` returns once ``GET /v2/`` answers 200 (default 20 s); if the process
-  exits or the time runs out it raises ``CacheStartError`` carrying the log.
+- ``start`` returns once ``GET /healthz`` answers 200 (default 20 s; open even when
+  clients must log in); if the process exits or the time runs out it raises
+  ``CacheStartError`` carrying the log.
 - stdout+stderr go to ``workdir/cache.log`` (appended across restarts): ``log_text``.
 - ``stop()`` SIGTERMs and SIGKILLs after ``grace`` s; ``kill9()`` SIGKILLs at once;
   ``restart()`` starts again with the same port, data dir and args.
@@ -155,7 +156,7 @@ class CacheServer(LoopbackService):
         return env
 
     def start(self) -> Self:
-        """Start and wait for ``GET /v2/`` → 200; raise ``CacheStartError`` otherwise.
+        """Start and wait for ``GET /healthz`` → 200; raise ``CacheStartError`` otherwise.
 
         On the first start only, a lost race for the port ("address already in use")
         is retried on a new port; a restart keeps its port.
@@ -186,14 +187,14 @@ class CacheServer(LoopbackService):
                 raise CacheStartError(
                     f"cache exited with {code} during start-up\n{self.log_text()}"
                 )
-            last = http_status(f"{self.url}/v2/", timeout=2.0, ca_file=self.ca_file)
+            last = http_status(f"{self.url}/healthz", timeout=2.0, ca_file=self.ca_file)
             if last == 200:
                 self._started = True
                 return self
             time.sleep(0.05)
         self.stop()
         raise CacheStartError(
-            f"cache gave no 200 on /v2/ within {self.startup_timeout}s (last: {last})\n"
+            f"cache gave no 200 on /healthz within {self.startup_timeout}s (last: {last})\n"
             f"{self.log_text()}"
         )
 

@@ -131,15 +131,18 @@ class Containerd(HostsDaemon):
         *,
         hosts_dir: Path,
         platform: str | None = None,
+        user: str | None = None,
         check_rc: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """``ctr images pull --hosts-dir DIR --snapshotter native [--platform P] REF``.
+        """``ctr images pull --hosts-dir DIR --snapshotter native [--platform P] [--user U:P] REF``.
 
         ``ctr images pull`` fetches and unpacks (for ``platform``, default the host's).
         """
         args = ["images", "pull", "--hosts-dir", str(hosts_dir), "--snapshotter", SNAPSHOTTER]
         if platform:
             args += ["--platform", platform]
+        if user:
+            args += ["--user", user]
         return self.ctr(*args, ref, check_rc=check_rc)
 
     def image_target(self, ref: str) -> str:

@@ -10,6 +10,7 @@ can leave the machine even on a fallback.
 from __future__ import annotations
 
 import json
+import subprocess
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -406,3 +407,37 @@ def test_pull_through_a_cache_serving_tls(
     assert_unpacked(containerd, image)
     assert_routed(cache, "docker.io", "library/secure", "1.0", image_blobs(image))
     assert client_requests(hub) == []  # no fallback: the TLS endpoint was used
+
+
+def test_pull_with_a_login_when_the_cache_requires_one(
+    make_upstream: Callable[..., UpstreamRegistry],
+    make_cache: Callable[..., CacheServer],
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    """A cache started with --htpasswd: ctr answers its Basic challenge with --user."""
+    users = tmp_path / "htpasswd"
+    line = subprocess.run(
+        ["htpasswd", "-Bbn", "node", "pull-pw"], capture_output=True, text=True, check=True
+    ).stdout
+    users.write_text(line)
+    hub = make_upstream()
+    image = build_image("ctr-auth")
+    push(hub.url, "library/guarded", "1.0", image)
+    hub.clear_request_log()
+    cache = make_cache(
+        "--upstream", f"docker.io={hub.url}", env={"REGISTRY_CACHE_HTPASSWD": str(users)}
+    )
+    certs = tmp_path / "certs.d"
+    config_cli(cache, "containerd-hosts", "--out", str(certs))
+
+    containerd.pull("docker.io/library/guarded:1.0", hosts_dir=certs, user="node:pull-pw")
+    assert containerd.image_target("docker.io/library/guarded:1.0") == image.digest
+    reqs = by_ns(cache, "docker.io", image_blobs(image))
+    challenged = [r for r in reqs if r.status == 401]
+    served = [r for r in reqs if r.status != 401]
+    assert challenged, describe(reqs)  # ctr was asked to log in, and did
+    assert all(r.status == 200 for r in served), describe(reqs)
+    assert {r.digest for r in served if r.kind == "blobs"} == image_blobs(image)
+    assert " user=node" in cache.log_text() and "pull-pw" not in cache.log_text()
+    assert client_requests(hub) == []  # never fell back to the upstream directly

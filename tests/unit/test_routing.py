@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from registry_cache.config import Settings, build_settings
-from registry_cache.errors import NameInvalid, NameUnknown
+from registry_cache.errors import ConfigError, Denied, NameInvalid, NameUnknown
 from registry_cache.routing import host_upstream, route
 
 
@@ -84,3 +86,27 @@ def test_never_routes_to_an_unconfigured_prefix() -> None:
     # "registry.k8s.io/pause" is not a configured upstream: it is a docker.io repo name.
     r = route(settings(), "registry.k8s.io/pause")
     assert r.upstream.name == "docker.io"
+
+
+def test_allow_and_deny_patterns_per_upstream(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "upstreams:\n  docker.io:\n    allow: ['library/*', 'myorg/*']\n    deny: myorg/secret-*\n"
+    )
+    s = build_settings(config_file=config, environ={}, dotenv=None)
+    assert route(s, "alpine").repository == "library/alpine"  # matched after library/
+    assert route(s, "myorg/app").repository == "myorg/app"
+    for name in ("myorg/secret-db", "other/app"):
+        with pytest.raises(Denied, match="is not served by this cache"):
+            route(s, name)
+    # Other upstreams are unrestricted; a denied repo is a 403 whichever way it is routed.
+    assert route(s, "ghcr.io/any/thing").repository == "any/thing"
+    with pytest.raises(Denied):
+        route(s, "myorg/secret-db", ns="docker.io")
+
+
+def test_empty_pattern_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("upstreams:\n  docker.io:\n    deny: ['']\n")
+    with pytest.raises(ConfigError, match=r"upstreams\.docker\.io\.deny"):
+        build_settings(config_file=config, environ={}, dotenv=None)

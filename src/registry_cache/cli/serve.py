@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
 
+from ..htpasswd import load as load_htpasswd
 from ..logs import setup_logging
 from ..server import ServeError
 from ..server import serve as run_server
 from ..tls import server_context
 from .main import CliError
 from .options import settings_from, settings_options
+
+log = logging.getLogger("registry_cache.server")
 
 
 @click.command()
@@ -53,12 +57,27 @@ from .options import settings_from, settings_options
     help="Serve HTTPS with this certificate (chain); needs --tls-key [plain HTTP].",
 )
 @click.option("--tls-key", metavar="PEM", default=None, help="The private key of --tls-cert.")
+@click.option(
+    "--htpasswd",
+    metavar="FILE",
+    default=None,
+    help="Clients must log in (HTTP Basic) as a user of this bcrypt htpasswd file [open].",
+)
 def serve(**params: Any) -> None:
     """Run the pull-through cache server (read-only registry API on one port)."""
     own = ("workers", "max_size", "max_disk_percent", "max_age", "shutdown_grace", "tls_cert")
-    settings = settings_from(params, **{key: params.pop(key) for key in (*own, "tls_key")})
-    server_context(settings)  # a bad certificate stops us here, in one line
+    settings = settings_from(
+        params, **{key: params.pop(key) for key in (*own, "tls_key", "htpasswd")}
+    )
+    # A bad certificate or htpasswd file stops us here, in one line.
+    server_context(settings)
+    if settings.htpasswd is not None:
+        load_htpasswd(settings.htpasswd)
     setup_logging(settings)
+    if settings.htpasswd is not None and settings.tls_cert is None:
+        log.warning(
+            "client passwords travel in clear text: serve TLS (--tls-cert) or put TLS in front"
+        )
     try:
         code = run_server(settings)
     except ServeError as exc:

@@ -69,7 +69,12 @@ class ListingService:
     def catalog(
         self, upstream: str | None, n: int | None, last: str | None
     ) -> tuple[list[str], bool]:
-        repos = self.ctx.index.repositories(upstream)
+        upstreams = self.ctx.settings.upstreams
+        repos = [
+            (up, repo)
+            for up, repo in self.ctx.index.repositories(upstream)
+            if up in upstreams and upstreams[up].serves(repo)  # denied ones stay unlisted
+        ]
         names = [repo if upstream else f"{up}/{repo}" for up, repo in repos]
         return page(names, n, last)
 

@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import urllib3
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import metrics
 from ..config import Settings
+from ..htpasswd import Htpasswd
 from ..proxy.context import ProxyContext
 from ..proxy.eviction import EvictionTask
 from ..store.blobs import FileBlobStore
@@ -21,6 +23,8 @@ from ..store.fill import FillManager
 from ..store.index import Index
 from ..store.layout import Layout
 from ..upstream.client import UpstreamClient
+from .clientauth import ClientAuth
+from .clientauth import middleware as client_auth
 from .handlers import api
 from .keys import SETTINGS_KEY
 from .middleware import access_log, add_api_version, registry_errors
@@ -85,7 +89,11 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[access_log, registry_errors])
+    middlewares: list[Middleware] = [access_log, registry_errors]
+    if settings.htpasswd is not None:
+        # Only when configured: an open cache pays nothing per request.
+        middlewares.append(client_auth(ClientAuth(Htpasswd(settings.htpasswd))))
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app.on_response_prepare.append(add_api_version)
     app.cleanup_ctx.append(_services)

@@ -74,7 +74,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         metrics.observe_request(request.path, fields.get("cache"), status)
         if request.path not in PROBES or status >= 400:
             access.info(
-                '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s',
+                '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s%s',
                 request.remote or "-",
                 request.method,
                 request.path_qs,
@@ -86,6 +86,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
                 fields.get("bytes", body_bytes),
                 duration_ms,
                 f" error={fields['error']}" if "error" in fields else "",
+                f" user={fields['user']}" if "user" in fields else "",
             )
 
 
