@@ -57,6 +57,22 @@ def test_a_cache_serving_tls_is_advertised_with_https(clean_env: Path) -> None:
     assert doc["mirrors"]["ghcr.io"]["endpoint"] == [f"https://ghcr.io.{DOMAIN}:5000"]
 
 
+def test_registries_with_a_login_for_a_cache_with_htpasswd(clean_env: Path) -> None:
+    (clean_env / "pw").write_text("s3cret\n")
+    result = invoke(
+        "registries", "--domain", DOMAIN, "--login", "node", "--password-file", "pw", "--https"
+    )
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.output)
+    for name in NAMES:  # one configs entry per endpoint, with the login beside the TLS part
+        entry = doc["configs"][f"{name}.{DOMAIN}:5000"]
+        assert entry["auth"] == {"username": "node", "password": "s3cret"}
+    empty = clean_env / "empty"
+    empty.write_text("\n")
+    refused = invoke("registries", "--domain", DOMAIN, "--login", "n", "--password-file", "empty")
+    assert refused.exit_code == 2 and "--password-file is empty" in refused.output
+
+
 def test_registries_without_domain_is_a_clear_error() -> None:
     result = invoke("registries")
     assert isinstance(result.exception, ConfigError)

@@ -122,6 +122,24 @@ def test_apply_dry_run_only_lists_nodes() -> None:
     assert "nothing changed" in result.output
 
 
+def test_apply_with_a_login_installs_it_and_the_dry_run_masks_it(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("n0de-pw\n")
+    login = ["--login", "node", "--password-file", str(secret)]
+    rec = RecordingRunner()
+    result = invoke(rec, "apply", "dev", "--host", "cache.lan", *login)
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(rec.files["k3d-dev-server-0"])
+    auth = doc["configs"]["cache.lan:5000"]["auth"]
+    assert auth == {"username": "node", "password": "n0de-pw"}
+    assert "n0de-pw" not in result.output
+    dry = invoke(RecordingRunner(), "apply", "dev", "--dry-run", "--host", "cache.lan", *login)
+    assert dry.exit_code == 0, dry.output
+    assert "n0de-pw" not in dry.output and 'password: "********"' in dry.output
+    alone = invoke(RecordingRunner(), "apply", "dev", "--login", "node")
+    assert alone.exit_code == 2 and "--login and --password-file go together" in alone.output
+
+
 def test_apply_missing_binary() -> None:
     rec = RecordingRunner(missing=["k3d"])
     result = invoke(rec, "apply", "dev", "--host", "cache.lan")

@@ -25,6 +25,7 @@ import click
 from ..clientconfig import (
     Advertise,
     DaemonJsonError,
+    Login,
     merge_daemon_json,
     render_all_hosts_toml,
     render_daemon_json,
@@ -83,6 +84,36 @@ def endpoint_options(func: F) -> F:
     return func
 
 
+def login_options(func: F) -> F:
+    """``--login USER --password-file FILE``: k3s nodes log in to a cache with htpasswd."""
+    func = click.option(
+        "--password-file",
+        type=click.File("r"),
+        default=None,
+        help="File holding --login's password (- for stdin); never a flag, so not in ps.",
+    )(func)
+    return click.option(
+        "--login",
+        metavar="USER",
+        default=None,
+        help="Write configs.<endpoint>.auth for this user (a cache started with --htpasswd).",
+    )(func)
+
+
+def login_from(params: dict[str, Any]) -> Login | None:
+    """The ``Login`` popped from ``params`` (``login_options``), or None."""
+    user = params.pop("login", None)
+    handle = params.pop("password_file", None)
+    if user is None and handle is None:
+        return None
+    if user is None or handle is None:
+        raise click.UsageError("--login and --password-file go together")
+    password = handle.read().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("--password-file is empty")
+    return Login(user, password)
+
+
 def advertise_from(
     settings: Settings,
     params: dict[str, Any],
@@ -134,6 +165,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 @click.command(name="registries")
 @endpoint_options
+@login_options
 @settings_options
 def registries(**params: Any) -> None:
     """Print k3s/k3d registries.yaml (mirrors for every upstream).
@@ -143,9 +175,10 @@ def registries(**params: Any) -> None:
           k3d cluster create dev --registry-config registries.yaml
     k3s:  registry-cache registries > /etc/rancher/k3s/registries.yaml
     """
+    login = login_from(params)
     settings = settings_from(params)
     adv = advertise_from(settings, params, default_style="vhost")
-    click.echo(render_registries_yaml(settings, adv), nl=False)
+    click.echo(render_registries_yaml(settings, adv, login), nl=False)
 
 
 @click.command(name="containerd-hosts")

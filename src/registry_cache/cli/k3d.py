@@ -31,8 +31,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import click
 
-from ..clientconfig import render_registries_yaml
-from .clientconfig import advertise_from, atomic_write, endpoint_options
+from ..clientconfig import Login, render_registries_yaml
+from .clientconfig import advertise_from, atomic_write, endpoint_options, login_from, login_options
 from .main import CliError
 from .options import settings_from, settings_options
 
@@ -160,10 +160,10 @@ def _cluster(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     return value
 
 
-def _registries_text(params: dict[str, Any]) -> str:
+def _registries_text(params: dict[str, Any], login: Login | None) -> str:
     settings = settings_from(params)
     adv = advertise_from(settings, params, default_host=CACHE_CONTAINER)
-    return render_registries_yaml(settings, adv)
+    return render_registries_yaml(settings, adv, login)
 
 
 @click.group(name="k3d")
@@ -175,14 +175,18 @@ def k3d() -> None:
 @click.argument("cluster", callback=_cluster)
 @click.option("--dry-run", is_flag=True, help="Print the commands; change nothing.")
 @endpoint_options
+@login_options
 @settings_options
 @click.pass_context
 def apply(ctx: click.Context, /, cluster: str, dry_run: bool, **params: Any) -> None:
     """Install registries.yaml into every node of CLUSTER and restart it."""
-    text = _registries_text(params)
+    login = login_from(params)
+    shown = dict(params)
+    text = _registries_text(params, login)
     if dry_run:
         click.echo(f"# registries.yaml for k3d cluster {cluster!r}:")
-        click.echo(text, nl=False)
+        # The password is not echoed: the dry run shows where it would go.
+        click.echo(_registries_text(shown, login and login.masked()), nl=False)
     apply_registries(_runner(ctx), cluster, text, dry_run=dry_run)
 
 
@@ -201,6 +205,7 @@ def apply(ctx: click.Context, /, cluster: str, dry_run: bool, **params: Any) -> 
     help="Docker network the cluster joins (the cache's).",
 )
 @endpoint_options
+@login_options
 @settings_options
 def create_args(out: Path, network: str, **params: Any) -> None:
     """Write registries.yaml and print arguments for `k3d cluster create`.
@@ -208,7 +213,7 @@ def create_args(out: Path, network: str, **params: Any) -> None:
     \b
     k3d cluster create dev $(registry-cache k3d create-args)
     """
-    text = _registries_text(params)
+    text = _registries_text(params, login_from(params))
     try:
         atomic_write(out, text)
     except OSError as exc:

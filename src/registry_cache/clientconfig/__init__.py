@@ -10,13 +10,14 @@ from .containerd_hosts import render_all_hosts_toml, render_hosts_toml
 from .docker_daemon import DaemonJsonError, merge_daemon_json, render_daemon_json
 from .endpoints import Advertise, ClientConfigError, Endpoint, endpoints, resolve_advertise
 from .registries_conf import render_registries_conf
-from .registries_yaml import render_registries_yaml
+from .registries_yaml import Login, render_registries_yaml
 
 __all__ = [
     "Advertise",
     "ClientConfigError",
     "DaemonJsonError",
     "Endpoint",
+    "Login",
     "endpoints",
     "merge_daemon_json",
     "render_all_hosts_toml",
