@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from .bench.pullclient import Descriptor, image_blobs, select_platform
 from .bench.refs import ImageRef
-from .bench.registry import BlobSink, PullError, RegistryClient
+from .bench.registry import BlobSink, Credentials, PullError, RegistryClient
+from .clientconfig import Login
 from .config import Settings
 from .digest import Digest
 from .errors import RegistryError, Unavailable
@@ -182,15 +185,20 @@ async def warm_through_cache(
     reporter: Reporter,
     concurrency: int = 3,
     ca_file: Path | None = None,
+    login: Login | None = None,
 ) -> list[WarmResult]:
     """Pull every image through the cache at ``cache_url`` (it fills itself).
 
-    ``ca_file``: trust this CA for an https cache (a private or self-signed certificate).
+    ``ca_file``: trust this CA for an https cache (a private or self-signed certificate);
+    ``login``: the user to answer the cache's Basic challenge with (``htpasswd``).
     """
     trust: bool | ssl.SSLContext = True
     if ca_file is not None:
         trust = ssl.create_default_context(cafile=str(ca_file))
-    async with RegistryClient(cache_url, verify_tls=trust) as client:
+    credentials = None
+    if login is not None:
+        credentials = Credentials(login.username, SecretStr(login.password))
+    async with RegistryClient(cache_url, verify_tls=trust, credentials=credentials) as client:
 
         def source(image: ImageRef) -> Source:
             upstream = upstream_for(settings, image.registry, strict=False)

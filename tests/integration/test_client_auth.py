@@ -101,6 +101,26 @@ def test_clients_must_log_in(
     assert get(cache, "/v2/", user="alice").status == 200
 
 
+def test_warm_logs_in_to_a_cache_with_htpasswd(
+    upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    pushed = push(upstream.url, "library/seeded", "1", build_image("seeded", layers=2))
+    users = htpasswd_file(tmp_path / "htpasswd", "ops")
+    cache = make_cache("--upstream", f"docker.io={upstream.url}", "--htpasswd", str(users))
+    warm = ["warm", "--cache", cache.url, "library/seeded:1"]
+    anonymous = run_cli(*warm, cwd=tmp_path, timeout=120)
+    assert anonymous.returncode == 1
+    assert all(upstream.blob_gets(d) == 0 for d in pushed.layer_digests)
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    result = run_cli(
+        *warm, "--login", "ops", "--password-file", str(secret), cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert all(cache.blob_path(d).is_file() for d in pushed.layer_digests)
+    assert PASSWORD not in result.stdout + result.stderr
+
+
 def test_a_non_bcrypt_htpasswd_stops_serve(tmp_path: Path) -> None:
     users = htpasswd_file(tmp_path / "htpasswd", "alice", method="-m")  # MD5
     result = run_cli(

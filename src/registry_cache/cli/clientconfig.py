@@ -84,20 +84,22 @@ def endpoint_options(func: F) -> F:
     return func
 
 
-def login_options(func: F) -> F:
-    """``--login USER --password-file FILE``: k3s nodes log in to a cache with htpasswd."""
-    func = click.option(
-        "--password-file",
-        type=click.File("r"),
-        default=None,
-        help="File holding --login's password (- for stdin); never a flag, so not in ps.",
-    )(func)
-    return click.option(
-        "--login",
-        metavar="USER",
-        default=None,
-        help="Write configs.<endpoint>.auth for this user (a cache started with --htpasswd).",
-    )(func)
+K3S_LOGIN_HELP = "Write configs.<endpoint>.auth for this user (a cache started with --htpasswd)."
+
+
+def login_options(help_text: str = K3S_LOGIN_HELP) -> Callable[[F], F]:
+    """``--login USER --password-file FILE``: for a cache whose clients must log in."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--password-file",
+            type=click.File("r"),
+            default=None,
+            help="File holding --login's password (- for stdin); never a flag, so not in ps.",
+        )(func)
+        return click.option("--login", metavar="USER", default=None, help=help_text)(func)
+
+    return decorate
 
 
 def login_from(params: dict[str, Any]) -> Login | None:
@@ -165,7 +167,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 @click.command(name="registries")
 @endpoint_options
-@login_options
+@login_options()
 @settings_options
 def registries(**params: Any) -> None:
     """Print k3s/k3d registries.yaml (mirrors for every upstream).

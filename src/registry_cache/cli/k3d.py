@@ -175,7 +175,7 @@ def k3d() -> None:
 @click.argument("cluster", callback=_cluster)
 @click.option("--dry-run", is_flag=True, help="Print the commands; change nothing.")
 @endpoint_options
-@login_options
+@login_options()
 @settings_options
 @click.pass_context
 def apply(ctx: click.Context, /, cluster: str, dry_run: bool, **params: Any) -> None:
@@ -205,7 +205,7 @@ def apply(ctx: click.Context, /, cluster: str, dry_run: bool, **params: Any) -> 
     help="Docker network the cluster joins (the cache's).",
 )
 @endpoint_options
-@login_options
+@login_options()
 @settings_options
 def create_args(out: Path, network: str, **params: Any) -> None:
     """Write registries.yaml and print arguments for `k3d cluster create`.

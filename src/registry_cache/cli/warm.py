@@ -32,6 +32,7 @@ from ..bench.pullclient import DEFAULT_PLATFORM, parse_platform
 from ..bench.refs import ImageRef, RefError, base_url, parse_image
 from ..units import format_duration, format_size
 from ..warming import WarmResult, read_image_list, warm_directly, warm_through_cache
+from .clientconfig import login_from, login_options
 from .common import console, json_option
 from .main import CliError
 from .options import settings_from, settings_options
@@ -84,6 +85,7 @@ class _Bars:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Trust this CA for an https --cache (a private or self-signed certificate).",
 )
+@login_options("Log in to --cache as this user (a cache started with --htpasswd).")
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 32),
@@ -119,6 +121,9 @@ def warm(  # noqa: PLR0917 - one parameter per click option
         raise click.UsageError("no images given (arguments or -f FILE)")
     if ca_file is not None and not (cache_url or "").startswith("https://"):
         raise click.UsageError("--ca-file is for an https:// --cache")
+    login = login_from(params)
+    if login is not None and cache_url is None:
+        raise click.UsageError("--login is for a --cache")
     try:
         refs = list(dict.fromkeys(parse_image(n) for n in names))
         url = base_url(cache_url) if cache_url else None
@@ -145,6 +150,7 @@ def warm(  # noqa: PLR0917 - one parameter per click option
                 reporter=bars,
                 concurrency=concurrency,
                 ca_file=ca_file,
+                login=login,
             )
         else:
             run = warm_directly(
