@@ -81,9 +81,12 @@ class Dockerd(HostsDaemon):
     stop_grace = 15.0
     poll_interval = 0.1
 
-    def __init__(self, daemon_json: Path, hosts_file: Path) -> None:
+    def __init__(self, daemon_json: Path, hosts_file: Path, docker_etc: Path | None = None) -> None:
         super().__init__(hosts_file)
         self.daemon_json = daemon_json
+        # Bind-mounted over /etc/docker inside the daemon's own mount namespace, e.g. to
+        # hold certs.d/<host:port>/ca.crt (dockerd reads registry CAs only from there).
+        self.docker_etc = docker_etc
 
     @property
     def socket_path(self) -> Path:
@@ -94,6 +97,12 @@ class Dockerd(HostsDaemon):
         self._path("cli").mkdir()
 
     def argv(self) -> list[str]:
+        if self.docker_etc is not None:
+            bind = 'mount --bind "$1" /etc/docker || exit 125; shift; exec "$@"'
+            return ["sh", "-c", bind, "sh", str(self.docker_etc), *self._dockerd_argv()]
+        return self._dockerd_argv()
+
+    def _dockerd_argv(self) -> list[str]:
         return [
             DOCKERD,
             "--config-file",

@@ -10,6 +10,7 @@ fallback to Docker Hub (after a mirror failure) would fail locally.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from tests.harness.cache import CacheServer
 from tests.harness.cachelog import describe, settled_blob_gets, settled_requests
+from tests.harness.certs import make_tls
 from tests.harness.configcli import config_cli, fetch_config
 from tests.harness.dockerd import Dockerd, dockerd_available
 from tests.harness.images import build_image, push
@@ -92,3 +94,37 @@ def test_docker_pull_goes_through_the_cache(
     upstream = hub.request_log()
     assert upstream and not [e.path for e in upstream if e.user_agent.startswith(CLIENT_AGENT)]
     assert settled_blob_gets(hub, blobs) == dict.fromkeys(blobs, 1)
+
+
+def test_docker_pull_through_a_cache_serving_tls(
+    hub: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    hosts_file: Callable[[Hosts], Path],
+    tmp_path: Path,
+) -> None:
+    """A TLS cache needs no insecure-registries: dockerd trusts it through
+    /etc/docker/certs.d/<host:port>/ca.crt (bound over /etc/docker for this daemon only)."""
+    tls = make_tls(tmp_path / "tls")
+    env = {"REGISTRY_CACHE_TLS_CERT": str(tls.cert), "REGISTRY_CACHE_TLS_KEY": str(tls.key)}
+    cache = make_cache(
+        "--upstream", f"docker.io={hub.url}", "--default-upstream", "docker.io",
+        env=env, ca_file=tls.ca_cert,
+    )  # fmt: skip
+    image = build_image("dockerd-tls", fmt="docker")
+    push(hub.url, "library/secure", "1.0", image)
+    hub.clear_request_log()
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text(config_cli(cache, "docker-daemon"))
+    assert json.loads(daemon_json.read_text()) == {"registry-mirrors": [cache.url]}
+    docker_etc = tmp_path / "etc-docker"
+    (docker_etc / "certs.d" / cache.host_port).mkdir(parents=True)
+    shutil.copy(tls.ca_cert, docker_etc / "certs.d" / cache.host_port / "ca.crt")
+
+    with Dockerd(daemon_json, hosts_file([]), docker_etc=docker_etc) as daemon:
+        out = daemon.docker("pull", "library/secure:1.0").stdout
+        assert f"Digest: {image.digest}" in out, out
+        assert daemon.image_inspect("library/secure:1.0")["Id"] == image.config.digest
+    blobs = {image.config.digest, *image.layer_digests}
+    served = [r for r in settled_requests(cache, blobs) if r.kind == "blobs"]
+    assert {r.digest for r in served} == blobs, describe(served)
+    assert not [e for e in hub.request_log() if e.user_agent.startswith(CLIENT_AGENT)]
