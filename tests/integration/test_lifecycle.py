@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
 from registry_cache.bench.pullclient import PullResult, pull
 from tests.harness.cache import CacheServer, run_cli, safe_upstream_args
@@ -217,6 +218,33 @@ def test_prune_by_repository_then_by_age(
     assert pulled(cache, "reg.test/app/two:1").manifest_digest == two.digest
     assert upstream.blob_gets(two.layer_digests[0]) == gets + 1
     assert cache_cmd(cache, "verify").returncode == 0
+
+
+def test_prune_reaches_a_running_server(
+    upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer]
+) -> None:
+    """After ``prune --repo`` the server forgets that repository's links within its
+    flush interval: a blob still on disk (shared with another repository) is no longer
+    handed out under the pruned name without asking upstream again."""
+    image = build_image("prune-live")
+    push(upstream.url, "app/a", "1", image)
+    push(upstream.url, "app/b", "1", image)
+    cache = make_cache("--upstream", f"reg.test={upstream.url}", "--workers", "2")
+    pulled(cache, "reg.test/app/a:1")
+    pulled(cache, "reg.test/app/b:1")
+    layer = image.layer_digests[0]
+    blob = f"{cache.url}/v2/reg.test/app/a/blobs/{layer}"
+    http = urllib3.PoolManager(retries=False)
+    assert http.request("GET", blob).status == 200
+
+    report = cache_json(cache, "prune", "--repo", "reg.test/app/a", "--grace", "0s")
+    assert report["tags"] == ["reg.test/app/a:1"] and report["objects"] == []  # b keeps them
+    asked = upstream.count(None, f"/v2/app/a/blobs/{layer}")
+    deadline = time.monotonic() + 15
+    while upstream.count(None, f"/v2/app/a/blobs/{layer}") == asked:
+        assert time.monotonic() < deadline, "the pruned link is still trusted"
+        assert http.request("GET", blob).status == 200  # both workers: keep asking
+        time.sleep(0.3)
 
 
 def test_warm_through_a_cache_and_directly_then_serve_offline(

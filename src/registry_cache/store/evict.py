@@ -271,6 +271,7 @@ def forget(index: Index, store: FileBlobStore, digests: Sequence[str]) -> None:
                 pass
             db.execute("DELETE FROM objects WHERE digest = ?", (text,))
             db.execute("DELETE FROM tags WHERE digest = ?", (text,))
+        Index.bump_generation(db)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,34 @@ class Index:
         self._tags: Lru[tuple[str, str, str], TagRow] = Lru(1 << 14)
         self._touched: dict[str, float] = {}
         self._pulled: dict[tuple[str, str, str], float] = {}
+        self._generation = self.generation()
+
+    # ----------------------------------------------------- memo invalidation
+
+    @staticmethod
+    def bump_generation(db: sqlite3.Connection) -> None:
+        """Call inside a transaction that deleted rows: every process's memos of
+        tags and links are dropped at its next ``refresh_memos`` (within seconds)."""
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT(key)"
+            " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def generation(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def refresh_memos(self) -> bool:
+        """Forget remembered tags and links if rows were deleted since the last look
+        (``cache prune``/``gc``/``verify`` run as other processes, eviction in others)."""
+        current = self.generation()
+        if current == self._generation:
+            return False
+        self._generation = current
+        self._linked.clear()
+        self._tags.clear()
+        return True
 
     def ping(self) -> None:
         """A query that needs the database file (readiness checks)."""

@@ -338,6 +338,7 @@ def prune(
         removed = remove_objects(layout, store, index, plan.objects, now=now, grace=grace)
         gone = {e.digest for e in removed}
         with index.transaction() as db:
+            Index.bump_generation(db)  # running servers drop their memos of these rows
             for t in plan.tags:  # unless pulled again since we looked
                 db.execute(
                     "DELETE FROM tags WHERE upstream = ? AND repo = ? AND tag = ?"

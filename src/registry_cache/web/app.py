@@ -72,11 +72,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _flush_touches(ctx: ProxyContext) -> None:
-    """Access times are written in batches so hits never wait for a write lock."""
+    """Access times are written in batches so hits never wait for a write lock; the same
+    beat drops remembered tags and links once eviction or ``cache prune``/``gc`` removed
+    rows (``Index.refresh_memos``)."""
     while True:
         await asyncio.sleep(TOUCH_FLUSH_INTERVAL)
         try:
             ctx.index.flush_touches()
+            if ctx.index.refresh_memos():
+                log.info(
+                    "index rows were removed by maintenance: remembered tags and links dropped"
+                )
         except Exception:
             log.exception("could not record access times")
 
