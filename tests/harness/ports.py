@@ -10,7 +10,6 @@ fail with "address already in use" and should retry with a new port.
 from __future__ import annotations
 
 import functools
-import random
 import socket
 import ssl
 import subprocess
@@ -19,26 +18,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
-_PORT_RANGE = (20000, 32000)
-_handed_out: set[int] = set()
+# One implementation for the tests and the benchmark suite (same range, same rules).
+from registry_cache.bench.suite.servers import LOOPBACK, free_port
 
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on ``host`` (127.0.0.1) that is free now and new to this process."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(*_PORT_RANGE)
-        if port in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free port found on 127.0.0.1")
+__all__ = ["LOOPBACK", "free_port", "http_status", "port_is_open", "wait_http"]
 
 
 def port_is_open(port: int, host: str = LOOPBACK) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -43,7 +44,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-def _check(probe: Any) -> str:
+def _check(probe: Callable[[], object]) -> str:
     try:
         probe()
     except Exception as exc:  # the reason goes to the prober, in one line
