@@ -9,6 +9,9 @@
     ├── Unauthorized, Denied      upstream refused the cache's credentials
     ├── TooManyRequests           upstream rate limit (carries retry_after)
     ├── Unavailable               upstream unreachable / timed out / 5xx
+    │   ├── BadGateway            upstream answered something unusable (502)
+    │   ├── IndexUnavailable      the index (SQLite file, PostgreSQL) cannot be reached
+    │   └── StorageUnavailable    a content tier (data directory, bucket) cannot be reached
     └── InsufficientStorage       the data directory is full
     ConfigError                   bad configuration: a one-line CLI message, exit 2
     DigestMismatch                upstream bytes did not match their digest
@@ -114,6 +117,14 @@ class BadGateway(Unavailable):
     """Upstream answered, but with something we cannot use (keeps code UNAVAILABLE)."""
 
     status = 502
+
+
+class IndexUnavailable(Unavailable):
+    """The index cannot be reached; the message names it without credentials."""
+
+
+class StorageUnavailable(Unavailable):
+    """A content tier cannot be read or written (I/O error, bucket down)."""
 
 
 class InsufficientStorage(RegistryError):

@@ -22,8 +22,9 @@ import time
 
 from . import metrics
 from .config import Settings
+from .errors import IndexUnavailable
+from .index import open_index
 from .store.blobs import FileBlobStore
-from .store.index import Index
 from .store.layout import Layout
 from .store.maintenance import clean_leftovers
 from .tls import server_context
@@ -69,14 +70,22 @@ def prepare_data_dir(settings: Settings) -> None:
     layout = Layout(settings.data_dir)
     try:
         layout.create()
-        Index(layout.index).close()
+        asyncio.run(_create_index(settings))
     except OSError as exc:
         raise ServeError(f"data directory {settings.data_dir}: {exc.strerror or exc}") from None
+    except IndexUnavailable as exc:
+        raise ServeError(str(exc)) from None
     # Leftovers of a crash: temp files and partials older than an hour go; younger
     # partials stay to be resumed by the next request for their blob.
     removed, _ = clean_leftovers(layout, FileBlobStore(layout), time.time(), grace=3600.0)
     if removed:
         log.info("removed %d stale temporary/partial file(s)", len(removed))
+
+
+async def _create_index(settings: Settings) -> None:
+    """Create or migrate the index's schema once, before any worker opens it."""
+    index = await open_index(settings)
+    await index.close()
 
 
 async def run_worker(settings: Settings, sock: socket.socket) -> None:

@@ -8,7 +8,7 @@ The source decides where the bytes come from:
   ``/v2/<upstream>/<repo>/...``, with the project's pull client (which verifies
   every digest); the cache fills itself as a side effect.
 - ``DirectSource``: the proxy's own ``ManifestService`` / ``BlobService`` in this
-  process, built from the same Settings as ``serve`` (``web.app.build_context``),
+  process, built from the same Settings as ``serve`` (``proxy.build.build``),
   so the data directory fills exactly as a server would fill it, limits included.
   Safe next to a running server: fills are single-flight across processes.
 
@@ -38,6 +38,7 @@ from .digest import Digest
 from .errors import RegistryError, Unavailable
 from .mediatypes import INDEX_TYPES
 from .routing import route
+from .store.body import GrowingBody
 from .store.fill import Fill, FillFailed
 
 if TYPE_CHECKING:
@@ -218,13 +219,13 @@ async def warm_directly(
     concurrency: int = 3,
 ) -> list[WarmResult]:
     """Fill ``settings.data_dir`` in this process, as the server would (limits included)."""
-    from .proxy.eviction import EvictionTask
-    from .web.app import build_context
+    from .proxy.build import build
     from .web.services import Services
 
-    ctx = build_context(settings)
-    services = Services.build(ctx)
-    evictor = EvictionTask.start(ctx)
+    components = await build(settings)
+    services = Services.build(components.ctx)
+    if components.eviction is not None:
+        components.eviction.start()
 
     def source(image: ImageRef) -> Source:
         upstream = upstream_for(settings, image.registry, strict=True)
@@ -235,11 +236,9 @@ async def warm_directly(
             source, images, platform=platform, reporter=reporter, concurrency=concurrency
         )
     finally:
-        if evictor is not None:
-            await evictor.run_once()
-            await evictor.stop()
-        ctx.executor.shutdown(wait=False, cancel_futures=True)
-        ctx.index.close()  # flushes access times
+        if components.eviction is not None:
+            await components.eviction.run_once()
+        await components.close()  # flushes access times
 
 
 # ----------------------------------------------------------------- sources
@@ -292,30 +291,29 @@ class DirectSource:
     async def blob(self, desc: Descriptor, on_bytes: OnBytes) -> None:
         digest = Digest.parse(desc.digest)
         answer = await self.services.blobs.get(self.route, digest)
-        if answer.size is not None and answer.size != desc.size:
-            if answer.fill is not None:
-                answer.fill.detach()
-            raise WarmError(f"blob {digest}: size {answer.size}, manifest says {desc.size}")
-        if answer.local is not None:
-            on_bytes(answer.local.size)
-            return
-        reader = answer.fill
-        assert reader is not None  # neither local nor a fill: BlobService never answers so
+        body = answer.body
+        assert body is not None
         try:
-            pos, size = 0, answer.size or 0
+            if answer.size is not None and answer.size != desc.size:
+                raise WarmError(f"blob {digest}: size {answer.size}, manifest says {desc.size}")
+            if not isinstance(body, GrowingBody):
+                on_bytes(body.size)
+                return
+            reader = body.source
+            pos, size = 0, body.size
             while pos < size:  # a local fill releases the last byte once verified,
                 end = await reader.readable(pos)  # a remote one once committed
                 on_bytes(end - pos)
                 pos = end
             if isinstance(reader, Fill):
-                await asyncio.shield(reader.finished)  # committed and indexed
+                await asyncio.shield(reader.finished)  # committed
                 if reader.error is not None:
                     raise reader.error
         except FillFailed as failed:
             raise failed.error from None
         finally:
-            reader.detach()
-        if self.services.ctx.store.stat(digest) is None:
+            await body.close()
+        if await self.services.ctx.store.stat(digest) is None:
             raise Unavailable(f"blob {digest} was not stored")
 
 

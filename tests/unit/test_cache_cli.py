@@ -3,22 +3,26 @@ maintenance operations and the CLI on a real (small) data directory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from registry_cache.cli.main import main
 from registry_cache.digest import Digest
+from registry_cache.index.base import ObjectRow, TagEntry
+from registry_cache.index.front import IndexFront
+from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.store.blobs import FileBlobStore
-from registry_cache.store.index import Index, ObjectRow
 from registry_cache.store.inventory import (
     FileInfo,
     Refs,
     Snapshot,
-    TagEntry,
     images,
     plan_gc,
     plan_prune,
@@ -159,22 +163,30 @@ def test_plan_prune_by_age_and_both() -> None:
 # ------------------------------------------------------- real data directory
 
 
-def _data(tmp_path: Path) -> tuple[Layout, FileBlobStore, Index]:
+Data = tuple[Layout, FileBlobStore, IndexFront]
+
+
+@pytest.fixture
+async def data(tmp_path: Path) -> AsyncIterator[Data]:
     layout = Layout(tmp_path / "data")
     layout.create()
-    return layout, FileBlobStore(layout), Index(layout.index)
+    index = IndexFront(await SqliteIndex.open(layout.index))
+    yield layout, FileBlobStore(layout), index
+    await index.index.close()
 
 
-def _age(layout: Layout, index: Index, digest: Digest, seconds: float) -> None:
+def _age(layout: Layout, digest: Digest, seconds: float) -> None:
+    """Make an object look untouched for ``seconds`` (file and rows)."""
     then = time.time() - seconds
     os.utime(layout.blob(digest), (then, then))
-    with index.transaction() as db:
+    with sqlite3.connect(layout.index) as db:
         db.execute("UPDATE objects SET last_access = ? WHERE digest = ?", (then, str(digest)))
         db.execute("UPDATE tags SET last_pulled = ? WHERE digest = ?", (then, str(digest)))
 
 
-def _image(layout: Layout, store: FileBlobStore, index: Index, seed: str) -> dict[str, Digest]:
+async def _image(data: Data, seed: str) -> dict[str, Digest]:
     """A small image (manifest, config, one layer) stored and tagged like the proxy does."""
+    _, store, index = data
     layer, config = f"layer {seed}".encode() * 50, f'{{"seed": "{seed}"}}'.encode()
     manifest = json.dumps(
         {
@@ -191,34 +203,48 @@ def _image(layout: Layout, store: FileBlobStore, index: Index, seed: str) -> dic
         ("manifest", manifest, OCI_MANIFEST),
     ):
         digest = Digest.of(body)
-        store.put(digest, body)
-        index.add_object(str(digest), len(body), media)
-        index.link("reg.test", seed, [str(digest)])
+        await store.put(digest, body)
+        await index.add_object(str(digest), len(body), media)
+        await index.link("reg.test", seed, [str(digest)])
         out[name] = digest
-    index.set_tag("reg.test", seed, "1", str(out["manifest"]))
+    await index.set_tag("reg.test", seed, "1", str(out["manifest"]))
     return out
 
 
-def test_verify_quarantines_corrupt_objects_and_drops_rows(tmp_path: Path) -> None:
-    layout, store, index = _data(tmp_path)
-    one = _image(layout, store, index, "one")
+async def test_verify_quarantines_corrupt_objects_and_drops_rows(data: Data) -> None:
+    layout, store, index = data
+    one = await _image(data, "one")
     path = layout.blob(one["layer"])
-    data = bytearray(path.read_bytes())
-    data[10] ^= 0xFF
-    path.write_bytes(bytes(data))
-    report = verify(layout, store, index)
+    damaged = bytearray(path.read_bytes())
+    damaged[10] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    report = await verify(store, index)
     assert report.corrupt == (str(one["layer"]),) and not report.ok
-    assert layout.quarantined(one["layer"]).exists() and store.stat(one["layer"]) is None
-    assert index.get_object(str(one["layer"])) is None
-    again = verify(layout, store, index)
+    assert layout.quarantined(one["layer"]).exists() and await store.stat(one["layer"]) is None
+    assert await index.get_object(str(one["layer"])) is None
+    again = await verify(store, index)
     assert again.ok and again.checked == 2
 
 
-def test_gc_removes_orphans_stale_partials_and_tmp_files(tmp_path: Path) -> None:
-    layout, store, index = _data(tmp_path)
-    kept = _image(layout, store, index, "kept")
+async def test_verify_hashes_in_parallel_and_reports_progress(data: Data) -> None:
+    _, store, index = data
+    images_ = [await _image(data, f"img{i}") for i in range(4)]
+    seen: list[int] = []
+    totals_seen: list[int] = []
+    report = await verify(
+        store, index, on_bytes=seen.append, on_total=totals_seen.append, parallel=3
+    )
+    sizes = [await store.stat(d) for image in images_ for d in image.values()]
+    expected = sum(size or 0 for size in sizes)
+    assert report.ok and report.checked == 12
+    assert totals_seen == [expected] and sum(seen) == expected == report.bytes
+
+
+async def test_gc_removes_orphans_stale_partials_and_tmp_files(data: Data) -> None:
+    layout, store, index = data
+    kept = await _image(data, "kept")
     orphan = Digest.of(b"nobody wants me")
-    store.put(orphan, b"nobody wants me")
+    await store.put(orphan, b"nobody wants me")
     stray = Digest.of(b"x" * 10)  # referenced by nothing in the index yet: an orphan too
     partial = layout.partial(Digest.of(b"never finished"))
     partial.write_bytes(b"half")
@@ -229,39 +255,41 @@ def test_gc_removes_orphans_stale_partials_and_tmp_files(tmp_path: Path) -> None
         os.utime(path, (then, then))
     fresh_partial = layout.partial(stray)
     fresh_partial.write_bytes(b"new")
-    dry = collect_garbage(layout, store, index, grace=3600, dry_run=True)
-    assert dry.orphans == (str(orphan),) and store.stat(orphan) is not None
-    report = collect_garbage(layout, store, index, grace=3600)
-    assert report.orphans == (str(orphan),) and store.stat(orphan) is None
+    dry = await collect_garbage(store, index, grace=3600, dry_run=True)
+    assert dry.orphans == (str(orphan),) and await store.stat(orphan) is not None
+    report = await collect_garbage(store, index, grace=3600)
+    assert report.orphans == (str(orphan),) and await store.stat(orphan) is None
     assert not partial.exists() and not leftover.exists() and fresh_partial.exists()
-    assert all(store.stat(d) is not None for d in kept.values())
-    assert verify(layout, store, index).ok
+    assert all([await store.stat(d) is not None for d in kept.values()])
+    assert (await verify(store, index)).ok
 
 
-def test_gc_adopts_a_referenced_file_without_a_row(tmp_path: Path) -> None:
-    layout, store, index = _data(tmp_path)
-    one = _image(layout, store, index, "one")
-    index.remove_objects([str(one["manifest"]), str(one["layer"])])
+async def test_gc_adopts_a_referenced_file_without_a_row(data: Data) -> None:
+    layout, store, index = data
+    one = await _image(data, "one")
+    await index.index.forget([str(one["manifest"]), str(one["layer"])])
+    await index.set_tag("reg.test", "one", "1", str(one["manifest"]))  # forget dropped it
     for digest in one.values():
-        _age(layout, index, digest, 7200)
-    report = collect_garbage(layout, store, index, grace=3600)
+        _age(layout, digest, 7200)
+    report = await collect_garbage(store, index, grace=3600)
     assert sorted(report.adopted) == sorted([str(one["manifest"]), str(one["layer"])])
-    adopted = index.get_object(str(one["manifest"]))
+    adopted = await index.get_object(str(one["manifest"]))
     assert adopted is not None and adopted.media_type == OCI_MANIFEST
 
 
-def test_prune_by_repo_and_age(tmp_path: Path) -> None:
-    layout, store, index = _data(tmp_path)
-    one, two = _image(layout, store, index, "one"), _image(layout, store, index, "two")
+async def test_prune_by_repo_and_age(data: Data) -> None:
+    layout, store, index = data
+    one, two = await _image(data, "one"), await _image(data, "two")
     for digest in (*one.values(), *two.values()):
-        _age(layout, index, digest, 7200)
-    report = prune(layout, store, index, older_than=None, patterns=["reg.test/one"], grace=60)
+        _age(layout, digest, 7200)
+    report = await prune(store, index, older_than=None, patterns=["reg.test/one"], grace=60)
     assert {e.digest for e in report.removed} == {str(d) for d in one.values()}
-    assert index.get_tag("reg.test", "one", "1") is None and index.links_of("reg.test", "one") == []
-    assert all(store.stat(d) is not None for d in two.values())
-    report = prune(layout, store, index, older_than=3600, patterns=(), grace=60)
+    assert await index.index.get_tag("reg.test", "one", "1") is None
+    assert await index.index.links_of("reg.test", "one") == []
+    assert all([await store.stat(d) is not None for d in two.values()])
+    report = await prune(store, index, older_than=3600, patterns=(), grace=60)
     assert {e.digest for e in report.removed} == {str(d) for d in two.values()}
-    assert index.all_tags() == []
+    assert await index.index.all_tags() == []
 
 
 # ------------------------------------------------------------------ the CLI
@@ -278,9 +306,17 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 
 
 def test_cli_ls_du_verify_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    layout, store, index = _data(tmp_path)
-    one = _image(layout, store, index, "one")
-    index.close()
+    layout = Layout(tmp_path / "data")
+    layout.create()
+
+    async def prepare() -> dict[str, Digest]:
+        index = IndexFront(await SqliteIndex.open(layout.index))
+        try:
+            return await _image((layout, FileBlobStore(layout), index), "one")
+        finally:
+            await index.index.close()
+
+    one = asyncio.run(prepare())
     where = ["--data-dir", str(layout.root)]
     code, out, _ = _cli(capsys, "cache", "ls", *where, "--json")
     listed = json.loads(out)["images"]

@@ -13,12 +13,22 @@ from urllib3.exceptions import ProtocolError
 
 from registry_cache.digest import Digest
 from registry_cache.errors import DigestMismatch
+from registry_cache.index.front import IndexFront
+from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.store.blobs import FileBlobStore
-from registry_cache.store.fill import HOLDBACK, FillFailed, FillManager, FillReader, RemoteFill
+from registry_cache.store.fill import (
+    HOLDBACK,
+    FillFailed,
+    FillReader,
+    LocalFills,
+    Origin,
+    RemoteFill,
+)
 from registry_cache.store.layout import Layout
 
 DATA = os.urandom(3 * (1 << 20) + 12345)
 DIGEST = Digest("sha256", hashlib.sha256(DATA).hexdigest())
+ORIGIN = Origin("docker.io", "library/test")
 
 
 class FakeSource:
@@ -71,10 +81,11 @@ class Opener:
         return FakeSource(self.data, offset, break_after=break_after, **self.kwargs)  # type: ignore[arg-type]
 
 
-def manager(tmp_path: Path) -> FillManager:
+async def manager(tmp_path: Path) -> LocalFills:
     layout = Layout(tmp_path)
     layout.create()
-    return FillManager(layout, FileBlobStore(layout))
+    index = IndexFront(await SqliteIndex.open(layout.index))
+    return LocalFills(FileBlobStore(layout), index)
 
 
 async def read_all(reader: FillReader) -> bytes:
@@ -92,17 +103,17 @@ async def read_all(reader: FillReader) -> bytes:
     return bytes(out)
 
 
-async def fills_finished(fills: FillManager) -> None:
+async def fills_finished(fills: LocalFills) -> None:
     for fill in list(fills.fills.values()):
         await fill.finished
 
 
 async def test_one_fill_many_readers(tmp_path: Path) -> None:
-    fills = manager(tmp_path)
+    fills = await manager(tmp_path)
     opener = Opener()
     results = []
     for _ in range(8):
-        joined = fills.join_or_start(DIGEST, opener)
+        joined = await fills.join_or_start(DIGEST, ORIGIN, opener)
         assert joined is not None
         results.append(joined)
     assert [started for _, started in results] == [True] + [False] * 7
@@ -110,15 +121,15 @@ async def test_one_fill_many_readers(tmp_path: Path) -> None:
     assert all(body == DATA for body in bodies)
     assert opener.offsets == [0]  # exactly one upstream fetch
     await asyncio.sleep(0.05)
-    assert fills.store.stat(DIGEST) == len(DATA)
+    assert fills.store.stat_now(DIGEST) == len(DATA)
     assert not fills.layout.partial(DIGEST).exists()
 
 
 async def test_break_midway_resumes_with_range(tmp_path: Path) -> None:
-    fills = manager(tmp_path)
+    fills = await manager(tmp_path)
     opener = Opener()
     opener.breaks_left = 2
-    joined = fills.join_or_start(DIGEST, opener)
+    joined = await fills.join_or_start(DIGEST, ORIGIN, opener)
     assert joined is not None
     assert await read_all(joined[0]) == DATA
     assert opener.offsets[0] == 0 and len(opener.offsets) == 3
@@ -127,20 +138,20 @@ async def test_break_midway_resumes_with_range(tmp_path: Path) -> None:
 
 
 async def test_upstream_ignoring_range_is_skipped(tmp_path: Path) -> None:
-    fills = manager(tmp_path)
+    fills = await manager(tmp_path)
     opener = Opener(honour_range=False)
     opener.breaks_left = 1
-    joined = fills.join_or_start(DIGEST, opener)
+    joined = await fills.join_or_start(DIGEST, ORIGIN, opener)
     assert joined is not None
     assert await read_all(joined[0]) == DATA
     await fills_finished(fills)
 
 
 async def test_digest_mismatch_never_releases_the_last_byte(tmp_path: Path) -> None:
-    fills = manager(tmp_path)
+    fills = await manager(tmp_path)
     bad = bytearray(DATA)
     bad[-1] ^= 0xFF
-    joined = fills.join_or_start(DIGEST, Opener(data=bytes(bad)))
+    joined = await fills.join_or_start(DIGEST, ORIGIN, Opener(data=bytes(bad)))
     assert joined is not None
     reader = joined[0]
     size = len(DATA)
@@ -154,15 +165,15 @@ async def test_digest_mismatch_never_releases_the_last_byte(tmp_path: Path) -> N
     assert isinstance(info.value.error, DigestMismatch)
     assert got <= size - HOLDBACK
     await asyncio.sleep(0.05)
-    assert fills.store.stat(DIGEST) is None
+    assert fills.store.stat_now(DIGEST) is None
     assert not fills.layout.partial(DIGEST).exists()
 
 
 async def test_crash_leftover_is_rehashed_and_resumed(tmp_path: Path) -> None:
-    fills = manager(tmp_path)
+    fills = await manager(tmp_path)
     fills.layout.partial(DIGEST).write_bytes(DATA[: 1 << 20])
     opener = Opener()
-    joined = fills.join_or_start(DIGEST, opener)
+    joined = await fills.join_or_start(DIGEST, ORIGIN, opener)
     assert joined is not None
     assert await read_all(joined[0]) == DATA
     assert opener.offsets == [1 << 20]
@@ -171,12 +182,12 @@ async def test_crash_leftover_is_rehashed_and_resumed(tmp_path: Path) -> None:
 
 async def test_other_process_follows_through_the_file(tmp_path: Path) -> None:
     gate = threading.Event()
-    first = manager(tmp_path)
-    joined = first.join_or_start(DIGEST, Opener(gate=gate))
+    first = await manager(tmp_path)
+    joined = await first.join_or_start(DIGEST, ORIGIN, Opener(gate=gate))
     assert joined is not None and joined[1]
     # A second manager stands in for another worker: flock conflicts per open file.
-    second = FillManager(first.layout, first.store)
-    other = second.join_or_start(DIGEST, Opener())
+    second = LocalFills(first.store, first.index)
+    other = await second.join_or_start(DIGEST, ORIGIN, Opener())
     assert other is not None
     remote, started = other
     assert isinstance(remote, RemoteFill) and not started
@@ -187,6 +198,6 @@ async def test_other_process_follows_through_the_file(tmp_path: Path) -> None:
 
 
 async def test_committed_blob_is_not_refilled(tmp_path: Path) -> None:
-    fills = manager(tmp_path)
-    fills.store.put(DIGEST, DATA)
-    assert fills.join_or_start(DIGEST, Opener()) is None
+    fills = await manager(tmp_path)
+    await fills.store.put(DIGEST, DATA)
+    assert await fills.join_or_start(DIGEST, ORIGIN, Opener()) is None

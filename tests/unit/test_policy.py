@@ -10,8 +10,8 @@ from registry_cache.errors import (
     TooManyRequests,
     Unavailable,
 )
+from registry_cache.index.base import TagRow
 from registry_cache.proxy.policy import TagDecision, serve_stale_on, tag_decision
-from registry_cache.store.index import TagRow
 
 
 def row(checked_at: float) -> TagRow:

@@ -8,23 +8,26 @@ deletions take ``DATA/evict.lock`` like eviction does (see store/maintenance.py)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..config import Settings
+from ..errors import IndexUnavailable
+from ..index import open_index
+from ..index.front import IndexFront
 from ..store.blobs import FileBlobStore
-from ..store.index import Index
 from ..store.inventory import Image, images, load, totals
 from ..store.layout import Layout
 from ..store.maintenance import (
@@ -45,6 +48,7 @@ from .main import CliError
 from .options import settings_from, settings_options
 
 machine_readable = json_option("Machine-readable output.")
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,7 +56,12 @@ class Data:
     settings: Settings
     layout: Layout
     store: FileBlobStore
-    index: Index
+    index: IndexFront
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run one step of the command on the data directory's event loop."""
+        return self.loop.run_until_complete(work)
 
 
 @contextmanager
@@ -67,26 +76,31 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
         raise CliError(f"data directory {layout.root} does not exist")
     if not layout.index.is_file():
         raise CliError(f"{layout.root} is not a cache data directory (no {layout.index.name})")
+    loop = asyncio.new_event_loop()
     try:
-        index = Index(layout.index)
-    except sqlite3.Error as exc:
-        if not read_only:
-            raise CliError(f"cannot open {layout.index}: {exc}") from None
         try:
-            index = Index(layout.index, readonly=True)
-        except sqlite3.Error as again:
-            raise CliError(f"cannot open {layout.index}: {again}") from None
-    try:
-        yield Data(settings, layout, FileBlobStore(layout), index)
-    except MaintenanceBusy as exc:
-        raise CliError(f"busy: {exc}; try again") from None
-    except sqlite3.Error as exc:
-        raise CliError(f"index {layout.index}: {exc}") from None
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise CliError(f"{exc.strerror or exc}{where}") from None
+            raw = loop.run_until_complete(open_index(settings))
+        except (IndexUnavailable, sqlite3.Error) as exc:
+            if not read_only:
+                raise CliError(f"cannot open {layout.index}: {exc}") from None
+            try:
+                raw = loop.run_until_complete(open_index(settings, readonly=True))
+            except (IndexUnavailable, sqlite3.Error) as again:
+                raise CliError(f"cannot open {layout.index}: {again}") from None
+        index = IndexFront(raw)
+        try:
+            yield Data(settings, layout, FileBlobStore(layout), index, loop)
+        except MaintenanceBusy as exc:
+            raise CliError(f"busy: {exc}; try again") from None
+        except (IndexUnavailable, sqlite3.Error) as exc:
+            raise CliError(f"index {layout.index}: {exc}") from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise CliError(f"{exc.strerror or exc}{where}") from None
+        finally:
+            loop.run_until_complete(raw.close())
     finally:
-        index.close()
+        loop.close()
 
 
 def _emit(doc: dict[str, Any]) -> None:
@@ -152,7 +166,7 @@ def _state(image: Image) -> str:
 def ls(as_json: bool, **params: Any) -> None:
     """Images (tags) per upstream: digest, cached size, last pull."""
     with open_data(params, read_only=True) as data:
-        rows = images(load(data.index, data.store))
+        rows = images(data.run(load(data.index.index, data.store)))
     if as_json:
         _emit({"data_dir": str(data.layout.root), "images": [image_json(i) for i in rows]})
         return
@@ -185,7 +199,7 @@ def ls(as_json: bool, **params: Any) -> None:
 def du(as_json: bool, **params: Any) -> None:
     """Disk usage per upstream, plus shared, unreferenced and in-flight bytes."""
     with open_data(params, read_only=True) as data:
-        snap = load(data.index, data.store)
+        snap = data.run(load(data.index.index, data.store))
         files = scan_files(data.layout)
         settings = data.settings
     sums = totals(snap)
@@ -270,12 +284,13 @@ def verify(as_json: bool, **params: Any) -> None:
         )
         with Progress(*columns, console=out, transient=True, disable=not out.is_terminal) as bar:
             task = bar.add_task("verify", total=None)
-            report = verify_data(
-                data.layout,
-                data.store,
-                data.index,
-                on_total=lambda total: bar.update(task, total=total),
-                on_bytes=lambda n: bar.advance(task, n),
+            report = data.run(
+                verify_data(
+                    data.store,
+                    data.index,
+                    on_total=lambda total: bar.update(task, total=total),
+                    on_bytes=lambda n: bar.advance(task, n),
+                )
             )
         quarantine = data.layout.quarantine
     if as_json:
@@ -322,9 +337,7 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
     """Remove orphans, stale partials and temporary files; index stray verified files."""
     seconds = _duration(grace, "--grace") or 0.0
     with open_data(params) as data:
-        report = collect_garbage(
-            data.layout, data.store, data.index, grace=seconds, dry_run=dry_run
-        )
+        report = data.run(collect_garbage(data.store, data.index, grace=seconds, dry_run=dry_run))
     if as_json:
         _emit(
             {
@@ -388,14 +401,15 @@ def prune(
     age = _duration(older_than, "--older-than")
     with open_data(params) as data:
         pin = _duration(grace, "--grace")
-        report = prune_data(
-            data.layout,
-            data.store,
-            data.index,
-            older_than=age,
-            patterns=patterns,
-            grace=data.settings.evict_grace if pin is None else pin,
-            dry_run=dry_run,
+        report = data.run(
+            prune_data(
+                data.store,
+                data.index,
+                older_than=age,
+                patterns=patterns,
+                grace=data.settings.evict_grace if pin is None else pin,
+                dry_run=dry_run,
+            )
         )
     if as_json:
         _emit(

@@ -1,108 +1,113 @@
 """Blobs: local first, else one shared fill per digest that every client tails.
 
-Returns either a committed file (zero-copy hit) or a ``FillReader`` (a growing
-file); the web layer streams both with ``sendfile``.
+Knows nothing of HTTP: an answer carries a cache status, the size and a body
+(``store/body.py``: an open file for a hit, a growing fill for a miss); the web
+layer streams it.
+
+Repository scoping: a blob is served under a repository only if that
+repository's manifest referenced it or it was fetched for it. Otherwise upstream
+is asked first (a HEAD for that repository), whether the bytes are on disk or
+still arriving in a fill another repository started, in this worker or another.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..digest import Digest
 from ..errors import BlobUnknown
 from ..routing import Route
-from ..store.fill import Fill, FillFailed, FillReader
+from ..store.body import Body, GrowingBody
+from ..store.fill import FillFailed, Origin
+from ..upstream.client import BlobStream
 from .context import ProxyContext
 from .policy import CacheStatus
-
-
-@dataclass(frozen=True, slots=True)
-class LocalBlob:
-    path: Path
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
 class BlobAnswer:
     digest: Digest
     status: CacheStatus
-    local: LocalBlob | None = None
-    fill: FillReader | None = None
-    size: int | None = None  # for HEAD answered from upstream metadata
+    size: int | None  # None: upstream did not say (HEAD answered from upstream)
+    body: Body | None = None  # None for HEAD; the receiver closes it
 
 
 class BlobService:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
-        ctx.fills.on_done = self._fill_done
-        self._fill_repos: dict[Digest, tuple[str, str]] = {}
 
     async def head(self, route: Route, digest: Digest) -> BlobAnswer:
         """Size without fetching: local, an in-flight fill, or upstream's HEAD."""
-        local = await self._local(route, digest)
-        if local is not None:
-            return BlobAnswer(digest, CacheStatus.HIT, local=local, size=local.size)
-        fill = self.ctx.fills.local(digest)
-        if fill is not None and fill.size is not None and self._linked(route, digest):
-            return BlobAnswer(digest, CacheStatus.COALESCED, size=fill.size)
+        size = await self.ctx.store.stat(digest)
+        if size is not None:
+            await self._allow(route, digest)
+            self.ctx.index.touch(str(digest))
+            return BlobAnswer(digest, CacheStatus.HIT, size)
+        fill = self.ctx.fills.in_process(digest)
+        if (
+            fill is not None
+            and fill.size is not None
+            and await self._may_follow(route, fill.origin, digest)
+        ):
+            return BlobAnswer(digest, CacheStatus.COALESCED, fill.size)
         client = self.ctx.clients[route.upstream.name]
         size = await self.ctx.call(client.head_blob, route.repository, str(digest))
-        return BlobAnswer(digest, CacheStatus.UPSTREAM, size=size)
+        return BlobAnswer(digest, CacheStatus.UPSTREAM, size)
 
     async def get(self, route: Route, digest: Digest) -> BlobAnswer:
-        local = await self._local(route, digest)
-        if local is not None:
-            return BlobAnswer(digest, CacheStatus.HIT, local=local, size=local.size)
-        if self.ctx.fills.local(digest) is not None and not self._linked(route, digest):
-            await self._confirm(route, digest)
+        hit = await self._hit(route, digest)
+        if hit is not None:
+            return hit
         client = self.ctx.clients[route.upstream.name]
         repo = route.repository
 
-        def opener(offset: int) -> object:
+        def opener(offset: int) -> BlobStream:
             return client.open_blob(repo, str(digest), offset)
 
-        joined = self.ctx.fills.join_or_start(digest, opener)  # type: ignore[arg-type]
+        origin = Origin(route.upstream.name, repo)
+        joined = await self.ctx.fills.join_or_start(digest, origin, opener)
         if joined is None:  # committed while we looked
-            local = await self._local(route, digest)
-            if local is None:
+            hit = await self._hit(route, digest)
+            if hit is None:
                 raise BlobUnknown(f"blob {digest} vanished")
-            return BlobAnswer(digest, CacheStatus.HIT, local=local, size=local.size)
+            return hit
         reader, started = joined
-        if started:
-            self._fill_repos[digest] = (route.upstream.name, repo)
         try:
             size = await reader.wait_size()
+            if not started and not await self._may_follow(route, reader.origin, digest):
+                await self._confirm(route, digest)
         except BaseException as exc:
             reader.detach()
             if isinstance(exc, FillFailed):
                 raise exc.error from None
             raise
         status = CacheStatus.MISS if started else CacheStatus.COALESCED
-        return BlobAnswer(digest, status, fill=reader, size=size)
+        return BlobAnswer(digest, status, size, GrowingBody(reader, size))
 
-    async def _local(self, route: Route, digest: Digest) -> LocalBlob | None:
-        size = self.ctx.store.stat(digest)
-        if size is None:
+    async def _hit(self, route: Route, digest: Digest) -> BlobAnswer | None:
+        body = await self.ctx.store.open(digest)
+        if body is None:
             return None
-        if not self._linked(route, digest):
-            await self._confirm(route, digest)
+        try:
+            await self._allow(route, digest)
+        except BaseException:
+            await body.close()
+            raise
         self.ctx.index.touch(str(digest))
-        return LocalBlob(self.ctx.store.path(digest), size)
+        return BlobAnswer(digest, CacheStatus.HIT, body.size, body)
 
-    def _linked(self, route: Route, digest: Digest) -> bool:
-        return self.ctx.index.is_linked(route.upstream.name, route.repository, str(digest))
+    async def _may_follow(self, route: Route, origin: Origin | None, digest: Digest) -> bool:
+        """Whether this request may read bytes a fill fetched for ``origin``."""
+        if origin == Origin(route.upstream.name, route.repository):
+            return True  # upstream answered this very repository's GET
+        return await self.ctx.index.is_linked(route.upstream.name, route.repository, str(digest))
+
+    async def _allow(self, route: Route, digest: Digest) -> None:
+        if not await self.ctx.index.is_linked(route.upstream.name, route.repository, str(digest)):
+            await self._confirm(route, digest)
 
     async def _confirm(self, route: Route, digest: Digest) -> None:
         """A blob held for another repository is served here only if upstream has it here."""
         client = self.ctx.clients[route.upstream.name]
         await self.ctx.call(client.head_blob, route.repository, str(digest))
-        self.ctx.index.link(route.upstream.name, route.repository, [str(digest)])
-
-    def _fill_done(self, fill: Fill) -> None:
-        where = self._fill_repos.pop(fill.digest, None)
-        if fill.error is not None or not fill.done:
-            return
-        self.ctx.index.add_object(str(fill.digest), fill.written)
-        if where is not None:
-            self.ctx.index.link(where[0], where[1], [str(fill.digest)])
+        await self.ctx.index.link(route.upstream.name, route.repository, [str(digest)])

@@ -4,59 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..config import Settings
-from ..store.blobs import FileBlobStore
-from ..store.fill import FillManager
-from ..store.index import Index
+from ..index.front import IndexFront
+from ..store.blobs import BlobStore
+from ..store.fill import FillCoordinator
 from ..upstream.client import UpstreamClient
+from .memo import ManifestMemo
 
 T = TypeVar("T")
 
 
-class ManifestMemo:
-    """Recently served manifests by digest (immutable, so caching them is always safe)."""
-
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
-        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-        self._bytes = 0
-        self._max = max_bytes
-
-    def get(self, digest: str) -> tuple[bytes, str] | None:
-        item = self._items.get(digest)
-        if item is not None:
-            self._items.move_to_end(digest)
-        return item
-
-    def put(self, digest: str, body: bytes, media_type: str) -> None:
-        if digest in self._items or len(body) > self._max // 4:
-            return
-        self._items[digest] = (body, media_type)
-        self._bytes += len(body)
-        while self._bytes > self._max:
-            _, (old, _) = self._items.popitem(last=False)
-            self._bytes -= len(old)
-
-    def drop(self, digest: str) -> None:
-        item = self._items.pop(digest, None)
-        if item is not None:
-            self._bytes -= len(item[0])
-
-
 @dataclass
 class ProxyContext:
+    """The collaborators of the proxy services (built by ``proxy/build.py``)."""
+
     settings: Settings
-    index: Index
-    store: FileBlobStore
-    fills: FillManager
+    index: IndexFront
+    store: BlobStore
+    fills: FillCoordinator
     clients: dict[str, UpstreamClient]
     executor: ThreadPoolExecutor
-    memo: ManifestMemo = field(default_factory=ManifestMemo)
+    memo: ManifestMemo
 
     async def call(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         """Run a blocking upstream/disk call on the shared thread pool."""

@@ -59,20 +59,20 @@ class ListingService:
         except NameUnknown:
             raise
         except RegistryError as exc:
-            cached = self.ctx.index.list_tags(name, repo)
+            cached = await self.ctx.index.list_tags(name, repo)
             if not cached:
                 raise
             log.warning("tags of %s/%s from cache: upstream failed: %s", name, repo, exc.message)
             tags, more = page(cached, n, last)
             return TagPage(repo, tags, more, CacheStatus.STALE)
 
-    def catalog(
+    async def catalog(
         self, upstream: str | None, n: int | None, last: str | None
     ) -> tuple[list[str], bool]:
         upstreams = self.ctx.settings.upstreams
         repos = [
             (up, repo)
-            for up, repo in self.ctx.index.repositories(upstream)
+            for up, repo in await self.ctx.index.repositories(upstream)
             if up in upstreams and upstreams[up].serves(repo)  # denied ones stay unlisted
         ]
         names = [repo if upstream else f"{up}/{repo}" for up, repo in repos]

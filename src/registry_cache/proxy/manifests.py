@@ -95,15 +95,15 @@ class ManifestService:
 
     async def _by_digest(self, route: Route, digest: Digest) -> ManifestResult:
         name, repo = route.upstream.name, route.repository
-        local = self._local(str(digest))
+        local = await self._local(str(digest))
         if local is not None:
-            if self.ctx.index.is_linked(name, repo, str(digest)):
+            if await self.ctx.index.is_linked(name, repo, str(digest)):
                 self.ctx.index.touch(str(digest))
                 return ManifestResult(local[0], local[1], str(digest), CacheStatus.HIT)
             # Stored for another repository: this one may only see it if upstream agrees.
             client = self.ctx.clients[name]
             await self.ctx.call(client.head_manifest, repo, str(digest))
-            self.ctx.index.link(name, repo, [str(digest)])
+            await self.ctx.index.link(name, repo, [str(digest)])
             return ManifestResult(local[0], local[1], str(digest), CacheStatus.HIT)
         client = self.ctx.clients[name]
         fetched = await self.ctx.call(client.get_manifest, repo, str(digest))
@@ -112,16 +112,15 @@ class ManifestService:
             raise BadGateway(f"upstream {name} sent a manifest that does not match {digest}")
         return await self._store(route, digest, fetched, CacheStatus.MISS)
 
-    def _local(self, digest: str) -> tuple[bytes, str] | None:
+    async def _local(self, digest: str) -> tuple[bytes, str] | None:
         memo = self.ctx.memo.get(digest)
         if memo is not None:
             return memo
-        row = self.ctx.index.get_object(digest)
+        row = await self.ctx.index.get_object(digest)
         if row is None or row.media_type is None:
             return None
-        try:
-            body = self.ctx.store.read(Digest.parse(digest))
-        except FileNotFoundError:
+        body = await self.ctx.store.read(Digest.parse(digest))
+        if body is None:
             return None  # evicted: fetched again by digest
         self.ctx.memo.put(digest, body, row.media_type)
         return body, row.media_type
@@ -131,15 +130,15 @@ class ManifestService:
     ) -> ManifestResult:
         media_type = manifest_media_type(fetched.body, fetched.media_type)
         try:
-            await self.ctx.call(self.ctx.store.put, digest, fetched.body)
+            await self.ctx.store.put(digest, fetched.body)
         except DigestMismatch:
             metrics.digest_mismatch("manifest")
             raise BadGateway(f"manifest {digest} from upstream failed verification") from None
         index = self.ctx.index
-        index.add_object(str(digest), len(fetched.body), media_type)
+        await index.add_object(str(digest), len(fetched.body), media_type)
         blobs, children = referenced_digests(fetched.body)
         # The repository may now see everything its manifest references.
-        index.link(route.upstream.name, route.repository, [str(digest), *blobs, *children])
+        await index.link(route.upstream.name, route.repository, [str(digest), *blobs, *children])
         self.ctx.memo.put(str(digest), fetched.body, media_type)
         return ManifestResult(fetched.body, media_type, str(digest), status)
 
@@ -149,13 +148,14 @@ class ManifestService:
         name, repo = route.upstream.name, route.repository
         index = self.ctx.index
         ttl = self.ctx.settings.ttl_for(route.upstream)
-        row = index.get_tag(name, repo, tag, max_age=ttl)
-        if row is not None and self.ctx.store.stat(Digest.parse(row.digest)) is None:
+        row = await index.get_tag(name, repo, tag, max_age=ttl)
+        if row is not None and await self.ctx.store.stat(Digest.parse(row.digest)) is None:
             # Its manifest was evicted (maybe by another worker, which also dropped the
             # tag): a stat tells, not this process's memory. Forget what it remembers
             # and ask the index itself.
             self.ctx.memo.drop(row.digest)
-            row = index.get_tag(name, repo, tag)
+            index.forget_tag_memo(name, repo, tag)
+            row = await index.get_tag(name, repo, tag)
         now = time.time()
         decision = tag_decision(row, now, ttl)
         if row is not None and decision is TagDecision.FRESH:
@@ -171,7 +171,7 @@ class ManifestService:
         fetched = await self.ctx.call(client.get_manifest, route.repository, tag)
         digest = _verified_digest(fetched, route.upstream.name)
         result = await self._store(route, digest, fetched, CacheStatus.MISS)
-        self.ctx.index.set_tag(route.upstream.name, route.repository, tag, str(digest))
+        await self.ctx.index.set_tag(route.upstream.name, route.repository, tag, str(digest))
         return result
 
     async def _revalidate(self, route: Route, tag: str, cached: str) -> ManifestResult:
@@ -181,7 +181,7 @@ class ManifestService:
             head = await self.ctx.call(client.head_manifest, repo, tag, QUICK)
         except RegistryError as exc:
             if not serve_stale_on(exc):
-                self.ctx.index.delete_tag(name, repo, tag)
+                await self.ctx.index.delete_tag(name, repo, tag)
                 raise
             log.warning(
                 "serving stale %s/%s:%s (%s): upstream revalidation failed: %s",
@@ -198,11 +198,11 @@ class ManifestService:
             # Upstream does not say the digest on HEAD: a GET is the only way to know.
             return await self._fetch_tag(route, tag)
         if head.digest == cached:
-            self.ctx.index.set_tag(name, repo, tag, cached)
+            await self.ctx.index.set_tag(name, repo, tag, cached)
             result = await self._by_digest(route, Digest.parse(cached))
             return _with(result, CacheStatus.REVALIDATED)
         result = await self._by_digest(route, Digest.parse(head.digest))
-        self.ctx.index.set_tag(name, repo, tag, head.digest)
+        await self.ctx.index.set_tag(name, repo, tag, head.digest)
         return _with(result, CacheStatus.MISS)
 
 

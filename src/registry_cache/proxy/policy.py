@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 
 from ..errors import ManifestUnknown, RegistryError
-from ..store.index import TagRow
+from ..index.base import TagRow
 
 
 class CacheStatus(enum.StrEnum):

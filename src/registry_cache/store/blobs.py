@@ -1,70 +1,94 @@
-"""Content-addressed storage of verified bytes.
+"""Content-addressed storage of verified bytes: the ``BlobStore`` contract.
 
-``BlobStore`` is the narrow interface the proxy needs (six methods), so an
-object-store backend can come later; ``FileBlobStore`` is the local one. Every
-write is temp file → hash while writing → verify → fsync → atomic rename → fsync
-dir: a reader can never see a file under ``blobs/`` that is partial or wrong.
+``BlobStore`` is the one way any part of the product reaches blob and manifest
+content. A read hands back a body answer (``store/body.py``), never a path.
+``FileBlobStore`` is the local tier (the data directory); an object store joins it
+behind the same contract. Every write is temp file → hash while writing → verify
+→ fsync → atomic rename → fsync dir: a reader never sees a partial or wrong object.
+
+``tests/contract/test_blobstore_contract.py`` runs one suite over every implementation.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from ..digest import Digest
-from ..errors import DigestMismatch, InsufficientStorage
+from ..errors import DigestMismatch, InsufficientStorage, StorageUnavailable
+from .body import Body, FileBody
 from .layout import Layout
+
+MAX_READ = 8 << 20  # read() is for manifests (upstream caps them at 4 MiB)
+COMMITTED_MODE = 0o444  # see FileBlobStore.commit
 
 
 class BlobStore(Protocol):
-    def stat(self, digest: Digest) -> int | None:
+    def describe(self) -> str:
+        """Where the content lives, for messages (no credentials)."""
+
+    async def stat(self, digest: Digest) -> int | None:
         """Size of a stored object, None when absent."""
 
-    def open(self, digest: Digest) -> BinaryIO:
-        """An open file for reading (and ``sendfile``); FileNotFoundError when absent."""
+    async def open(self, digest: Digest) -> Body | None:
+        """A body answer for the whole object, None when absent. The caller closes it."""
 
-    def read(self, digest: Digest) -> bytes:
-        """Whole object (small things: manifests); FileNotFoundError when absent."""
+    async def read(self, digest: Digest) -> bytes | None:
+        """A whole small object (a manifest), None when absent."""
 
-    def put(self, digest: Digest, data: bytes) -> None:
-        """Verify and store ``data``; DigestMismatch when it does not hash to ``digest``."""
+    async def put(self, digest: Digest, data: bytes) -> None:
+        """Verify and store ``data``: DigestMismatch when it does not hash to ``digest``."""
 
-    def commit(self, digest: Digest, verified_file: Path) -> None:
-        """Publish a file whose content the caller has verified (a finished fill)."""
+    async def delete(self, digest: Digest) -> int:
+        """Remove an object; the bytes freed (0 when absent)."""
 
-    def delete(self, digest: Digest) -> int:
-        """Remove an object; returns the bytes freed (0 when absent)."""
-
-    def walk(self) -> Iterator[tuple[Digest, int]]:
+    def walk(self) -> AsyncIterator[tuple[Digest, int]]:
         """Every stored object with its size."""
+
+    async def check(self) -> None:
+        """Raise StorageUnavailable unless a new object could be stored now (readiness)."""
 
 
 class FileBlobStore:
+    """The data directory. Fills write into it through ``store/fill.py``."""
+
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
 
-    def path(self, digest: Digest) -> Path:
-        return self.layout.blob(digest)
+    def describe(self) -> str:
+        return f"data directory {self.layout.root}"
 
-    def stat(self, digest: Digest) -> int | None:
+    async def stat(self, digest: Digest) -> int | None:
+        return self.stat_now(digest)
+
+    def stat_now(self, digest: Digest) -> int | None:
+        """``stat`` for threads and synchronous callers inside ``store/``."""
         try:
             return os.stat(self.layout.blob_str(digest)).st_size
         except FileNotFoundError:
             return None
 
-    def open(self, digest: Digest) -> BinaryIO:
-        return open(self.layout.blob(digest), "rb")
+    async def open(self, digest: Digest) -> FileBody | None:
+        # Opening a local file is a metadata lookup, not I/O worth a thread hop.
+        return FileBody.open(self.layout.blob_str(digest))
 
-    def read(self, digest: Digest) -> bytes:
-        return self.layout.blob(digest).read_bytes()
+    async def read(self, digest: Digest) -> bytes | None:
+        try:
+            with open(self.layout.blob_str(digest), "rb") as handle:  # noqa: ASYNC230
+                return handle.read(MAX_READ)
+        except FileNotFoundError:
+            return None
 
-    def put(self, digest: Digest, data: bytes) -> None:
+    async def put(self, digest: Digest, data: bytes) -> None:
         if not digest.matches(data):
             raise DigestMismatch(str(digest), str(Digest.of(data, digest.algorithm)), len(data))
+        await asyncio.to_thread(self._write_verified, digest, data)
+
+    def _write_verified(self, digest: Digest, data: bytes) -> None:
         target = self.layout.blob(digest)
         if target.exists():
             return
@@ -77,21 +101,27 @@ class FileBlobStore:
                 os.fsync(handle.fileno())
         except OSError as exc:
             tmp.unlink(missing_ok=True)  # a half-written temp file would hold the space
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage("no space left in the cache's data directory") from None
-            raise
-        self._publish(tmp, target)
+            raise storage_error(exc, self.describe()) from None
+        self.commit(digest, tmp)
 
     def commit(self, digest: Digest, verified_file: Path) -> None:
-        self._publish(verified_file, self.layout.blob(digest))
+        """Publish a file whose content the caller verified (a finished fill). Sync.
 
-    def _publish(self, source: Path, target: Path) -> None:
+        Verified content is read-only (0444): besides saying "immutable", that is how
+        followers of a fill in other workers tell, through their own descriptor, that
+        the inode they stream was committed, even if eviction unlinked it since.
+        """
+        target = self.layout.blob(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+        os.chmod(verified_file, COMMITTED_MODE)
+        os.replace(verified_file, target)
         _fsync_dir(target.parent)
 
-    def delete(self, digest: Digest) -> int:
-        target = self.layout.blob(digest)
+    async def delete(self, digest: Digest) -> int:
+        return self.delete_now(digest)
+
+    def delete_now(self, digest: Digest) -> int:
+        target = self.layout.blob_str(digest)
         try:
             size = os.stat(target).st_size
             os.unlink(target)
@@ -99,18 +129,66 @@ class FileBlobStore:
             return 0
         return size
 
-    def walk(self) -> Iterator[tuple[Digest, int]]:
+    async def walk(self) -> AsyncIterator[tuple[Digest, int]]:
+        # One fan-out directory per thread hop: a million files never block the loop.
+        for fan in await asyncio.to_thread(self._fans):
+            for item in await asyncio.to_thread(_scan_list, fan):
+                yield item
+
+    def walk_now(self) -> Iterator[tuple[Digest, int]]:
+        for fan in self._fans():
+            yield from _scan(fan)
+
+    def _fans(self) -> list[Path]:
         root = self.layout.blobs
         if not root.is_dir():
-            return
-        for algorithm in sorted(root.iterdir()):
-            for fan in sorted(algorithm.iterdir()) if algorithm.is_dir() else ():
-                for entry in os.scandir(fan):
-                    digest = Layout.digest_of_blob_path(Path(entry.path))
-                    if digest is None:
-                        continue
-                    with contextlib.suppress(FileNotFoundError):
-                        yield digest, entry.stat().st_size
+            return []
+        return [
+            fan
+            for algorithm in sorted(root.iterdir())
+            if algorithm.is_dir()
+            for fan in sorted(algorithm.iterdir())
+        ]
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self._check_now)
+
+    def _check_now(self) -> None:
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.layout.tmp, prefix=".ready-"):
+                pass
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"{self.describe()} does not take new files: {exc.strerror or exc}"
+            ) from None
+
+
+def storage_error(exc: OSError, where: str) -> Exception:
+    """A full disk is a 507; any other I/O error a 503 naming the tier."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(f"no space left in the cache's {where}")
+    return StorageUnavailable(f"{where}: {exc.strerror or exc}")
+
+
+def _scan(fan: Path) -> Iterator[tuple[Digest, int]]:
+    try:
+        entries = list(os.scandir(fan))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        digest = Layout.digest_of_blob_path(Path(entry.path))
+        if digest is None:
+            continue
+        try:
+            yield digest, entry.stat().st_size
+        except FileNotFoundError:
+            continue
+
+
+def _scan_list(fan: Path) -> list[tuple[Digest, int]]:
+    return list(_scan(fan))
 
 
 def _fsync_dir(path: Path) -> None:

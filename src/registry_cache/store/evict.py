@@ -1,8 +1,9 @@
 """Bounded disk: least-recently-used eviction of whole objects (blobs and manifests).
 
 Planning is pure (``bytes_over``, ``need_bytes``, ``plan``: numbers in, a list of
-victims out) and unit-tested without I/O; ``remove_objects`` executes a plan and
-``Evictor`` ties measuring, planning and executing together for the server.
+victims out) and unit-tested without I/O; ``Evictor`` measures, walks the index in
+LRU order one page at a time (memory stays flat however many objects there are),
+deletes files, then their rows in short batches.
 
 Watermarks
     A limit (``max_size`` bytes, or ``max_disk_percent`` of the file system holding
@@ -14,23 +15,19 @@ Watermarks
     flight (their ``fills/*.size`` notes), so a fill makes room *before* its bytes
     arrive. ``max_age`` evicts every object not accessed for that long.
 
-Pinning (never evicted)
+The cap is a bound
+    Victims are taken least recently used first, recently used ones included when
+    nothing older is left: the data directory stays within the cap apart from what
+    fills in flight still have to write. Never evicted:
+
     - a digest with anything under ``fills/`` (a fill in flight in any worker, or a
-      partial waiting to be resumed): its file is being written or about to be.
-      Checked by name, never by probing the lock: a probe could make a worker that
-      is just starting that fill believe another worker owns it.
-    - an object accessed (index ``last_access``) or written (file ``mtime``) less
-      than ``grace`` seconds ago (``evict_grace``, 30 s). A hit is sent from a file
-      descriptor opened right after its ``stat``, and Linux keeps an unlinked inode
-      readable for whoever has it open, so only that instant needs protecting (a
-      request that loses that microsecond race fails once, and its retry refetches).
-      The evicting worker's batched access times are flushed before planning
-      (``Evictor.prepare``); other workers' are up to their flush interval (5 s)
-      late, so a blob another worker hit within that time may still be chosen: its
-      response is unharmed, the LRU order is merely off for it.
-      The ``mtime`` rule protects fills just committed: followers in other workers
-      confirm the commit by inode, and only then stop needing the path.
-    Because of pinning the limit can be exceeded by what arrived within ``grace``.
+      partial waiting to be resumed). Checked by name, never by probing the lock:
+      a probe could make a worker that is just starting that fill believe another
+      worker owns it;
+    - a blob being served: every open ``FileBody`` holds a shared ``flock`` on its
+      file and eviction's non-blocking exclusive ``flock`` fails on it, in any worker.
+      (Followers of a fill read their own descriptor of the inode, so unlinking it
+      under them is harmless: they tell a commit by the file's read-only mode.)
 
 Consistency
     Files are deleted first, then their index rows (and tags naming an evicted
@@ -46,22 +43,22 @@ Cross-worker
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import math
 import os
-import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from .. import metrics
 from ..config import Settings
 from ..digest import Digest
 from ..errors import RegistryError
+from ..index.front import IndexFront
 from .blobs import FileBlobStore
-from .index import Index
 from .inflight import incoming
 from .layout import Layout
 
@@ -69,10 +66,10 @@ log = logging.getLogger("registry_cache.evict")
 
 HIGH_WATERMARK = 0.95
 LOW_WATERMARK = 0.90
-DEFAULT_GRACE = 30.0
 LOCK_WAIT = 2.0  # a fill waits this long for another process's eviction, then goes on
 HEADROOM = 64 << 20  # kept free beside a blob being filled (manifests, the index, notes)
-AGE_INTERVAL = 60.0  # max_age alone needs a full scan of the index at most this often
+AGE_INTERVAL = 60.0  # max_age alone needs a walk of the index at most this often
+PAGE = 1000  # index rows per LRU page
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +151,11 @@ def plan(
     *,
     now: float,
     pinned: Collection[str] = frozenset(),
-    grace: float = DEFAULT_GRACE,
     max_age: float | None = None,
 ) -> Plan:
     """Least recently used first until ``need`` bytes, plus everything older than ``max_age``.
 
-    Pinned digests and objects accessed within ``grace`` are never chosen.
+    Pinned digests are never chosen; recently used ones are, when nothing older is left.
     """
     cutoff = now - max_age if max_age else None
     victims: list[Entry] = []
@@ -168,7 +164,7 @@ def plan(
         expired = cutoff is not None and entry.last_access < cutoff
         if freed >= need and not expired:
             break  # sorted by access time: nothing later is expired either
-        if entry.digest in pinned or entry.last_access > now - grace:
+        if entry.digest in pinned:
             continue
         victims.append(entry)
         freed += entry.size
@@ -192,18 +188,19 @@ def in_flight(layout: Layout) -> set[str]:
     return digests
 
 
-def measure(layout: Layout, index: Index, *, disk: bool = False) -> Usage:
-    pending = incoming(layout)
+async def measure(layout: Layout, index: IndexFront, *, disk: bool = False) -> Usage:
+    pending = await asyncio.to_thread(incoming, layout)
     used = total = None
     if disk:
         st = os.statvfs(layout.root)
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
         total = used + st.f_bavail * st.f_frsize
-    return Usage(index.total_size(), pending.announced, pending.unwritten, used, total)
+    stored = await index.index.total_size()
+    return Usage(stored, pending.announced, pending.unwritten, used, total)
 
 
-@contextmanager
-def evict_lock(layout: Layout, wait: float = 0.0) -> Iterator[bool]:
+@asynccontextmanager
+async def evict_lock(layout: Layout, wait: float = 0.0) -> AsyncIterator[bool]:
     """Hold ``DATA/evict.lock``; yields False when another process kept it for ``wait`` s."""
     fd = os.open(layout.evict_lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -216,62 +213,77 @@ def evict_lock(layout: Layout, wait: float = 0.0) -> Iterator[bool]:
                 if time.monotonic() >= deadline:
                     yield False
                     return
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
         yield True
     finally:
         os.close(fd)  # releases the lock
 
 
-def recently_written(layout: Layout, digest: Digest, now: float, grace: float) -> bool:
-    try:
-        return os.stat(layout.blob(digest)).st_mtime > now - grace
-    except FileNotFoundError:
-        return False
+def unlink_unless_busy(layout: Layout, digest: Digest) -> int | None:
+    """Delete a blob file unless it is being served.
 
-
-def remove_objects(
-    layout: Layout,
-    store: FileBlobStore,
-    index: Index,
-    victims: Sequence[Entry],
-    *,
-    now: float,
-    grace: float,
-) -> list[Entry]:
-    """Delete victims' files, then their rows; returns those removed (call under evict_lock).
-
-    The pinning rules are checked again per object right before its unlink, since the
-    plan was made from a snapshot.
+    Returns the bytes freed (0: already gone), or None when it must stay. Holding
+    the exclusive lock while unlinking means no reader could take its shared lock
+    on this file in between; one that opens it right after the unlink fails to
+    find it and fetches again.
     """
+    path = layout.blob_str(digest)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # a response is reading it (FileBody holds LOCK_SH)
+        st = os.fstat(fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return 0
+        return st.st_size
+    finally:
+        os.close(fd)
+
+
+def unlink_batch(layout: Layout, entries: Sequence[Entry]) -> list[Entry]:
+    """``unlink_unless_busy`` over a batch (one thread hop for many files)."""
     busy = in_flight(layout)
     removed: list[Entry] = []
-    for entry in victims:
+    for entry in entries:
         try:
             digest = Digest.parse(entry.digest)
         except RegistryError:
             continue
-        if entry.digest in busy or recently_written(layout, digest, now, grace):
+        if entry.digest in busy:
             continue
-        store.delete(digest)
-        removed.append(entry)
-    forget(index, store, [e.digest for e in removed])
+        if unlink_unless_busy(layout, digest) is not None:
+            removed.append(entry)
     return removed
 
 
-def forget(index: Index, store: FileBlobStore, digests: Sequence[str]) -> None:
+async def remove_objects(
+    store: FileBlobStore, index: IndexFront, victims: Sequence[Entry]
+) -> list[Entry]:
+    """Delete victims' files, then their rows; returns those removed (call under evict_lock)."""
+    removed = await asyncio.to_thread(unlink_batch, store.layout, victims)
+    await forget(index, store, [e.digest for e in removed])
+    return removed
+
+
+async def forget(index: IndexFront, store: FileBlobStore, digests: Sequence[str]) -> None:
     """Drop index rows (object, and tags naming it) of objects whose file is gone."""
-    if not digests:
-        return
-    with index.transaction() as db:
-        for text in digests:
-            try:
-                if store.stat(Digest.parse(text)) is not None:
-                    continue  # filled again meanwhile: its row is current
-            except RegistryError:
-                pass
-            db.execute("DELETE FROM objects WHERE digest = ?", (text,))
-            db.execute("DELETE FROM tags WHERE digest = ?", (text,))
-        Index.bump_generation(db)
+    gone = []
+    for text in digests:
+        try:
+            if store.stat_now(Digest.parse(text)) is not None:
+                continue  # filled again meanwhile: its row is current
+        except RegistryError:
+            pass
+        gone.append(text)
+    if gone:
+        await index.index.forget(gone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,118 +299,102 @@ class Report:
 
 
 class Evictor:
-    """Keeps one data directory within its limits; thread-safe, one per process.
-
-    Uses its own index connection so its transactions never interleave with the
-    event loop's statements.
-    """
+    """Keeps one data directory within its limits; one per process, on its event loop."""
 
     def __init__(
-        self, layout: Layout, store: FileBlobStore, limits: Limits, grace: float = DEFAULT_GRACE
+        self,
+        store: FileBlobStore,
+        index: IndexFront,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.layout = layout
         self.store = store
+        self.layout = store.layout
+        self.index = index
         self.limits = limits
-        self.grace = grace
-        self._index: Index | None = None
-        # One eviction at a time in this process, and one thread at a time on the
-        # connection (fill threads measure, the executor evicts).
-        self._lock = threading.RLock()
-        self._aged_at = 0.0  # last full scan for max_age
-        # Called (on the evicting thread, under the lock) right before victims are
-        # picked: the server flushes this worker's batched access times there.
-        self.prepare: Callable[[], None] | None = None
-        # Told (on whichever thread evicted) what went, e.g. to forget memoised manifests.
-        self.on_removed: Callable[[Sequence[Entry]], None] | None = None
+        self._clock = clock
+        self._running = asyncio.Lock()
+        self._aged_at = 0.0  # last walk for max_age
 
-    @property
-    def index(self) -> Index:
-        if self._index is None:
-            self._index = Index(self.layout.index)
-        return self._index
-
-    def close(self) -> None:
-        with self._lock:  # not under a running eviction
-            if self._index is not None:
-                self._index.close()
-                self._index = None
-
-    def need(self) -> int:
+    async def need(self) -> int:
         if not self.limits.bounded:
             return 0
-        with self._lock:
-            usage = measure(self.layout, self.index, disk=bool(self.limits.max_disk_percent))
+        usage = await measure(self.layout, self.index, disk=bool(self.limits.max_disk_percent))
         return need_bytes(usage, self.limits)
 
-    def run(self, *, wait: float = 0.0, at_least: int = 0) -> Report:
+    async def run(self, *, wait: float = 0.0, at_least: int = 0) -> Report:
         """Evict what the limits (and ``at_least`` extra bytes, if bounded) call for."""
-        acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(False)
-        if not acquired:
+        if self._running.locked() and wait <= 0:
             return Report(ran=False)
         try:
-            with evict_lock(self.layout, wait) as held:
+            await asyncio.wait_for(self._running.acquire(), wait if wait > 0 else None)
+        except TimeoutError:
+            return Report(ran=False)
+        try:
+            async with evict_lock(self.layout, wait) as held:
                 if not held:
                     return Report(ran=False)
-                return self._run_locked(at_least)
+                return await self._run_locked(at_least)
         finally:
-            self._lock.release()
+            self._running.release()
 
-    def _run_locked(self, at_least: int) -> Report:
-        need = self.need()
+    async def _run_locked(self, at_least: int) -> Report:
+        need = await self.need()
         if self.limits.bounded:
             need = max(need, at_least)
-        now = time.time()
-        if not need and (not self.limits.max_age or now - self._aged_at < AGE_INTERVAL):
+        now = self._clock()
+        age_due = bool(self.limits.max_age) and now - self._aged_at >= AGE_INTERVAL
+        if not need and not age_due:
             return Report(ran=False)
-        self._aged_at = now
-        if self.prepare is not None:
-            self.prepare()
-        entries = [Entry(r.digest, r.size, r.last_access) for r in self.index.objects_by_age()]
-        pinned = in_flight(self.layout)
-        removed: list[Entry] = []
-        shortfall = need
-        for _ in range(3):  # again if some victims turned out pinned at unlink time
-            chosen = plan(
-                entries,
-                shortfall,
-                now=now,
-                pinned=pinned,
-                grace=self.grace,
-                max_age=self.limits.max_age,
-            )
-            if not chosen.victims:
-                break
-            done = remove_objects(
-                self.layout, self.store, self.index, chosen.victims, now=now, grace=self.grace
-            )
-            removed += done
-            shortfall = max(0, need - sum(e.size for e in removed))
-            pinned = pinned | {e.digest for e in chosen.victims}
-            if len(done) == len(chosen.victims) or not shortfall:
-                break
+        if age_due:
+            self._aged_at = now
+        # This worker's recent hits must count before victims are picked; other
+        # workers' are at most their flush interval (5 s) late.
+        await self.index.flush()
+        removed = await self._walk(need, now)
+        shortfall = max(0, need - sum(e.size for e in removed))
         report = Report(True, need, tuple(removed), shortfall)
-        if removed and self.on_removed is not None:
-            self.on_removed(removed)
         if removed:
             _count(removed, now - self.limits.max_age if self.limits.max_age else None)
             log.info("evicted %d object(s), %d bytes (wanted %d)", len(removed), report.freed, need)
         if shortfall:
-            log.warning("cannot free %d more bytes: the rest is in use or too recent", shortfall)
+            log.warning("cannot free %d more bytes: the rest is being filled or served", shortfall)
         return report
 
-    def before_fill(self, digest: Digest, size: int) -> None:
-        """FillManager hook (fill thread): make room for ``size`` bytes first. Never raises.
+    async def _walk(self, need: int, now: float) -> list[Entry]:
+        """Pages of the index in LRU order until enough is freed and nothing has expired."""
+        cutoff = now - self.limits.max_age if self.limits.max_age else None
+        pinned = await asyncio.to_thread(in_flight, self.layout)
+        removed: list[Entry] = []
+        freed = 0
+        cursor = None
+        while True:
+            rows = await self.index.index.objects_page(cursor, PAGE)
+            if not rows:
+                return removed
+            cursor = (rows[-1].last_access, rows[-1].digest)
+            entries = [Entry(r.digest, r.size, r.last_access) for r in rows]
+            chosen = plan(
+                entries, max(0, need - freed), now=now, pinned=pinned, max_age=self.limits.max_age
+            )
+            if chosen.victims:
+                done = await remove_objects(self.store, self.index, chosen.victims)
+                removed += done
+                freed += sum(e.size for e in done)
+            satisfied = freed >= need
+            expired_left = cutoff is not None and rows[-1].last_access < cutoff
+            if satisfied and not expired_left:
+                return removed
 
-        Beyond the watermarks, frees what the file system lacks for this blob (a cap
-        larger than the disk, or other data on it): the fill checks for room next and
-        answers 507 if there is none.
-        """
-        try:
-            short = disk_shortfall(self.layout, size, besides=digest)
-            if short or self.need():
-                self.run(wait=LOCK_WAIT, at_least=short)
-        except Exception:
-            log.exception("eviction before filling %s failed", digest)
+    async def make_room(self, digest: Digest, size: int) -> Report:
+        """Before a fill of ``size`` bytes: within the limits, and beyond them whatever
+        the file system lacks for this blob (a cap larger than the disk, or other data
+        on it); the fill checks for room next and answers 507 if there is none."""
+        short = await asyncio.to_thread(disk_shortfall, self.layout, size, besides=digest)
+        if short or await self.need():
+            return await self.run(wait=LOCK_WAIT, at_least=short)
+        return Report(ran=False)
 
 
 def _count(removed: Sequence[Entry], age_cutoff: float | None) -> None:

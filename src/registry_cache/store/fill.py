@@ -1,7 +1,10 @@
 """Single-flight blob fills that any number of clients tail while they grow.
 
-The first request for a missing blob takes an exclusive ``flock`` on
-``fills/<digest>.partial`` and starts one upstream fetch in a thread. Everyone
+``FillCoordinator`` is the contract: who fills a digest and where followers read
+it. ``LocalFills`` is the one-machine implementation: the first request for a
+missing blob takes an exclusive ``flock`` on ``fills/<digest>.partial`` and queues
+one upstream fetch on the fill thread pool (a thread only once a slot is free:
+N distinct cold digests never mean N threads). Everyone
 else streams the same growing file: requests in this process through a ``Fill``
 (woken by the fill thread as bytes land), requests in other worker processes
 through a ``RemoteFill`` (which polls the file's size and the lock). The fill
@@ -21,9 +24,10 @@ import errno
 import fcntl
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -32,6 +36,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from .. import metrics
 from ..digest import Digest
 from ..errors import BadGateway, DigestMismatch, InsufficientStorage, RegistryError, Unavailable
+from ..index.front import IndexFront
 from .blobs import FileBlobStore
 from .inflight import incoming
 from .layout import Layout
@@ -68,6 +73,37 @@ class BlobSource(Protocol):
 Opener = Callable[[int], BlobSource]
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a fill's bytes come from: the repository it was fetched for gets a link."""
+
+    upstream: str
+    repository: str
+
+
+class FillListener(Protocol):
+    """Told about fills (the evictor): explicit, passed to the coordinator's constructor."""
+
+    def before_fill(self, digest: Digest, size: int) -> None:
+        """On the fill thread once upstream told the size: make room. Must not raise."""
+
+    def after_fill(self, fill: Fill) -> None:
+        """On the loop thread once a fill ended (committed or failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillProgress:
+    """A fill in flight, for the dashboard and ``status``."""
+
+    digest: str
+    upstream: str
+    repository: str
+    size: int | None
+    written: int
+    started_at: float  # wall clock
+    followers: int  # clients streaming it in this process
+
+
 class FillFailed(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
@@ -82,6 +118,10 @@ class FillReader(Protocol):
     """
 
     digest: Digest
+
+    @property
+    def origin(self) -> Origin | None:
+        """The repository the fill fetches for (known once upstream answered)."""
 
     async def wait_size(self) -> int:
         """Total size, once upstream told us; raises FillFailed."""
@@ -106,10 +146,15 @@ class Fill:
         partial: Path,
         lock_fd: int,
         loop: asyncio.AbstractEventLoop,
+        *,
         fill_timeout: float,
+        origin: Origin,
+        listener: FillListener | None = None,
     ) -> None:
         self.digest = digest
+        self.origin = origin
         self.partial = partial
+        self.started_at = time.time()
         self._fd = lock_fd  # read/write, holds the exclusive flock until the fill ends
         # Readers dup this one: it outlives the fill for clients still streaming.
         self._read_fd: int | None = os.open(partial, os.O_RDONLY)
@@ -123,9 +168,7 @@ class Fill:
         self.error: BaseException | None = None
         self.upstream_bytes = 0
         self.resumes = 0
-        # Called on the fill thread once upstream announced the size: makes room
-        # (eviction) before the bytes arrive. Must not raise.
-        self.before_fill: Callable[[Digest, int], None] | None = None
+        self._listener = listener
         self._clients = 0
         self._idle_since: float | None = time.monotonic()
         self._changed: asyncio.Future[None] = loop.create_future()
@@ -200,6 +243,10 @@ class Fill:
         self._notify_pending = False
         changed, self._changed = self._changed, self._loop.create_future()
         changed.set_result(None)
+
+    @property
+    def followers(self) -> int:
+        return max(0, self._clients)
 
     def abandoned(self) -> bool:
         idle = self._idle_since
@@ -300,9 +347,9 @@ class Fill:
         if source.size is not None:
             if self.size is None:
                 self.size = source.size  # readers learn it below (or with the failure)
-                _write_size_note(layout, self.digest, source.size)
-                if self.before_fill is not None:
-                    self.before_fill(self.digest, source.size)
+                _write_size_note(layout, self.digest, source.size, self.origin)
+                if self._listener is not None:
+                    self._listener.before_fill(self.digest, source.size)
                 # After eviction had its chance and before any client gets its 200:
                 # a blob that cannot fit is a clean 507, not an aborted download.
                 _check_room(layout, source.size - self.received, self.digest)
@@ -362,8 +409,7 @@ class RemoteFill:
         self._layout = layout
         self._fd = fd
         self.size: int | None = None
-        # Once seen committed, stays so: eviction may unlink the blob while we still
-        # stream the (same) inode, and must not make us think the fill failed.
+        self.origin: Origin | None = None
         self._seen_commit = False
 
     def attach(self) -> None:
@@ -384,19 +430,17 @@ class RemoteFill:
         return False
 
     def _committed(self) -> bool:
-        if self._seen_commit:
-            return True
-        try:
-            same = os.stat(self._layout.blob(self.digest)).st_ino == os.fstat(self._fd).st_ino
-        except FileNotFoundError:
-            return False
-        self._seen_commit = same
-        return same
+        """The filler published this inode (FileBlobStore.commit makes it read-only);
+        still true after eviction unlinked it: we stream our descriptor, not the path."""
+        if not self._seen_commit:
+            self._seen_commit = os.fstat(self._fd).st_mode & 0o222 == 0
+        return self._seen_commit
 
     async def wait_size(self) -> int:
         while self.size is None:
-            self.size = _read_size_note(self._layout, self.digest)
-            if self.size is not None:
+            note = _read_size_note(self._layout, self.digest)
+            if note is not None:
+                self.size, self.origin = note
                 break
             if self._committed():
                 self.size = os.fstat(self._fd).st_size
@@ -420,29 +464,64 @@ class RemoteFill:
             await asyncio.sleep(REMOTE_POLL)
 
 
-class FillManager:
-    """Finds or starts the fill for a digest: in this process, another one, or new."""
+class FillCoordinator(Protocol):
+    """Who fills a digest, and where followers read it (one machine or a cluster)."""
+
+    def in_process(self, digest: Digest) -> Fill | None:
+        """The fill of ``digest`` running in this process, if any."""
+
+    async def join_or_start(
+        self, digest: Digest, origin: Origin, opener: Opener
+    ) -> tuple[FillReader, bool] | None:
+        """(reader, started_here) already attached, or None when the blob was
+        committed meanwhile (serve it as a hit)."""
+
+    def progress(self) -> list[FillProgress]: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalFills:
+    """Single flight on one machine: an flock per digest, followers tail the file."""
 
     def __init__(
         self,
-        layout: Layout,
         store: FileBlobStore,
+        index: IndexFront,
+        *,
+        listener: FillListener | None = None,
         fill_timeout: float = 900.0,
-        max_threads: int = 64,
+        max_fills: int = 64,
     ) -> None:
-        self.layout = layout
         self.store = store
+        self.layout = store.layout
+        self.index = index
+        self.listener = listener
         self.fill_timeout = fill_timeout
         self.fills: dict[Digest, Fill] = {}
-        self._threads = threading.BoundedSemaphore(max_threads)
-        self.on_done: Callable[[Fill], None] | None = None
-        self.before_fill: Callable[[Digest, int], None] | None = None  # see Fill.before_fill
+        self._pool = ThreadPoolExecutor(max_fills, thread_name_prefix="fill")
+        self._records: set[asyncio.Task[None]] = set()
 
-    def local(self, digest: Digest) -> Fill | None:
+    def in_process(self, digest: Digest) -> Fill | None:
         return self.fills.get(digest)
 
-    def join_or_start(self, digest: Digest, opener: Opener) -> tuple[FillReader, bool] | None:
-        """(reader, started_here), or None when the blob got committed meanwhile."""
+    def progress(self) -> list[FillProgress]:
+        return [
+            FillProgress(
+                str(fill.digest),
+                fill.origin.upstream,
+                fill.origin.repository,
+                fill.size,
+                fill.written,
+                fill.started_at,
+                fill.followers,
+            )
+            for fill in self.fills.values()
+        ]
+
+    async def join_or_start(
+        self, digest: Digest, origin: Origin, opener: Opener
+    ) -> tuple[FillReader, bool] | None:
         fill = self.fills.get(digest)
         if fill is not None:
             fill.attach()
@@ -460,38 +539,57 @@ class FillManager:
             if not _same_file(fd, path):
                 # Committed (renamed) between our open and our lock: look again.
                 os.close(fd)
-                if self.store.stat(digest) is not None:
+                if self.store.stat_now(digest) is not None:
                     return None
                 continue
-            if self.store.stat(digest) is not None:
+            if self.store.stat_now(digest) is not None:
                 os.close(fd)
                 _unlink(path)
                 return None
-            started = self._start(digest, path, fd, opener)
+            os.fchmod(fd, 0o644)  # writable until committed, whatever the umask (see RemoteFill)
+            started = self._start(digest, origin, path, fd, opener)
             started.attach()
             return started, True
         raise Unavailable(f"could not start a fill for {digest}")
 
-    def _start(self, digest: Digest, path: Path, fd: int, opener: Opener) -> Fill:
+    def _start(self, digest: Digest, origin: Origin, path: Path, fd: int, opener: Opener) -> Fill:
         loop = asyncio.get_running_loop()
-        fill = Fill(digest, path, fd, loop, self.fill_timeout)
-        fill.before_fill = self.before_fill
+        fill = Fill(
+            digest,
+            path,
+            fd,
+            loop,
+            fill_timeout=self.fill_timeout,
+            origin=origin,
+            listener=self.listener,
+        )
         self.fills[digest] = fill
 
         def done(_: asyncio.Future[None]) -> None:
             self.fills.pop(digest, None)
             fill.release_reader()
-            if self.on_done is not None:
-                self.on_done(fill)
+            if fill.done and fill.error is None:
+                task = loop.create_task(self._record(fill))
+                self._records.add(task)
+                task.add_done_callback(self._records.discard)
+            if self.listener is not None:
+                self.listener.after_fill(fill)
 
         fill.finished.add_done_callback(done)
-
-        def work() -> None:
-            with self._threads:
-                fill.run(opener, self.store, self.layout)
-
-        threading.Thread(target=work, name=f"fill-{digest.hex[:12]}", daemon=True).start()
+        self._pool.submit(fill.run, opener, self.store, self.layout)
         return fill
+
+    async def _record(self, fill: Fill) -> None:
+        """The index learns of a committed fill (best effort: the file is the truth)."""
+        digest = str(fill.digest)
+        await self.index.link(fill.origin.upstream, fill.origin.repository, [digest])
+        await self.index.add_object(digest, fill.written)
+
+    async def close(self) -> None:
+        if self._records:
+            await asyncio.gather(*self._records, return_exceptions=True)
+        # Fill threads are left to end by themselves (their fill_timeout bounds them).
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _storage_error(error: Exception) -> Exception:
@@ -533,22 +631,27 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def _write_size_note(layout: Layout, digest: Digest, size: int) -> None:
+def _write_size_note(layout: Layout, digest: Digest, size: int, origin: Origin) -> None:
+    """``fills/<digest>.size``: the size, then the upstream and repository fetched for
+    (one per line), so followers in other workers know both (see inflight.py)."""
     note = layout.size_note(digest)
     tmp = note.with_name(note.name + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(str(size))
+        tmp.write_text(f"{size}\n{origin.upstream}\n{origin.repository}\n")
         os.replace(tmp, note)
     except OSError:
         _unlink(tmp)  # a full disk must not leave litter behind
         raise
 
 
-def _read_size_note(layout: Layout, digest: Digest) -> int | None:
+def _read_size_note(layout: Layout, digest: Digest) -> tuple[int, Origin | None] | None:
     try:
-        return int(layout.size_note(digest).read_text())
+        lines = layout.size_note(digest).read_text().split("\n")
+        size = int(lines[0])
     except (FileNotFoundError, ValueError):
         return None
+    origin = Origin(lines[1], lines[2]) if len(lines) >= 3 and lines[1] else None
+    return size, origin
 
 
 def _unlink(path: Path) -> None:
@@ -566,9 +669,13 @@ def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
 __all__ = [
     "BlobSource",
     "Fill",
+    "FillCoordinator",
     "FillFailed",
-    "FillManager",
+    "FillListener",
+    "FillProgress",
     "FillReader",
+    "LocalFills",
+    "Origin",
     "RegistryError",
     "RemoteFill",
 ]

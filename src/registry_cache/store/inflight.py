@@ -45,8 +45,8 @@ def incoming(layout: Layout, *, besides: Digest | None = None) -> Incoming:
         if written is None:
             continue
         try:
-            with open(entry.path, encoding="ascii") as note:
-                size = int(note.read())
+            with open(entry.path, encoding="utf-8") as note:
+                size = int(note.readline())  # the first line (store/fill.py writes more)
         except (OSError, ValueError):
             continue  # the fill ended (or is just writing its note) meanwhile
         announced += size

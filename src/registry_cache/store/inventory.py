@@ -25,21 +25,13 @@ from dataclasses import dataclass, field
 
 from ..digest import Digest
 from ..errors import RegistryError
+from ..index.base import Index, ObjectRow, TagEntry
 from ..mediatypes import referenced_digests
-from .blobs import FileBlobStore
+from .blobs import BlobStore
 from .evict import Entry
-from .index import Index, ObjectRow
 
 Repo = tuple[str, str]  # (upstream, repository)
-
-
-@dataclass(frozen=True, slots=True)
-class TagEntry:
-    upstream: str
-    repo: str
-    tag: str
-    digest: str
-    last_pulled: float
+PAGE = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +54,34 @@ class FileInfo:
     mtime: float
 
 
-def load(index: Index, store: FileBlobStore) -> Snapshot:
+async def all_objects(index: Index) -> list[ObjectRow]:
+    """Every object row, least recently used first (page by page)."""
+    rows: list[ObjectRow] = []
+    cursor = None
+    while page := await index.objects_page(cursor, PAGE):
+        rows += page
+        cursor = (page[-1].last_access, page[-1].digest)
+    return rows
+
+
+async def load(index: Index, store: BlobStore) -> Snapshot:
     """Read the index and parse every stored manifest (they are small)."""
-    objects = {row.digest: row for row in index.objects_by_age()}
-    tags = [TagEntry(*row) for row in index.all_tags()]
+    objects = {row.digest: row for row in await all_objects(index)}
+    tags = await index.all_tags()
     links: dict[str, set[Repo]] = {}
-    for upstream, repo in index.repositories():
-        for digest in index.links_of(upstream, repo):
+    for upstream, repo in await index.repositories():
+        for digest in await index.links_of(upstream, repo):
             links.setdefault(digest, set()).add((upstream, repo))
     refs: dict[str, Refs] = {}
     for digest, row in objects.items():
         if row.media_type is None:
             continue
         try:
-            body = store.read(Digest.parse(digest))
+            body = await store.read(Digest.parse(digest))
         except (OSError, RegistryError):
-            continue  # evicted under us, or a bad name: nothing to follow
+            continue  # a bad name or an unreadable file: nothing to follow
+        if body is None:
+            continue  # evicted under us
         blobs, children = referenced_digests(body)
         refs[digest] = Refs(tuple(blobs), tuple(children))
     return Snapshot(objects, tags, {d: frozenset(r) for d, r in links.items()}, refs)

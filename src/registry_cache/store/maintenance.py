@@ -19,21 +19,23 @@ Garbage (``gc``), each only when older than ``grace``:
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..digest import Digest
 from ..errors import RegistryError
+from ..index.base import ObjectRow, TagEntry
+from ..index.front import IndexFront
 from ..mediatypes import manifest_media_type
 from .blobs import FileBlobStore
 from .evict import Entry, evict_lock, forget, in_flight, remove_objects
-from .index import Index
-from .inventory import FileInfo, TagEntry, load, plan_gc, plan_prune
+from .inventory import FileInfo, all_objects, load, plan_gc, plan_prune
 from .layout import Layout
 
 LOCK_WAIT = 30.0
@@ -44,7 +46,7 @@ class MaintenanceBusy(Exception):
     """Another process held ``evict.lock`` for too long."""
 
 
-def _locked(layout: Layout) -> AbstractContextManager[bool]:
+def _locked(layout: Layout) -> AbstractAsyncContextManager[bool]:
     return evict_lock(layout, LOCK_WAIT)
 
 
@@ -96,34 +98,38 @@ class GcReport:
     dry_run: bool
 
 
-def collect_garbage(
-    layout: Layout, store: FileBlobStore, index: Index, *, grace: float, dry_run: bool = False
+async def collect_garbage(
+    store: FileBlobStore, index: IndexFront, *, grace: float, dry_run: bool = False
 ) -> GcReport:
-    with _locked(layout) as held:
+    layout = store.layout
+    async with _locked(layout) as held:
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
         now = time.time()
         # Rows before files: a row is only ever written after its file, so a row
         # read now whose file is absent later was really deleted, not yet to come.
-        snap = load(index, store)
-        files = scan_files(layout)
+        snap = await load(index.index, store)
+        files = await asyncio.to_thread(scan_files, layout)
         plan = plan_gc(snap, files, now=now, grace=grace, busy=in_flight(layout))
         orphan_bytes = sum(
             files[d].size if d in files else snap.objects[d].size for d in plan.orphans
         )
         if not dry_run:
-            for digest in plan.orphans:
-                store.delete(Digest.parse(digest))
-            forget(index, store, [*plan.orphans, *plan.missing])
-            _adopt(index, store, plan.adopt, files)
-        removed, removed_bytes = clean_leftovers(layout, store, now, grace, dry_run)
+            await asyncio.to_thread(
+                lambda: [store.delete_now(Digest.parse(d)) for d in plan.orphans]
+            )
+            await forget(index, store, [*plan.orphans, *plan.missing])
+            await _adopt(index, store, plan.adopt, files)
+        removed, removed_bytes = await asyncio.to_thread(
+            clean_leftovers, layout, store, now, grace, dry_run
+        )
     return GcReport(
         plan.orphans, orphan_bytes, plan.adopt, plan.missing, removed, removed_bytes, dry_run
     )
 
 
-def _adopt(
-    index: Index, store: FileBlobStore, digests: Sequence[str], files: dict[str, FileInfo]
+async def _adopt(
+    index: IndexFront, store: FileBlobStore, digests: Sequence[str], files: dict[str, FileInfo]
 ) -> None:
     rows = []
     for text in digests:
@@ -131,20 +137,17 @@ def _adopt(
         media_type = None
         if info.size <= 4 << 20:  # could be a manifest: keep what the proxy needs to serve it
             try:
-                body = store.read(Digest.parse(text))
+                body = await store.read(Digest.parse(text))
             except OSError:
+                continue
+            if body is None:
                 continue
             guess = manifest_media_type(body, None)
             if guess != "application/octet-stream" and body.lstrip()[:1] == b"{":
                 media_type = guess
-        rows.append((text, info.size, media_type, info.mtime, info.mtime))
+        rows.append(ObjectRow(text, info.size, media_type, info.mtime, info.mtime))
     if rows:
-        with index.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO objects (digest, size, media_type, created, last_access)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+        await index.index.adopt_objects(rows)
 
 
 def clean_leftovers(
@@ -170,7 +173,7 @@ def clean_leftovers(
             doomed = old and not path.with_suffix(".partial").exists()
         elif path.suffix == ".partial":
             digest = Layout.digest_of_fill_path(path)
-            committed = digest is not None and store.stat(digest) is not None
+            committed = digest is not None and store.stat_now(digest) is not None
             doomed = (old or committed) and _unlocked(path)
         else:
             doomed = False
@@ -227,65 +230,93 @@ class VerifyReport:
         return not self.corrupt and not self.missing
 
 
-def verify(
-    layout: Layout,
+async def verify(
     store: FileBlobStore,
-    index: Index,
+    index: IndexFront,
     *,
     on_bytes: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    parallel: int = 2,
 ) -> VerifyReport:
     """Re-hash every object under ``blobs/``; quarantine the ones whose bytes are wrong.
 
-    Hashing runs without the lock (it may take long); each quarantine, and the final
-    check of rows against files, take it.
+    Hashing runs without the lock (it may take long), ``parallel`` objects at a time
+    on threads (hashlib releases the GIL); each quarantine, and the final check of
+    rows against files, take it.
     """
-    objects = sorted(store.walk(), key=lambda item: str(item[0]))
+    layout = store.layout
+    objects = sorted(
+        await asyncio.to_thread(lambda: list(store.walk_now())), key=lambda i: str(i[0])
+    )
     if on_total is not None:
         on_total(sum(size for _, size in objects))
     corrupt: list[str] = []
     checked = total = vanished = 0
-    for digest, _ in objects:
-        try:
-            handle = open(layout.blob(digest), "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
+    loop = asyncio.get_running_loop()
+
+    def progress(count: int) -> None:
+        if on_bytes is not None:
+            loop.call_soon_threadsafe(on_bytes, count)
+
+    slots = asyncio.Semaphore(max(1, parallel))
+
+    async def check_one(digest: Digest) -> None:
+        nonlocal checked, total, vanished
+        async with slots:
+            result = await asyncio.to_thread(_hash_file, layout, digest, progress)
+        if result is None:
             vanished += 1
-            continue
-        with handle:
-            hasher = digest.hasher()
-            while chunk := handle.read(CHUNK):
-                hasher.update(chunk)
-                total += len(chunk)
-                if on_bytes is not None:
-                    on_bytes(len(chunk))
-            inode = os.fstat(handle.fileno()).st_ino
+            return
+        actual, size, inode = result
         checked += 1
-        if hasher.hexdigest() != digest.hex and _quarantine(layout, store, index, digest, inode):
+        total += size
+        if actual != digest.hex and await _quarantine(layout, index, store, digest, inode):
             corrupt.append(str(digest))
-    with _locked(layout) as held:
+
+    await asyncio.gather(*(check_one(digest) for digest, _ in objects))
+    async with _locked(layout) as held:
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
         busy = in_flight(layout)
         missing = [
             row.digest
-            for row in index.objects_by_age()
+            for row in await all_objects(index.index)
             if row.digest not in busy and _absent(store, row.digest)
         ]
-        forget(index, store, missing)
-    return VerifyReport(checked, total, tuple(corrupt), tuple(missing), vanished)
+        await forget(index, store, missing)
+    return VerifyReport(checked, total, tuple(sorted(corrupt)), tuple(missing), vanished)
+
+
+def _hash_file(
+    layout: Layout, digest: Digest, progress: Callable[[int], None]
+) -> tuple[str, int, int] | None:
+    """(hex digest, size, inode) of a blob file, None when it vanished."""
+    try:
+        handle = open(layout.blob(digest), "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    size = 0
+    with handle:
+        hasher = digest.hasher()
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+            progress(len(chunk))
+        inode = os.fstat(handle.fileno()).st_ino
+    return hasher.hexdigest(), size, inode
 
 
 def _absent(store: FileBlobStore, text: str) -> bool:
     try:
-        return store.stat(Digest.parse(text)) is None
+        return store.stat_now(Digest.parse(text)) is None
     except RegistryError:
         return False
 
 
-def _quarantine(
-    layout: Layout, store: FileBlobStore, index: Index, digest: Digest, inode: int
+async def _quarantine(
+    layout: Layout, index: IndexFront, store: FileBlobStore, digest: Digest, inode: int
 ) -> bool:
-    with _locked(layout) as held:
+    async with _locked(layout) as held:
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
         path = layout.blob(digest)
@@ -296,7 +327,7 @@ def _quarantine(
             return False
         layout.quarantine.mkdir(parents=True, exist_ok=True)
         os.replace(path, layout.quarantined(digest))
-        forget(index, store, [str(digest)])
+        await forget(index, store, [str(digest)])
     return True
 
 
@@ -315,10 +346,9 @@ class PruneReport:
         return sum(e.size for e in self.removed)
 
 
-def prune(
-    layout: Layout,
+async def prune(
     store: FileBlobStore,
-    index: Index,
+    index: IndexFront,
     *,
     older_than: float | None,
     patterns: Sequence[str],
@@ -327,36 +357,24 @@ def prune(
 ) -> PruneReport:
     """See ``inventory.plan_prune``; a matched repository also loses its links to the
     objects removed, and without ``older_than`` all of them (it is forgotten)."""
-    with _locked(layout) as held:
+    layout = store.layout
+    async with _locked(layout) as held:
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
         now = time.time()
-        snap = load(index, store)
+        snap = await load(index.index, store)
         plan = plan_prune(snap, now=now, older_than=older_than, patterns=patterns, grace=grace)
         if dry_run:
             return PruneReport(plan.tags, plan.objects, 0, True)
-        removed = remove_objects(layout, store, index, plan.objects, now=now, grace=grace)
+        removed = await remove_objects(store, index, plan.objects)
         gone = {e.digest for e in removed}
-        with index.transaction() as db:
-            Index.bump_generation(db)  # running servers drop their memos of these rows
-            for t in plan.tags:  # unless pulled again since we looked
-                db.execute(
-                    "DELETE FROM tags WHERE upstream = ? AND repo = ? AND tag = ?"
-                    " AND last_pulled <= ?",
-                    (t.upstream, t.repo, t.tag, t.last_pulled),
-                )
-            for upstream, repo in sorted(plan.repos):
-                if older_than is None:
-                    db.execute(
-                        "DELETE FROM links WHERE upstream = ? AND repo = ?", (upstream, repo)
-                    )
-                    continue
-                db.executemany(
-                    "DELETE FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
-                    [
-                        (upstream, repo, d)
-                        for d in gone
-                        if (upstream, repo) in snap.links.get(d, ())
-                    ],
-                )
+        # Unless pulled again since we looked; running servers drop their memos.
+        await index.index.prune_tags(plan.tags)
+        for upstream, repo in sorted(plan.repos):
+            if older_than is None:
+                await index.index.unlink(upstream, repo, None)
+                continue
+            await index.index.unlink(
+                upstream, repo, [d for d in gone if (upstream, repo) in snap.links.get(d, ())]
+            )
     return PruneReport(plan.tags, tuple(removed), len(plan.objects) - len(removed), False)

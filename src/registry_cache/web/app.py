@@ -7,22 +7,15 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
-import urllib3
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .. import metrics
 from ..config import Settings
 from ..htpasswd import Htpasswd
+from ..proxy.build import build
 from ..proxy.context import ProxyContext
-from ..proxy.eviction import EvictionTask
-from ..store.blobs import FileBlobStore
-from ..store.fill import FillManager
-from ..store.index import Index
-from ..store.layout import Layout
-from ..upstream.client import UpstreamClient
 from .clientauth import ClientAuth
 from .clientauth import middleware as client_auth
 from .handlers import api
@@ -35,54 +28,32 @@ log = logging.getLogger("registry_cache.app")
 TOUCH_FLUSH_INTERVAL = 5.0
 
 
-def build_context(settings: Settings) -> ProxyContext:
-    """Open the store and index and create one upstream client per upstream."""
-    layout = Layout(settings.data_dir)
-    layout.create()
-    store = FileBlobStore(layout)
-    pool = urllib3.PoolManager(num_pools=len(settings.upstreams) * 4 + 8, maxsize=32, block=False)
-    clients = {
-        name: UpstreamClient(cfg, pool, on_ratelimit=metrics.ratelimit)
-        for name, cfg in settings.upstreams.items()
-    }
-    return ProxyContext(
-        settings=settings,
-        index=Index(layout.index),
-        store=store,
-        fills=FillManager(layout, store, fill_timeout=settings.fill_timeout),
-        clients=clients,
-        executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="upstream"),
-    )
-
-
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    ctx = build_context(app[SETTINGS_KEY])
+    components = await build(app[SETTINGS_KEY])
+    ctx = components.ctx
     app[SERVICES_KEY] = Services.build(ctx)
-    flusher = asyncio.create_task(_flush_touches(ctx))
-    evictor = EvictionTask.start(ctx)  # None when the cache is unbounded
+    background = [
+        asyncio.create_task(_flush_touches(ctx), name="flush-touches"),
+        asyncio.create_task(ctx.index.watch(TOUCH_FLUSH_INTERVAL), name="index-watch"),
+    ]
+    if components.eviction is not None:
+        components.eviction.start()
     log.debug("worker %d ready", os.getpid())
     yield
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
-    if evictor is not None:
-        await evictor.stop()
-    ctx.executor.shutdown(wait=False, cancel_futures=True)
-    ctx.index.close()
+    for task in background:
+        task.cancel()
+    for task in background:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await components.close()
 
 
 async def _flush_touches(ctx: ProxyContext) -> None:
-    """Access times are written in batches so hits never wait for a write lock; the same
-    beat drops remembered tags and links once eviction or ``cache prune``/``gc`` removed
-    rows (``Index.refresh_memos``)."""
+    """Access times are written in batches so hits never wait for a write lock."""
     while True:
         await asyncio.sleep(TOUCH_FLUSH_INTERVAL)
         try:
-            ctx.index.flush_touches()
-            if ctx.index.refresh_memos():
-                log.info(
-                    "index rows were removed by maintenance: remembered tags and links dropped"
-                )
+            await ctx.index.flush()
         except Exception:
             log.exception("could not record access times")
 

@@ -9,11 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from ..digest import Digest
-from ..errors import ManifestUnknown, NameUnknown, RegistryError, TagInvalid, Unsupported
+from ..errors import ManifestUnknown, NameUnknown, TagInvalid, Unsupported
 from ..reference import validate_tag
 from ..routing import Route, host_upstream, route
 from .keys import SETTINGS_KEY
-from .responses import ByteRange, blob_headers, parse_range, send_file, send_fill
+from .responses import ByteRange, blob_headers, parse_range, send_body
 from .services import SERVICES_KEY
 
 API_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
@@ -101,30 +101,21 @@ async def blob(request: web.Request, where: Route, digest: Digest) -> web.Stream
         return response
     answer = await services.blobs.get(where, digest)
     note(request, cache=answer.status.value)
-    size = answer.size if answer.size is not None else 0
-    if _not_modified(request, digest_text):
-        if answer.fill is not None:
-            answer.fill.detach()
-        return web.Response(status=304, headers=blob_headers(digest_text, size, None))
+    body = answer.body
+    assert body is not None
     try:
+        size = answer.size if answer.size is not None else 0
+        if _not_modified(request, digest_text):
+            return web.Response(status=304, headers=blob_headers(digest_text, size, None))
         span = parse_range(request.headers.get("Range"), size)
-    except RegistryError:
-        if answer.fill is not None:
-            answer.fill.detach()
-        raise
-    whole = span or ByteRange(0, size)
-    response = web.StreamResponse(
-        status=206 if span else 200, headers=blob_headers(digest_text, size, span)
-    )
-    response.content_length = whole.length
-    if answer.local is not None:
-        sent = await send_file(request, response, str(answer.local.path), whole)
-    else:
-        assert answer.fill is not None
-        try:
-            sent = await send_fill(request, response, answer.fill, whole)
-        finally:
-            answer.fill.detach()
+        whole = span or ByteRange(0, size)
+        response = web.StreamResponse(
+            status=206 if span else 200, headers=blob_headers(digest_text, size, span)
+        )
+        response.content_length = whole.length
+        sent = await send_body(request, response, body, whole)
+    finally:
+        await body.close()
     note(request, bytes=sent)
     return response
 
@@ -153,7 +144,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
         by_host = host_upstream(settings, request.host)
         upstream = by_host.name if by_host is not None else None
     n, last = _pagination(request)
-    repos, more = request.app[SERVICES_KEY].listing.catalog(upstream, n, last)
+    repos, more = await request.app[SERVICES_KEY].listing.catalog(upstream, n, last)
     note(request, upstream=upstream or "-", cache="HIT")
     response = web.json_response({"repositories": repos})
     if more and repos:

@@ -3,25 +3,28 @@
 ``/healthz``: the worker's event loop answers; nothing else is looked at, so a
 slow disk or a dead upstream never gets the process restarted.
 
-``/readyz``: this worker can do its job: the index answers a query and the data
-directory takes a new file (a read-only or vanished file system fails both
-fills and manifest writes). A dead upstream does not make the cache unready (it
-serves what it has, and stale tags), nor does a full disk (hits keep flowing and
-new blobs get clean 507s): both are reported, not failed on.
+``/readyz``: this worker can do its job: the data directory takes a new file (a
+read-only or vanished file system fails both fills and manifest writes): 503
+otherwise. The index not answering (PostgreSQL down) is reported as
+``"status": "degraded"`` with 200: hits keep flowing from the local tier and misses
+still fill from upstream, so the node stays in the load balancer. A dead upstream
+does not make the cache unready (it serves what it has, and stale tags), nor does
+a full disk (hits keep flowing and new blobs get clean 507s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ..store.layout import Layout
 from .services import SERVICES_KEY
+
+PROBE_TIMEOUT = 3.0
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -30,36 +33,35 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[SERVICES_KEY].ctx
-    layout = ctx.store.layout
     checks: dict[str, str] = {}
-    # Both touch the disk: off the event loop, so a hung disk fails the probe's
-    # timeout instead of stalling every other request of this worker.
-    checks["index"] = await asyncio.to_thread(_check, ctx.index.ping)
-    checks["data_dir"] = await asyncio.to_thread(_check, lambda: _writable(layout))
-    ready = all(result == "ok" for result in checks.values())
-    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
-    free = _free_bytes(layout)
+    checks["index"] = await _check(ctx.index.ping)
+    checks["data_dir"] = await _check(ctx.store.check)
+    # Only the content tier decides: without the index (PostgreSQL down) hits keep
+    # flowing and misses fill unshared, so the node stays in the load balancer and
+    # says "degraded" (200). A tier that takes no new files is not ready (503).
+    ready = checks["data_dir"] == "ok"
+    status = "ready" if checks["index"] == "ok" else "degraded"
+    body: dict[str, Any] = {"status": status if ready else "not ready", "checks": checks}
+    free = _free_bytes(ctx.settings.data_dir)
     if free is not None:
         body["disk_free_bytes"] = free
     return web.json_response(body, status=200 if ready else 503)
 
 
-def _check(probe: Callable[[], object]) -> str:
+async def _check(probe: Callable[[], Awaitable[object]]) -> str:
     try:
-        probe()
+        # A hung disk or index fails the prober's timeout instead of hanging forever.
+        await asyncio.wait_for(probe(), PROBE_TIMEOUT)
+    except TimeoutError:
+        return f"timed out after {PROBE_TIMEOUT:g}s"
     except Exception as exc:  # the reason goes to the prober, in one line
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
     return "ok"
 
 
-def _writable(layout: Layout) -> None:
-    with tempfile.NamedTemporaryFile(dir=layout.tmp, prefix=".ready-"):
-        pass
-
-
-def _free_bytes(layout: Layout) -> int | None:
+def _free_bytes(path: Path) -> int | None:
     try:
-        st = os.statvfs(layout.root)
+        st = os.statvfs(path)
     except OSError:
         return None
     return st.f_bavail * st.f_frsize

@@ -18,7 +18,8 @@ from typing import BinaryIO
 from aiohttp import web
 
 from ..errors import RangeInvalid
-from ..store.fill import FillFailed, FillReader
+from ..store.body import Body, FileBody, GrowingBody, RedirectBody, StreamBody
+from ..store.fill import FillFailed
 
 log = logging.getLogger("registry_cache.web")
 
@@ -86,30 +87,54 @@ def blob_headers(digest: str, size: int, span: ByteRange | None) -> dict[str, st
     return headers
 
 
-async def send_file(
-    request: web.Request, response: web.StreamResponse, path: str, span: ByteRange
+async def send_body(
+    request: web.Request, response: web.StreamResponse, body: Body, span: ByteRange
 ) -> int:
-    """Send ``span`` of a committed file; returns bytes sent."""
+    """Send ``span`` of a body answer; returns bytes sent.
 
-    async def whole(pos: int) -> int:
-        return span.end
-
-    # Opening a local file is a metadata lookup, not I/O worth a thread hop.
-    with open(path, "rb") as handle:  # noqa: ASYNC230
-        return await _send(request, response, handle, span, whole)
-
-
-async def send_fill(
-    request: web.Request, response: web.StreamResponse, reader: FillReader, span: ByteRange
-) -> int:
-    """Stream ``span`` of a blob that is still being fetched, as it arrives.
-
-    If the fill fails (upstream broke for good, digest mismatch) the connection
-    is aborted short of Content-Length: the client sees a failed download,
-    never a complete corrupt one.
+    A growing body whose fill fails (upstream broke for good, digest mismatch) has
+    the connection aborted short of Content-Length: the client sees a failed
+    download, never a complete corrupt one.
     """
-    with reader.open() as handle:
-        return await _send(request, response, handle, span, reader.readable)
+    if isinstance(body, FileBody):
+
+        async def whole(pos: int) -> int:
+            return span.end
+
+        return await _send(request, response, body.file, span, whole)
+    if isinstance(body, GrowingBody):
+        with body.source.open() as handle:
+            return await _send(request, response, handle, span, body.source.readable)
+    if isinstance(body, RedirectBody):
+        raise web.HTTPTemporaryRedirect(body.url)
+    return await _send_stream(request, response, body, span)
+
+
+async def _send_stream(
+    request: web.Request, response: web.StreamResponse, body: StreamBody, span: ByteRange
+) -> int:
+    """Bytes arriving from elsewhere (a bucket, a peer), as they come."""
+    await response.prepare(request)
+    if request.method == "HEAD" or span.length == 0:
+        await response.write_eof()
+        return 0
+    pos = sent = 0
+    async for chunk in body.chunks:
+        end = pos + len(chunk)
+        lo, hi = max(pos, span.start), min(end, span.end)
+        if lo < hi:
+            await response.write(chunk[lo - pos : hi - pos])
+            sent += hi - lo
+        pos = end
+        if pos >= span.end:
+            break
+    if sent != span.length:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()  # short: the client must not take it for complete
+        raise ConnectionResetError("stream ended early")
+    await response.write_eof()
+    return sent
 
 
 async def _send(

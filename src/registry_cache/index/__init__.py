@@ -1,0 +1,23 @@
+"""The index: tags, repository links, objects and access times (see ``base.py``)."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..store.layout import Layout
+from .base import Index, IndexUnavailable, ObjectRow, TagEntry, TagRow
+from .sqlite import SqliteIndex
+
+__all__ = [
+    "Index",
+    "IndexUnavailable",
+    "ObjectRow",
+    "SqliteIndex",
+    "TagEntry",
+    "TagRow",
+    "open_index",
+]
+
+
+async def open_index(settings: Settings, *, readonly: bool = False) -> Index:
+    """The configured index: SQLite in the data directory (the default)."""
+    return await SqliteIndex.open(Layout(settings.data_dir).index, readonly=readonly)

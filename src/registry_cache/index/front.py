@@ -1,0 +1,225 @@
+"""What the serving path uses: an ``Index`` behind memos and batched access times.
+
+- Tags this process saw confirmed less than a TTL ago, and repository links
+  (only ever added while serving), are answered from memory: a hit runs no query.
+- Access times are batched (``touch``) and written by ``flush`` on the server's
+  5 s beat, so a hit never waits for a write.
+- Rows deleted anywhere (eviction in another worker or replica, ``cache
+  prune/gc/verify``) make ``watch`` drop the memos: polled for SQLite, told at once
+  by PostgreSQL's NOTIFY.
+- The index unreachable (PostgreSQL down): reads fall back to the memos or to
+  "not known" (the proxy then asks upstream), writes are dropped with a warning,
+  and ``health()`` says degraded; the first query that works again clears it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from ..lru import Lru
+from .base import Index, IndexUnavailable, ObjectRow, RepoKey, TagKey, TagRow
+
+log = logging.getLogger("registry_cache.index")
+
+MAX_PENDING_TOUCHES = 1 << 16  # access times kept while the index is unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class IndexHealth:
+    ok: bool
+    error: str | None = None
+    since: float | None = None  # wall time the index became unreachable
+
+
+class IndexFront:
+    def __init__(self, index: Index, *, clock: Callable[[], float] = time.time) -> None:
+        self.index = index
+        self._clock = clock
+        self._linked: Lru[tuple[str, str, str], bool] = Lru(1 << 16)
+        self._tags: Lru[TagKey, TagRow] = Lru(1 << 14)
+        self._touched: dict[str, float] = {}
+        self._pulled: dict[TagKey, float] = {}
+        self._down_since: float | None = None
+        self._last_error: str | None = None
+
+    # ---------------------------------------------------------------- health
+
+    def health(self) -> IndexHealth:
+        if self._down_since is None:
+            return IndexHealth(True)
+        return IndexHealth(False, self._last_error, self._down_since)
+
+    def _failed(self, exc: IndexUnavailable) -> None:
+        if self._down_since is None:
+            self._down_since = self._clock()
+            log.warning("index unavailable, serving without it: %s", exc)
+        self._last_error = str(exc)
+
+    def _worked(self) -> None:
+        if self._down_since is not None:
+            log.info("index reachable again")
+            self._down_since = None
+            self._last_error = None
+
+    async def ping(self) -> None:
+        try:
+            await self.index.ping()
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            raise
+        self._worked()
+
+    # ------------------------------------------------------------------ tags
+
+    async def get_tag(
+        self, upstream: str, repo: str, tag: str, *, max_age: float = 0.0
+    ) -> TagRow | None:
+        """The tag's row; one this process saw checked less than ``max_age`` ago
+        comes from memory (another process can only have made it fresher)."""
+        key = (upstream, repo, tag)
+        remembered = self._tags.get(key)
+        if (
+            max_age > 0
+            and remembered is not None
+            and 0 <= self._clock() - remembered.checked_at < max_age
+        ):
+            return remembered
+        try:
+            row = await self.index.get_tag(upstream, repo, tag)
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            return remembered  # stale at worst: the proxy revalidates it upstream
+        self._worked()
+        if row is None:
+            self._tags.pop(key)
+        else:
+            self._tags.put(key, row)
+        return row
+
+    async def set_tag(self, upstream: str, repo: str, tag: str, digest: str) -> None:
+        now = self._clock()
+        self._tags.put((upstream, repo, tag), TagRow(digest, now, now))
+        await self._best_effort(self.index.set_tag(upstream, repo, tag, digest, now))
+
+    async def delete_tag(self, upstream: str, repo: str, tag: str) -> None:
+        self._tags.pop((upstream, repo, tag))
+        await self._best_effort(self.index.delete_tag(upstream, repo, tag))
+
+    def forget_tag_memo(self, upstream: str, repo: str, tag: str) -> None:
+        self._tags.pop((upstream, repo, tag))
+
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        try:
+            tags = await self.index.list_tags(upstream, repo)
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            return []
+        self._worked()
+        return tags
+
+    async def repositories(self, upstream: str | None = None) -> list[RepoKey]:
+        """Raises IndexUnavailable: a catalog cannot be made up from memory."""
+        try:
+            repos = await self.index.repositories(upstream)
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            raise
+        self._worked()
+        return repos
+
+    # --------------------------------------------------------------- objects
+
+    async def get_object(self, digest: str) -> ObjectRow | None:
+        try:
+            row = await self.index.get_object(digest)
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            return None
+        self._worked()
+        return row
+
+    async def add_object(self, digest: str, size: int, media_type: str | None = None) -> None:
+        await self._best_effort(self.index.add_object(digest, size, media_type, self._clock()))
+
+    # ----------------------------------------------------------------- links
+
+    async def is_linked(self, upstream: str, repo: str, digest: str) -> bool:
+        key = (upstream, repo, digest)
+        if self._linked.get(key):
+            return True
+        try:
+            linked = await self.index.is_linked(upstream, repo, digest)
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            return False  # the proxy confirms with upstream instead
+        self._worked()
+        if linked:
+            self._linked.put(key, True)
+        return linked
+
+    def linked_in_memory(self, upstream: str, repo: str, digest: str) -> bool:
+        return bool(self._linked.get((upstream, repo, digest)))
+
+    async def link(self, upstream: str, repo: str, digests: Sequence[str]) -> None:
+        for digest in digests:
+            self._linked.put((upstream, repo, digest), True)
+        await self._best_effort(self.index.link(upstream, repo, digests))
+
+    # ---------------------------------------------------------- access times
+
+    def touch(self, digest: str, when: float | None = None) -> None:
+        """Record an access; written by ``flush`` (batched)."""
+        self._touched[digest] = self._clock() if when is None else when
+
+    def touch_tag(self, upstream: str, repo: str, tag: str) -> None:
+        self._pulled[(upstream, repo, tag)] = self._clock()
+
+    async def flush(self) -> None:
+        touched, self._touched = self._touched, {}
+        pulled, self._pulled = self._pulled, {}
+        if not touched and not pulled:
+            return
+        try:
+            await self.index.record_access(touched, pulled)
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            # Keep them for the next beat (bounded: a long outage loses the oldest).
+            if len(self._touched) + len(touched) <= MAX_PENDING_TOUCHES:
+                for digest, when in touched.items():
+                    self._touched[digest] = max(when, self._touched.get(digest, 0.0))
+                for key, when in pulled.items():
+                    self._pulled[key] = max(when, self._pulled.get(key, 0.0))
+            return
+        self._worked()
+
+    # ------------------------------------------------------------ invalidation
+
+    def drop_memos(self) -> None:
+        self._linked.clear()
+        self._tags.clear()
+
+    async def watch(self, interval: float) -> None:
+        """Forever: drop the memos whenever rows were deleted anywhere."""
+        while True:
+            try:
+                changed = await self.index.wait_changed(interval)
+            except IndexUnavailable as exc:
+                self._failed(exc)
+                await asyncio.sleep(interval)
+                continue
+            if changed:
+                self.drop_memos()
+                log.info("index rows were removed elsewhere: remembered tags and links dropped")
+
+    async def _best_effort(self, write: Awaitable[None]) -> None:
+        """Await a write; an unreachable index loses it (with a warning), never the request."""
+        try:
+            await write
+        except IndexUnavailable as exc:
+            self._failed(exc)
+            return
+        self._worked()

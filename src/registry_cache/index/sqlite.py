@@ -1,0 +1,462 @@
+"""The index on one machine: SQLite in WAL mode, shared by every worker process.
+
+Nothing here runs on the event loop. Writes go to one writer thread with its own
+connection (a long busy timeout is harmless there: only the awaiting coroutine
+waits, never the loop); reads run on two reader threads, each with its own
+connection, and in WAL mode never wait for a writer. A hit needs no query at all
+(the front's memos answer it), and maintenance (``cache gc/prune/verify``, eviction)
+deletes in short transactions, so another process's lock is held for milliseconds.
+
+Schema versions: 1 (the first release) and 2 (adds ``tags_by_digest``, without
+which dropping the tags of an evicted manifest scanned every tag, and an LRU index
+on ``(last_access, digest)`` for paged eviction walks). Opening migrates forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey, TagRow
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    media_type  TEXT,
+    created     REAL NOT NULL,
+    last_access REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+    upstream    TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    checked_at  REAL NOT NULL,
+    last_pulled REAL NOT NULL,
+    PRIMARY KEY (upstream, repo, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS links (
+    upstream    TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    PRIMARY KEY (upstream, repo, digest)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_by_digest ON links (digest);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
+DROP INDEX IF EXISTS objects_by_access;
+CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest);
+"""
+# Deletes and inserts are cut into transactions of this many rows: each holds the
+# write lock for a few milliseconds, so other processes' writes wait no longer.
+BATCH = 500
+WRITE_BUSY_TIMEOUT = 30.0  # the writer thread may wait this long for another process
+READ_BUSY_TIMEOUT = 2.0
+POLL_INTERVAL = 5.0  # how often generation() is asked by wait_changed
+
+
+class SqliteIndex:
+    """``Index`` over ``DATA/index.sqlite3``. Create with ``await SqliteIndex.open(path)``."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="index-write")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="index-read")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._seen_generation: int | None = None
+
+    @classmethod
+    async def open(cls, path: Path, *, readonly: bool = False) -> SqliteIndex:
+        index = cls(path, readonly=readonly)
+        try:
+            if readonly:
+                await index.ping()
+            else:
+                await index._write(_migrate)
+        except BaseException:
+            await index.close()
+            raise
+        return index
+
+    # -------------------------------------------------------------- plumbing
+
+    def _uri(self) -> str:
+        if not self.readonly:
+            return f"file:{self.path}"
+        # A read-only copy (another user's, a backup, a read-only mount) has no -shm
+        # we may create: immutable tells SQLite nobody writes it while we read.
+        directory_writable = os.access(self.path.parent, os.W_OK)
+        return f"file:{self.path}?mode=ro" + ("" if directory_writable else "&immutable=1")
+
+    def _connection(self, *, write: bool) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            timeout = WRITE_BUSY_TIMEOUT if write else READ_BUSY_TIMEOUT
+            conn = sqlite3.connect(
+                self._uri(),
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=timeout,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            if write and not self.readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                # WAL + NORMAL is durable against process crashes; the blob files are the truth.
+                conn.execute("PRAGMA synchronous = NORMAL")
+            else:
+                conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    async def _run(self, pool: ThreadPoolExecutor, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise IndexUnavailable(f"index {self.path} is closed")
+        write = pool is self._writer
+
+        def call() -> T:
+            try:
+                return job(self._connection(write=write))
+            except sqlite3.OperationalError as exc:
+                if "full" in str(exc):
+                    raise  # the middleware makes a full disk a 507
+                raise IndexUnavailable(f"index {self.path}: {exc}") from None
+            except sqlite3.DatabaseError as exc:
+                raise IndexUnavailable(f"index {self.path}: {exc}") from None
+
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._readers, job)
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self.readonly:
+            raise IndexUnavailable(f"index {self.path} is open read-only")
+        return await self._run(self._writer, lambda db: _transaction(db, job))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        for pool in (self._writer, self._readers):
+            await loop.run_in_executor(None, pool.shutdown, True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    async def ping(self) -> None:
+        await self._read(lambda db: db.execute("SELECT value FROM meta WHERE key = 'schema'"))
+
+    async def generation(self) -> int:
+        def query(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._read(query)
+
+    async def wait_changed(self, within: float) -> bool:
+        if self._seen_generation is None:
+            self._seen_generation = await self.generation()
+        await asyncio.sleep(min(within, POLL_INTERVAL))
+        current = await self.generation()
+        changed, self._seen_generation = current != self._seen_generation, current
+        return changed
+
+    # ------------------------------------------------------------------ tags
+
+    async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
+        def query(db: sqlite3.Connection) -> TagRow | None:
+            row = db.execute(
+                "SELECT digest, checked_at, last_pulled FROM tags"
+                " WHERE upstream = ? AND repo = ? AND tag = ?",
+                (upstream, repo, tag),
+            ).fetchone()
+            return TagRow(*row) if row else None
+
+        return await self._read(query)
+
+    async def set_tag(
+        self, upstream: str, repo: str, tag: str, digest: str, checked_at: float
+    ) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO tags (upstream, repo, tag, digest, checked_at, last_pulled)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (upstream, repo, tag) DO UPDATE SET"
+                " digest = excluded.digest, checked_at = excluded.checked_at,"
+                " last_pulled = MAX(tags.last_pulled, excluded.last_pulled)",
+                (upstream, repo, tag, digest, checked_at, checked_at),
+            )
+        )
+
+    async def delete_tag(self, upstream: str, repo: str, tag: str) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "DELETE FROM tags WHERE upstream = ? AND repo = ? AND tag = ?",
+                (upstream, repo, tag),
+            )
+        )
+
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        def query(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT tag FROM tags WHERE upstream = ? AND repo = ? ORDER BY tag",
+                (upstream, repo),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._read(query)
+
+    async def all_tags(self) -> list[TagEntry]:
+        def query(db: sqlite3.Connection) -> list[TagEntry]:
+            rows = db.execute(
+                "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
+                " ORDER BY upstream, repo, tag"
+            ).fetchall()
+            return [TagEntry(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def prune_tags(self, entries: Sequence[TagEntry]) -> int:
+        deleted = 0
+        for chunk in _chunks(entries):
+
+            def job(db: sqlite3.Connection, chunk: Sequence[TagEntry] = chunk) -> int:
+                cursor = db.executemany(
+                    "DELETE FROM tags WHERE upstream = ? AND repo = ? AND tag = ?"
+                    " AND last_pulled <= ?",
+                    [(t.upstream, t.repo, t.tag, t.last_pulled) for t in chunk],
+                )
+                _bump_generation(db)
+                return max(0, cursor.rowcount)
+
+            deleted += await self._write(job)
+        return deleted
+
+    # --------------------------------------------------------------- objects
+
+    async def add_object(self, digest: str, size: int, media_type: str | None, now: float) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO objects (digest, size, media_type, created, last_access)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (digest) DO UPDATE SET size = excluded.size,"
+                " media_type = COALESCE(excluded.media_type, objects.media_type),"
+                " last_access = MAX(objects.last_access, excluded.last_access)",
+                (digest, size, media_type, now, now),
+            )
+        )
+
+    async def adopt_objects(self, rows: Sequence[ObjectRow]) -> None:
+        for chunk in _chunks(rows):
+
+            def job(db: sqlite3.Connection, chunk: Sequence[ObjectRow] = chunk) -> None:
+                db.executemany(
+                    "INSERT OR IGNORE INTO objects"
+                    " (digest, size, media_type, created, last_access) VALUES (?, ?, ?, ?, ?)",
+                    [(r.digest, r.size, r.media_type, r.created, r.last_access) for r in chunk],
+                )
+
+            await self._write(job)
+
+    async def get_object(self, digest: str) -> ObjectRow | None:
+        def query(db: sqlite3.Connection) -> ObjectRow | None:
+            row = db.execute(
+                "SELECT digest, size, media_type, created, last_access FROM objects"
+                " WHERE digest = ?",
+                (digest,),
+            ).fetchone()
+            return ObjectRow(*row) if row else None
+
+        return await self._read(query)
+
+    async def total_size(self) -> int:
+        return await self._read(
+            lambda db: int(db.execute("SELECT COALESCE(SUM(size), 0) FROM objects").fetchone()[0])
+        )
+
+    async def count_objects(self) -> int:
+        return await self._read(
+            lambda db: int(db.execute("SELECT COUNT(*) FROM objects").fetchone()[0])
+        )
+
+    async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
+        def query(db: sqlite3.Connection) -> list[ObjectRow]:
+            columns = "SELECT digest, size, media_type, created, last_access FROM objects"
+            if after is None:
+                rows = db.execute(
+                    f"{columns} ORDER BY last_access, digest LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    f"{columns} WHERE (last_access, digest) > (?, ?)"
+                    " ORDER BY last_access, digest LIMIT ?",
+                    (after[0], after[1], limit),
+                ).fetchall()
+            return [ObjectRow(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def forget(self, digests: Sequence[str]) -> None:
+        for chunk in _chunks(digests):
+
+            def job(db: sqlite3.Connection, chunk: Sequence[str] = chunk) -> None:
+                rows = [(d,) for d in chunk]
+                db.executemany("DELETE FROM objects WHERE digest = ?", rows)
+                db.executemany("DELETE FROM tags WHERE digest = ?", rows)
+                _bump_generation(db)
+
+            await self._write(job)
+
+    # ----------------------------------------------------------------- links
+
+    async def is_linked(self, upstream: str, repo: str, digest: str) -> bool:
+        def query(db: sqlite3.Connection) -> bool:
+            return (
+                db.execute(
+                    "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
+                    (upstream, repo, digest),
+                ).fetchone()
+                is not None
+            )
+
+        return await self._read(query)
+
+    async def link(self, upstream: str, repo: str, digests: Sequence[str]) -> None:
+        rows = [(upstream, repo, d) for d in digests]
+        if rows:
+            await self._write(
+                lambda db: db.executemany(
+                    "INSERT OR IGNORE INTO links (upstream, repo, digest) VALUES (?, ?, ?)", rows
+                )
+            )
+
+    async def unlink(self, upstream: str, repo: str, digests: Sequence[str] | None) -> None:
+        if digests is None:
+
+            def everything(db: sqlite3.Connection) -> None:
+                db.execute("DELETE FROM links WHERE upstream = ? AND repo = ?", (upstream, repo))
+                _bump_generation(db)
+
+            await self._write(everything)
+            return
+        for chunk in _chunks(digests):
+
+            def some(db: sqlite3.Connection, chunk: Sequence[str] = chunk) -> None:
+                db.executemany(
+                    "DELETE FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
+                    [(upstream, repo, d) for d in chunk],
+                )
+                _bump_generation(db)
+
+            await self._write(some)
+
+    async def repositories(self, upstream: str | None = None) -> list[RepoKey]:
+        where = " WHERE upstream = ?" if upstream else ""
+        query_text = (
+            f"SELECT DISTINCT upstream, repo FROM links{where}"
+            f" UNION SELECT DISTINCT upstream, repo FROM tags{where} ORDER BY 1, 2"
+        )
+        params: tuple[str, ...] = (upstream, upstream) if upstream else ()
+        return await self._read(
+            lambda db: [(r[0], r[1]) for r in db.execute(query_text, params).fetchall()]
+        )
+
+    async def links_of(self, upstream: str, repo: str) -> list[str]:
+        return await self._read(
+            lambda db: [
+                r[0]
+                for r in db.execute(
+                    "SELECT digest FROM links WHERE upstream = ? AND repo = ? ORDER BY digest",
+                    (upstream, repo),
+                ).fetchall()
+            ]
+        )
+
+    # ---------------------------------------------------------- access times
+
+    async def record_access(
+        self, objects: Mapping[str, float], tags: Mapping[TagKey, float]
+    ) -> None:
+        if not objects and not tags:
+            return
+
+        def job(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE objects SET last_access = MAX(last_access, ?) WHERE digest = ?",
+                [(t, d) for d, t in objects.items()],
+            )
+            db.executemany(
+                "UPDATE tags SET last_pulled = MAX(last_pulled, ?)"
+                " WHERE upstream = ? AND repo = ? AND tag = ?",
+                [(t, u, r, g) for (u, r, g), t in tags.items()],
+            )
+
+        await self._write(job)
+
+
+def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = job(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Create or upgrade the schema (inside the writer's transaction)."""
+    row = None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        pass  # a new file: no meta table yet
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise IndexUnavailable(
+            f"index schema {found} is newer than this registry-cache understands"
+            f" ({SCHEMA_VERSION}): upgrade registry-cache"
+        )
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
+
+
+def _bump_generation(db: sqlite3.Connection) -> None:
+    """Inside a transaction that deleted rows: memos everywhere are dropped soon after."""
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT(key)"
+        " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
+
+
+def _chunks(items: Sequence[T], size: int = BATCH) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
