@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
@@ -56,6 +57,12 @@ ENV_SETTINGS = (
     "tls_cert",
     "tls_key",
     "htpasswd",
+    "index",
+    "index_password",
+    "index_password_file",
+    "advertise",
+    "cluster_secret",
+    "cluster_secret_file",
 )
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -165,6 +172,16 @@ class Settings(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    # Cluster mode (README "Scaling out"): a PostgreSQL index shared by replicas.
+    # None: SQLite in the data directory, one machine.
+    index: str | None = None
+    index_password: SecretStr | None = None
+    index_password_file: Path | None = None
+    # How the other replicas reach this one (http://10.0.0.5:5000); required with a
+    # PostgreSQL index, as is the secret that guards the replicas' internal endpoint.
+    advertise: str | None = None
+    cluster_secret: SecretStr | None = None
+    cluster_secret_file: Path | None = None
 
     @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", "evict_grace", mode="before")
     @classmethod
@@ -209,6 +226,71 @@ class Settings(BaseModel):
             raise ValueError(f"invalid domain {value!r}")
         return value
 
+    @field_validator("index")
+    @classmethod
+    def _index(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() == "sqlite":
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError(
+                "expected postgresql://USER@HOST:PORT/DATABASE (or sqlite, the default)"
+            )
+        if parts.password is not None:
+            raise ValueError(
+                "a password in the URL is not allowed: use index_password_file"
+                " (or REGISTRY_CACHE_INDEX_PASSWORD)"
+            )
+        return value
+
+    @field_validator("advertise")
+    @classmethod
+    def _advertise(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.password:
+            raise ValueError(f"expected http(s)://HOST:PORT, got {value[:100]!r}")
+        if parts.path:
+            raise ValueError(f"expected http(s)://HOST:PORT without a path, got {value[:100]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_complete(self) -> Settings:
+        if self.index is None:
+            return self
+        if self.advertise is None:
+            raise ValueError(
+                "advertise: required with a PostgreSQL index (cluster mode): how the other"
+                " replicas reach this one, e.g. http://10.0.0.5:5000"
+            )
+        if self.cluster_secret is None and self.cluster_secret_file is None:
+            raise ValueError(
+                "cluster_secret_file: required with a PostgreSQL index (cluster mode), the"
+                " same on every replica (or REGISTRY_CACHE_CLUSTER_SECRET)"
+            )
+        return self
+
+    @property
+    def clustered(self) -> bool:
+        return self.index is not None
+
+    def index_secret(self) -> str | None:
+        """The PostgreSQL password: index_password, else the file's first line."""
+        return _secret(self.index_password, self.index_password_file, "index_password_file")
+
+    def cluster_key(self) -> str:
+        """The cluster secret (ConfigError when it is unset, unreadable or too short)."""
+        secret = _secret(self.cluster_secret, self.cluster_secret_file, "cluster_secret_file")
+        if secret is None or len(secret) < 16:
+            raise ConfigError(
+                "invalid configuration: cluster_secret: at least 16 characters"
+                " (e.g. openssl rand -hex 32 > FILE)"
+            )
+        return secret
+
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -246,6 +328,20 @@ class Settings(BaseModel):
 
     def ttl_for(self, upstream: UpstreamConfig) -> float:
         return self.tag_ttl if upstream.tag_ttl is None else upstream.tag_ttl
+
+
+def _secret(value: SecretStr | None, path: Path | None, key: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    try:
+        text = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid configuration: {key}: cannot read {path.absolute()}: {exc.strerror or exc}"
+        ) from None
+    return text[0].strip() if text and text[0].strip() else None
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -410,10 +506,12 @@ def describe_validation_error(exc: ValidationError) -> str:
     if loc and loc[0] == "upstreams" and len(loc) >= 2:
         path = "upstreams." + ".".join(loc[1:])
     else:
-        path = ".".join(loc) or "config"
+        path = ".".join(loc)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown setting"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"invalid configuration: {path}: {message}{suffix}"
+    # A check across settings (no location) names its key in the message itself.
+    where = f"{path}: " if path else ""
+    return f"invalid configuration: {where}{message}{suffix}"

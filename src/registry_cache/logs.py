@@ -80,9 +80,17 @@ class BatchedStderr(logging.Handler):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    return [
+    found = [
         u.password.get_secret_value() for u in settings.upstreams.values() if u.password is not None
     ]
+    for secret in (settings.index_secret, settings.cluster_key):
+        try:
+            value = secret()
+        except Exception:  # unreadable or unset: reported where it is used
+            continue
+        if value:
+            found.append(value)
+    return found
 
 
 def setup_logging(settings: Settings) -> None:

@@ -52,6 +52,21 @@ _SETTING_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--log-level",),
         {"type": click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)},
     ),
+    (
+        ("--index",),
+        {
+            "metavar": "URL",
+            "help": "postgresql://USER@HOST:PORT/DB shared by replicas (cluster mode)"
+            " [SQLite in the data directory].",
+        },
+    ),
+    (
+        ("--index-password-file",),
+        {
+            "type": click.Path(dir_okay=False, path_type=Path),
+            "help": "File holding the PostgreSQL password (env: REGISTRY_CACHE_INDEX_PASSWORD).",
+        },
+    ),
 ]
 
 
@@ -71,6 +86,8 @@ def settings_from(params: dict[str, Any], **extra: Any) -> Settings:
         "default_upstream": params.pop("default_upstream", None),
         "tag_ttl": params.pop("tag_ttl", None),
         "log_level": params.pop("log_level", None),
+        "index": params.pop("index", None),
+        "index_password_file": params.pop("index_password_file", None),
         **extra,
     }
     return build_settings(

@@ -63,12 +63,28 @@ log = logging.getLogger("registry_cache.server")
     default=None,
     help="Clients must log in (HTTP Basic) as a user of this bcrypt htpasswd file [open].",
 )
+@click.option(
+    "--advertise",
+    metavar="URL",
+    default=None,
+    help="Cluster mode: how the other replicas reach this one, e.g. http://10.0.0.5:5000.",
+)
+@click.option(
+    "--cluster-secret-file",
+    metavar="FILE",
+    default=None,
+    help="Cluster mode: the secret every replica shares (env: REGISTRY_CACHE_CLUSTER_SECRET).",
+)
 def serve(**params: Any) -> None:
     """Run the pull-through cache server (read-only registry API on one port)."""
     own = ("workers", "max_size", "max_disk_percent", "max_age", "shutdown_grace", "tls_cert")
+    cluster = ("advertise", "cluster_secret_file")
     settings = settings_from(
-        params, **{key: params.pop(key) for key in (*own, "tls_key", "htpasswd")}
+        params, **{key: params.pop(key) for key in (*own, *cluster, "tls_key", "htpasswd")}
     )
+    if settings.clustered:
+        settings.cluster_key()  # unreadable or too short: one line, exit 2
+        settings.index_secret()
     # A bad certificate or htpasswd file stops us here, in one line.
     server_context(settings)
     if settings.htpasswd is not None:

@@ -19,5 +19,11 @@ __all__ = [
 
 
 async def open_index(settings: Settings, *, readonly: bool = False) -> Index:
-    """The configured index: SQLite in the data directory (the default)."""
+    """The configured index: SQLite in the data directory (the default), or PostgreSQL."""
+    if settings.index is not None:
+        from .postgres import PostgresIndex  # asyncpg only when a cluster uses it
+
+        return await PostgresIndex.open(
+            settings.index, settings.index_secret(), replica=settings.advertise or "local"
+        )
     return await SqliteIndex.open(Layout(settings.data_dir).index, readonly=readonly)

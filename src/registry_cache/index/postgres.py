@@ -1,0 +1,597 @@
+"""The index for a cluster: PostgreSQL, shared by every replica (asyncpg).
+
+``objects`` is the cluster's catalog (size, media type, last access anywhere);
+``holdings`` says which replica's local tier holds what. The object methods of
+the ``Index`` contract are about *this* replica's local tier (what it evicts,
+verifies and lists), as they are for SQLite on one machine: ``forget`` drops this
+replica's holdings, and catalog rows (with the tags naming them) only once no
+replica holds the content any more.
+
+Tables live in their own schema (``registry_cache``), created and migrated at
+start under an advisory lock, so replicas starting together do not race. Rows
+deleted anywhere bump a generation counter and ``NOTIFY registry_cache_changes``
+in the same transaction: every replica's front drops its memos at once
+(``wait_changed``) instead of polling.
+
+PostgreSQL down or restarted: every call raises ``IndexUnavailable`` within
+``QUERY_TIMEOUT`` at worst, and for ``RETRY_AFTER`` after a failure at once,
+without trying (a request never waits for a dead server twice); the pool then
+reconnects by itself. The password is passed apart from the URL and never
+appears in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Conn = PoolConnectionProxy[Any]  # what jobs are given (a pooled connection)
+else:
+    Conn = Any
+
+from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey, TagRow
+
+log = logging.getLogger("registry_cache.index")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+CHANNEL = "registry_cache_changes"
+MIGRATION_LOCK = 0x7263_0001  # pg_advisory_xact_lock key: one migrating replica at a time
+CONNECT_TIMEOUT = 3.0
+QUERY_TIMEOUT = 3.0
+RETRY_AFTER = 1.0
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS registry_cache;
+CREATE TABLE IF NOT EXISTS registry_cache.meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_cache.objects (
+    digest      TEXT PRIMARY KEY,
+    size        BIGINT NOT NULL,
+    media_type  TEXT,
+    created     DOUBLE PRECISION NOT NULL,
+    last_access DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_lru ON registry_cache.objects (last_access, digest);
+CREATE TABLE IF NOT EXISTS registry_cache.tags (
+    upstream    TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    checked_at  DOUBLE PRECISION NOT NULL,
+    last_pulled DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (upstream, repo, tag)
+);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON registry_cache.tags (digest);
+CREATE TABLE IF NOT EXISTS registry_cache.links (
+    upstream    TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    PRIMARY KEY (upstream, repo, digest)
+);
+CREATE INDEX IF NOT EXISTS links_by_digest ON registry_cache.links (digest);
+CREATE TABLE IF NOT EXISTS registry_cache.holdings (
+    replica     TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    size        BIGINT NOT NULL,
+    last_access DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (replica, digest)
+);
+CREATE INDEX IF NOT EXISTS holdings_lru ON registry_cache.holdings (replica, last_access, digest);
+CREATE INDEX IF NOT EXISTS holdings_by_digest ON registry_cache.holdings (digest);
+CREATE TABLE IF NOT EXISTS registry_cache.leases (
+    key         TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_cache.replicas (
+    url         TEXT PRIMARY KEY,
+    started_at  DOUBLE PRECISION NOT NULL,
+    seen_at     DOUBLE PRECISION NOT NULL,
+    info        TEXT NOT NULL DEFAULT '{}'
+);
+"""
+# The database's clock, in Unix seconds: leases and heartbeats never compare two
+# machines' clocks.
+NOW = "extract(epoch from clock_timestamp())"
+BUMP = (
+    "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key)"
+    " DO UPDATE SET value = (meta.value::bigint + 1)::text"
+)
+
+
+def describe(url: str) -> str:
+    """The URL without any password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"postgresql://{user}{host}{port}{parts.path}"
+
+
+class PostgresIndex:
+    """``Index`` over PostgreSQL. Create with ``await PostgresIndex.open(url, password)``."""
+
+    def __init__(self, url: str, password: str | None, replica: str) -> None:
+        self.url = url
+        self.replica = replica  # this replica's advertised URL: its holdings' key
+        self.name = describe(url)
+        self._password = password
+        self._pool: asyncpg.Pool | None = None
+        self._retry_at = 0.0
+        self._listener: asyncpg.Connection | None = None
+        self._changed = asyncio.Event()
+        self._seen_generation: int | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, url: str, password: str | None = None, *, replica: str = "local"
+    ) -> PostgresIndex:
+        index = cls(url, password, replica)
+        await index._migrate()
+        return index
+
+    # -------------------------------------------------------------- plumbing
+
+    async def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "dsn": self.url,
+            "password": self._password,
+            "timeout": CONNECT_TIMEOUT,
+            "command_timeout": QUERY_TIMEOUT,
+            "server_settings": {
+                "search_path": "registry_cache",
+                "application_name": "registry-cache",
+            },
+        }
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                min_size=0, max_size=8, **(await self._connect_kwargs())
+            )
+        return self._pool
+
+    async def _run(self, job: Callable[[Conn], Awaitable[T]]) -> T:
+        if self._closed:
+            raise IndexUnavailable(f"index {self.name} is closed")
+        if time.monotonic() < self._retry_at:
+            raise IndexUnavailable(f"index {self.name} is unreachable (retrying shortly)")
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
+                pool = await self._get_pool()
+                async with pool.acquire() as conn:
+                    return await job(conn)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if isinstance(exc, asyncpg.PostgresError) and _is_bug(exc):
+                raise  # a wrong statement is a bug, not an outage
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            raise IndexUnavailable(f"index {self.name}: {_reason(exc)}") from None
+
+    async def _migrate(self) -> None:
+        async def job(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute(SCHEMA)
+                row = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema'")
+                found = int(row) if row is not None else 0
+                if found > SCHEMA_VERSION:
+                    raise IndexUnavailable(
+                        f"index schema {found} is newer than this registry-cache understands"
+                        f" ({SCHEMA_VERSION}): upgrade registry-cache"
+                    )
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', $1)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    str(SCHEMA_VERSION),
+                )
+
+        await self._run(job)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            try:
+                await asyncio.wait_for(listener.close(), QUERY_TIMEOUT)
+            except Exception:
+                listener.terminate()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), QUERY_TIMEOUT)
+            except Exception:
+                pool.terminate()
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+
+    async def generation(self) -> int:
+        async def job(conn: Conn) -> int:
+            value = await conn.fetchval("SELECT value FROM meta WHERE key = 'generation'")
+            return int(value) if value is not None else 0
+
+        return await self._run(job)
+
+    async def wait_changed(self, within: float) -> bool:
+        if self._listener is None or self._listener.is_closed():
+            await self._listen()
+        try:
+            await asyncio.wait_for(self._changed.wait(), within)
+        except TimeoutError:
+            return False
+        self._changed.clear()
+        return True
+
+    async def _listen(self) -> None:
+        """(Re)connect the LISTEN connection; rows deleted while we were deaf count
+        as a change (the generation tells)."""
+        try:
+            conn = await asyncpg.connect(**(await self._connect_kwargs()))
+            await conn.add_listener(CHANNEL, self._notified)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise IndexUnavailable(f"index {self.name}: {_reason(exc)}") from None
+        self._listener = conn
+        current = await self.generation()
+        if self._seen_generation is not None and current != self._seen_generation:
+            self._changed.set()
+        self._seen_generation = current
+
+    def _notified(self, *_: object) -> None:
+        self._changed.set()
+
+    async def _deleting(self, conn: Conn, statements: Sequence[tuple[str, Any]]) -> None:
+        """Run deletions with the generation bump and the notification, atomically."""
+        async with conn.transaction():
+            for query, args in statements:
+                await conn.execute(query, *args)
+            generation = await conn.fetchval(BUMP + " RETURNING value")
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, generation)
+        self._seen_generation = int(generation)
+
+    # ------------------------------------------------------------------ tags
+
+    async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT digest, checked_at, last_pulled FROM tags"
+                " WHERE upstream = $1 AND repo = $2 AND tag = $3",
+                upstream,
+                repo,
+                tag,
+            )
+        )
+        return TagRow(row[0], row[1], row[2]) if row else None
+
+    async def set_tag(
+        self, upstream: str, repo: str, tag: str, digest: str, checked_at: float
+    ) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO tags (upstream, repo, tag, digest, checked_at, last_pulled)"
+                " VALUES ($1, $2, $3, $4, $5, $5)"
+                " ON CONFLICT (upstream, repo, tag) DO UPDATE SET"
+                " digest = excluded.digest, checked_at = excluded.checked_at,"
+                " last_pulled = GREATEST(tags.last_pulled, excluded.last_pulled)",
+                upstream,
+                repo,
+                tag,
+                digest,
+                checked_at,
+            )
+        )
+
+    async def delete_tag(self, upstream: str, repo: str, tag: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM tags WHERE upstream = $1 AND repo = $2 AND tag = $3",
+                upstream,
+                repo,
+                tag,
+            )
+        )
+
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                'SELECT tag FROM tags WHERE upstream = $1 AND repo = $2 ORDER BY tag COLLATE "C"',
+                upstream,
+                repo,
+            )
+        )
+        return [r[0] for r in rows]
+
+    async def all_tags(self) -> list[TagEntry]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
+                ' ORDER BY upstream COLLATE "C", repo COLLATE "C", tag COLLATE "C"'
+            )
+        )
+        return [TagEntry(*r) for r in rows]
+
+    async def prune_tags(self, entries: Sequence[TagEntry]) -> int:
+        if not entries:
+            return 0
+
+        async def job(conn: Conn) -> int:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM tags t USING unnest($1::text[], $2::text[], $3::text[],"
+                    " $4::float8[]) AS v(u, r, g, p)"
+                    " WHERE t.upstream = v.u AND t.repo = v.r AND t.tag = v.g"
+                    " AND t.last_pulled <= v.p",
+                    [e.upstream for e in entries],
+                    [e.repo for e in entries],
+                    [e.tag for e in entries],
+                    [e.last_pulled for e in entries],
+                )
+                generation = await conn.fetchval(BUMP + " RETURNING value")
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, generation)
+            return int(status.split()[-1])
+
+        return await self._run(job)
+
+    # --------------------------------------------------------------- objects
+
+    async def add_object(self, digest: str, size: int, media_type: str | None, now: float) -> None:
+        async def job(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO objects (digest, size, media_type, created, last_access)"
+                    " VALUES ($1, $2, $3, $4, $4)"
+                    " ON CONFLICT (digest) DO UPDATE SET size = excluded.size,"
+                    " media_type = COALESCE(excluded.media_type, objects.media_type),"
+                    " last_access = GREATEST(objects.last_access, excluded.last_access)",
+                    digest,
+                    size,
+                    media_type,
+                    now,
+                )
+                await conn.execute(
+                    "INSERT INTO holdings (replica, digest, size, last_access)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (replica, digest) DO UPDATE SET"
+                    " size = excluded.size,"
+                    " last_access = GREATEST(holdings.last_access, excluded.last_access)",
+                    self.replica,
+                    digest,
+                    size,
+                    now,
+                )
+
+        await self._run(job)
+
+    async def adopt_objects(self, rows: Sequence[ObjectRow]) -> None:
+        if not rows:
+            return
+        columns = (
+            [r.digest for r in rows],
+            [r.size for r in rows],
+            [r.media_type for r in rows],
+            [r.created for r in rows],
+            [r.last_access for r in rows],
+        )
+
+        async def job(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO objects (digest, size, media_type, created, last_access)"
+                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::float8[],"
+                    " $5::float8[]) ON CONFLICT (digest) DO NOTHING",
+                    *columns,
+                )
+                await conn.execute(
+                    "INSERT INTO holdings (replica, digest, size, last_access)"
+                    " SELECT $1, d, s, a FROM unnest($2::text[], $3::bigint[], $4::float8[])"
+                    " AS v(d, s, a) ON CONFLICT (replica, digest) DO NOTHING",
+                    self.replica,
+                    columns[0],
+                    columns[1],
+                    columns[4],
+                )
+
+        await self._run(job)
+
+    async def get_object(self, digest: str) -> ObjectRow | None:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT digest, size, media_type, created, last_access FROM objects"
+                " WHERE digest = $1",
+                digest,
+            )
+        )
+        return ObjectRow(*row) if row else None
+
+    async def total_size(self) -> int:
+        value = await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT COALESCE(SUM(size), 0) FROM holdings WHERE replica = $1", self.replica
+            )
+        )
+        return int(value)
+
+    async def count_objects(self) -> int:
+        value = await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT COUNT(*) FROM holdings WHERE replica = $1", self.replica
+            )
+        )
+        return int(value)
+
+    async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
+        columns = (
+            "SELECT h.digest, h.size, o.media_type, COALESCE(o.created, h.last_access),"
+            " h.last_access FROM holdings h LEFT JOIN objects o ON o.digest = h.digest"
+            " WHERE h.replica = $1"
+        )
+        order = ' ORDER BY h.last_access, h.digest COLLATE "C" LIMIT'
+        if after is None:
+            rows = await self._run(
+                lambda conn: conn.fetch(f"{columns}{order} $2", self.replica, limit)
+            )
+        else:
+            rows = await self._run(
+                lambda conn: conn.fetch(
+                    f'{columns} AND (h.last_access, h.digest COLLATE "C") > ($2, $3){order} $4',
+                    self.replica,
+                    after[0],
+                    after[1],
+                    limit,
+                )
+            )
+        return [ObjectRow(*r) for r in rows]
+
+    async def forget(self, digests: Sequence[str]) -> None:
+        if not digests:
+            return
+        names = list(digests)
+        await self._run(
+            lambda conn: self._deleting(
+                conn,
+                [
+                    (
+                        "DELETE FROM holdings WHERE replica = $1 AND digest = ANY($2::text[])",
+                        (self.replica, names),
+                    ),
+                    # Content no replica holds any more leaves the catalog, with its tags.
+                    (
+                        "DELETE FROM objects o WHERE o.digest = ANY($1::text[])"
+                        " AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = o.digest)",
+                        (names,),
+                    ),
+                    (
+                        "DELETE FROM tags t WHERE t.digest = ANY($1::text[])"
+                        " AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = t.digest)",
+                        (names,),
+                    ),
+                ],
+            )
+        )
+
+    # ----------------------------------------------------------------- links
+
+    async def is_linked(self, upstream: str, repo: str, digest: str) -> bool:
+        row = await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT 1 FROM links WHERE upstream = $1 AND repo = $2 AND digest = $3",
+                upstream,
+                repo,
+                digest,
+            )
+        )
+        return row is not None
+
+    async def link(self, upstream: str, repo: str, digests: Sequence[str]) -> None:
+        if not digests:
+            return
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO links (upstream, repo, digest)"
+                " SELECT $1, $2, d FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING",
+                upstream,
+                repo,
+                list(digests),
+            )
+        )
+
+    async def unlink(self, upstream: str, repo: str, digests: Sequence[str] | None) -> None:
+        statement: tuple[str, tuple[Any, ...]]
+        if digests is None:
+            statement = (
+                "DELETE FROM links WHERE upstream = $1 AND repo = $2",
+                (upstream, repo),
+            )
+        else:
+            statement = (
+                "DELETE FROM links WHERE upstream = $1 AND repo = $2 AND digest = ANY($3::text[])",
+                (upstream, repo, list(digests)),
+            )
+        await self._run(lambda conn: self._deleting(conn, [statement]))
+
+    async def repositories(self, upstream: str | None = None) -> list[RepoKey]:
+        where = " WHERE upstream = $1" if upstream else ""
+        query = (
+            f"SELECT * FROM (SELECT upstream, repo FROM links{where}"
+            f" UNION SELECT upstream, repo FROM tags{where}) AS r"
+            ' ORDER BY upstream COLLATE "C", repo COLLATE "C"'
+        )
+        args = (upstream,) if upstream else ()
+        rows = await self._run(lambda conn: conn.fetch(query, *args))
+        return [(r[0], r[1]) for r in rows]
+
+    async def links_of(self, upstream: str, repo: str) -> list[str]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT digest FROM links WHERE upstream = $1 AND repo = $2"
+                ' ORDER BY digest COLLATE "C"',
+                upstream,
+                repo,
+            )
+        )
+        return [r[0] for r in rows]
+
+    # ---------------------------------------------------------- access times
+
+    async def record_access(
+        self, objects: Mapping[str, float], tags: Mapping[TagKey, float]
+    ) -> None:
+        if not objects and not tags:
+            return
+
+        async def job(conn: Conn) -> None:
+            async with conn.transaction():
+                if objects:
+                    await conn.execute(
+                        "UPDATE objects o SET last_access = GREATEST(o.last_access, v.t)"
+                        " FROM unnest($1::text[], $2::float8[]) AS v(d, t) WHERE o.digest = v.d",
+                        list(objects),
+                        list(objects.values()),
+                    )
+                    await conn.execute(
+                        "UPDATE holdings h SET last_access = GREATEST(h.last_access, v.t)"
+                        " FROM unnest($2::text[], $3::float8[]) AS v(d, t)"
+                        " WHERE h.replica = $1 AND h.digest = v.d",
+                        self.replica,
+                        list(objects),
+                        list(objects.values()),
+                    )
+                if tags:
+                    keys = list(tags)
+                    await conn.execute(
+                        "UPDATE tags g SET last_pulled = GREATEST(g.last_pulled, v.t)"
+                        " FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])"
+                        " AS v(u, r, n, t)"
+                        " WHERE g.upstream = v.u AND g.repo = v.r AND g.tag = v.n",
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [k[2] for k in keys],
+                        list(tags.values()),
+                    )
+
+        await self._run(job)
+
+
+def _is_bug(exc: asyncpg.PostgresError) -> bool:
+    """SQL errors that no retry can fix (a syntax error, a missing column)."""
+    state = getattr(exc, "sqlstate", "") or ""
+    return state.startswith(("42", "22", "23"))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
