@@ -83,8 +83,9 @@ def prepare_data_dir(settings: Settings) -> None:
 
 
 async def _create_index(settings: Settings) -> None:
-    """Create or migrate the index's schema once, before any worker opens it."""
-    index = await open_index(settings)
+    """Create or migrate the index's schema once, before any worker opens it. A
+    PostgreSQL index unreachable now is not fatal: replicas serve without it."""
+    index = await open_index(settings, wait=not settings.clustered)
     await index.close()
 
 

@@ -223,9 +223,8 @@ async def warm_directly(
     from .web.services import Services
 
     components = await build(settings)
-    services = Services.build(components.ctx)
-    if components.eviction is not None:
-        components.eviction.start()
+    services = Services.build(components.ctx, components.flight)
+    components.start()
 
     def source(image: ImageRef) -> Source:
         upstream = upstream_for(settings, image.registry, strict=True)

@@ -74,7 +74,7 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
     layout = Layout(settings.data_dir)
     if not layout.root.is_dir():
         raise CliError(f"data directory {layout.root} does not exist")
-    if not layout.index.is_file():
+    if not settings.clustered and not layout.index.is_file():
         raise CliError(f"{layout.root} is not a cache data directory (no {layout.index.name})")
     loop = asyncio.new_event_loop()
     try:

@@ -18,12 +18,16 @@ __all__ = [
 ]
 
 
-async def open_index(settings: Settings, *, readonly: bool = False) -> Index:
-    """The configured index: SQLite in the data directory (the default), or PostgreSQL."""
+async def open_index(settings: Settings, *, readonly: bool = False, wait: bool = True) -> Index:
+    """The configured index: SQLite in the data directory (the default), or PostgreSQL
+    (``wait=False``: start even while it is unreachable; it is retried per query)."""
     if settings.index is not None:
         from .postgres import PostgresIndex  # asyncpg only when a cluster uses it
 
         return await PostgresIndex.open(
-            settings.index, settings.index_secret(), replica=settings.advertise or "local"
+            settings.index,
+            settings.index_secret(),
+            replica=settings.advertise or "local",
+            wait=wait,
         )
     return await SqliteIndex.open(Layout(settings.data_dir).index, readonly=readonly)

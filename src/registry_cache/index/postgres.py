@@ -135,13 +135,21 @@ class PostgresIndex:
         self._changed = asyncio.Event()
         self._seen_generation: int | None = None
         self._closed = False
+        self._migrated = False
 
     @classmethod
     async def open(
-        cls, url: str, password: str | None = None, *, replica: str = "local"
+        cls, url: str, password: str | None = None, *, replica: str = "local", wait: bool = True
     ) -> PostgresIndex:
+        """Connect and migrate the schema. ``wait=False``: a server unreachable now is
+        fine (a replica starts degraded); the first query that reaches it migrates."""
         index = cls(url, password, replica)
-        await index._migrate()
+        try:
+            await index.run(lambda conn: conn.fetchval("SELECT 1"))
+        except IndexUnavailable as exc:
+            if wait:
+                raise
+            log.warning("starting without the index for now: %s", exc.message)
         return index
 
     # -------------------------------------------------------------- plumbing
@@ -165,7 +173,7 @@ class PostgresIndex:
             )
         return self._pool
 
-    async def _run(self, job: Callable[[Conn], Awaitable[T]]) -> T:
+    async def run(self, job: Callable[[Conn], Awaitable[T]]) -> T:
         if self._closed:
             raise IndexUnavailable(f"index {self.name} is closed")
         if time.monotonic() < self._retry_at:
@@ -174,32 +182,15 @@ class PostgresIndex:
             async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
                 pool = await self._get_pool()
                 async with pool.acquire() as conn:
+                    if not self._migrated:
+                        await _migrate(conn)
+                        self._migrated = True
                     return await job(conn)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if isinstance(exc, asyncpg.PostgresError) and _is_bug(exc):
                 raise  # a wrong statement is a bug, not an outage
             self._retry_at = time.monotonic() + RETRY_AFTER
             raise IndexUnavailable(f"index {self.name}: {_reason(exc)}") from None
-
-    async def _migrate(self) -> None:
-        async def job(conn: Conn) -> None:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                await conn.execute(SCHEMA)
-                row = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema'")
-                found = int(row) if row is not None else 0
-                if found > SCHEMA_VERSION:
-                    raise IndexUnavailable(
-                        f"index schema {found} is newer than this registry-cache understands"
-                        f" ({SCHEMA_VERSION}): upgrade registry-cache"
-                    )
-                await conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema', $1)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    str(SCHEMA_VERSION),
-                )
-
-        await self._run(job)
 
     async def close(self) -> None:
         self._closed = True
@@ -217,14 +208,14 @@ class PostgresIndex:
                 pool.terminate()
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        await self.run(lambda conn: conn.fetchval("SELECT 1"))
 
     async def generation(self) -> int:
         async def job(conn: Conn) -> int:
             value = await conn.fetchval("SELECT value FROM meta WHERE key = 'generation'")
             return int(value) if value is not None else 0
 
-        return await self._run(job)
+        return await self.run(job)
 
     async def wait_changed(self, within: float) -> bool:
         if self._listener is None or self._listener.is_closed():
@@ -265,7 +256,7 @@ class PostgresIndex:
     # ------------------------------------------------------------------ tags
 
     async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
-        row = await self._run(
+        row = await self.run(
             lambda conn: conn.fetchrow(
                 "SELECT digest, checked_at, last_pulled FROM tags"
                 " WHERE upstream = $1 AND repo = $2 AND tag = $3",
@@ -279,7 +270,7 @@ class PostgresIndex:
     async def set_tag(
         self, upstream: str, repo: str, tag: str, digest: str, checked_at: float
     ) -> None:
-        await self._run(
+        await self.run(
             lambda conn: conn.execute(
                 "INSERT INTO tags (upstream, repo, tag, digest, checked_at, last_pulled)"
                 " VALUES ($1, $2, $3, $4, $5, $5)"
@@ -295,7 +286,7 @@ class PostgresIndex:
         )
 
     async def delete_tag(self, upstream: str, repo: str, tag: str) -> None:
-        await self._run(
+        await self.run(
             lambda conn: conn.execute(
                 "DELETE FROM tags WHERE upstream = $1 AND repo = $2 AND tag = $3",
                 upstream,
@@ -305,7 +296,7 @@ class PostgresIndex:
         )
 
     async def list_tags(self, upstream: str, repo: str) -> list[str]:
-        rows = await self._run(
+        rows = await self.run(
             lambda conn: conn.fetch(
                 'SELECT tag FROM tags WHERE upstream = $1 AND repo = $2 ORDER BY tag COLLATE "C"',
                 upstream,
@@ -315,7 +306,7 @@ class PostgresIndex:
         return [r[0] for r in rows]
 
     async def all_tags(self) -> list[TagEntry]:
-        rows = await self._run(
+        rows = await self.run(
             lambda conn: conn.fetch(
                 "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
                 ' ORDER BY upstream COLLATE "C", repo COLLATE "C", tag COLLATE "C"'
@@ -343,7 +334,7 @@ class PostgresIndex:
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, generation)
             return int(status.split()[-1])
 
-        return await self._run(job)
+        return await self.run(job)
 
     # --------------------------------------------------------------- objects
 
@@ -372,7 +363,7 @@ class PostgresIndex:
                     now,
                 )
 
-        await self._run(job)
+        await self.run(job)
 
     async def adopt_objects(self, rows: Sequence[ObjectRow]) -> None:
         if not rows:
@@ -403,10 +394,10 @@ class PostgresIndex:
                     columns[4],
                 )
 
-        await self._run(job)
+        await self.run(job)
 
     async def get_object(self, digest: str) -> ObjectRow | None:
-        row = await self._run(
+        row = await self.run(
             lambda conn: conn.fetchrow(
                 "SELECT digest, size, media_type, created, last_access FROM objects"
                 " WHERE digest = $1",
@@ -416,7 +407,7 @@ class PostgresIndex:
         return ObjectRow(*row) if row else None
 
     async def total_size(self) -> int:
-        value = await self._run(
+        value = await self.run(
             lambda conn: conn.fetchval(
                 "SELECT COALESCE(SUM(size), 0) FROM holdings WHERE replica = $1", self.replica
             )
@@ -424,7 +415,7 @@ class PostgresIndex:
         return int(value)
 
     async def count_objects(self) -> int:
-        value = await self._run(
+        value = await self.run(
             lambda conn: conn.fetchval(
                 "SELECT COUNT(*) FROM holdings WHERE replica = $1", self.replica
             )
@@ -439,11 +430,11 @@ class PostgresIndex:
         )
         order = ' ORDER BY h.last_access, h.digest COLLATE "C" LIMIT'
         if after is None:
-            rows = await self._run(
+            rows = await self.run(
                 lambda conn: conn.fetch(f"{columns}{order} $2", self.replica, limit)
             )
         else:
-            rows = await self._run(
+            rows = await self.run(
                 lambda conn: conn.fetch(
                     f'{columns} AND (h.last_access, h.digest COLLATE "C") > ($2, $3){order} $4',
                     self.replica,
@@ -458,7 +449,7 @@ class PostgresIndex:
         if not digests:
             return
         names = list(digests)
-        await self._run(
+        await self.run(
             lambda conn: self._deleting(
                 conn,
                 [
@@ -484,7 +475,7 @@ class PostgresIndex:
     # ----------------------------------------------------------------- links
 
     async def is_linked(self, upstream: str, repo: str, digest: str) -> bool:
-        row = await self._run(
+        row = await self.run(
             lambda conn: conn.fetchval(
                 "SELECT 1 FROM links WHERE upstream = $1 AND repo = $2 AND digest = $3",
                 upstream,
@@ -497,7 +488,7 @@ class PostgresIndex:
     async def link(self, upstream: str, repo: str, digests: Sequence[str]) -> None:
         if not digests:
             return
-        await self._run(
+        await self.run(
             lambda conn: conn.execute(
                 "INSERT INTO links (upstream, repo, digest)"
                 " SELECT $1, $2, d FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING",
@@ -519,7 +510,7 @@ class PostgresIndex:
                 "DELETE FROM links WHERE upstream = $1 AND repo = $2 AND digest = ANY($3::text[])",
                 (upstream, repo, list(digests)),
             )
-        await self._run(lambda conn: self._deleting(conn, [statement]))
+        await self.run(lambda conn: self._deleting(conn, [statement]))
 
     async def repositories(self, upstream: str | None = None) -> list[RepoKey]:
         where = " WHERE upstream = $1" if upstream else ""
@@ -529,11 +520,11 @@ class PostgresIndex:
             ' ORDER BY upstream COLLATE "C", repo COLLATE "C"'
         )
         args = (upstream,) if upstream else ()
-        rows = await self._run(lambda conn: conn.fetch(query, *args))
+        rows = await self.run(lambda conn: conn.fetch(query, *args))
         return [(r[0], r[1]) for r in rows]
 
     async def links_of(self, upstream: str, repo: str) -> list[str]:
-        rows = await self._run(
+        rows = await self.run(
             lambda conn: conn.fetch(
                 "SELECT digest FROM links WHERE upstream = $1 AND repo = $2"
                 ' ORDER BY digest COLLATE "C"',
@@ -581,7 +572,26 @@ class PostgresIndex:
                         list(tags.values()),
                     )
 
-        await self._run(job)
+        await self.run(job)
+
+
+async def _migrate(conn: Conn) -> None:
+    """Create or upgrade the schema: one replica at a time (advisory lock)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(SCHEMA)
+        row = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema'")
+        found = int(row) if row is not None else 0
+        if found > SCHEMA_VERSION:
+            raise IndexUnavailable(
+                f"index schema {found} is newer than this registry-cache understands"
+                f" ({SCHEMA_VERSION}): upgrade registry-cache"
+            )
+        await conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema', $1)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            str(SCHEMA_VERSION),
+        )
 
 
 def _is_bug(exc: asyncpg.PostgresError) -> bool:

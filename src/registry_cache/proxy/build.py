@@ -1,6 +1,8 @@
 """Everything one worker needs, constructed in dependency order (explicit wiring).
 
-index → store → evictor (a ``FillListener``) → fills → upstream clients → context.
+index → store → evictor (a ``FillListener``) → fills → upstream clients → context;
+in cluster mode also the directory (replicas, holdings, leases), the peer client,
+and the cluster's versions of the store, the fills and the manifest single flight.
 Each component gets its collaborators in its constructor; ``Components.close``
 takes them down in reverse order.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import urllib3
 
@@ -16,14 +19,18 @@ from .. import metrics
 from ..config import Settings
 from ..index import open_index
 from ..index.front import IndexFront
-from ..store.blobs import FileBlobStore
+from ..store.blobs import BlobStore, FileBlobStore
 from ..store.evict import Evictor, Limits
-from ..store.fill import LocalFills
+from ..store.fill import FillCoordinator, LocalFills
 from ..store.layout import Layout
 from ..upstream.client import UpstreamClient
 from .context import ProxyContext
 from .eviction import EvictionTask
 from .memo import ManifestMemo
+
+if TYPE_CHECKING:  # cluster mode imports its modules (and asyncpg) only when used
+    from ..cluster.flight import ClusterFlight
+    from ..cluster.node import ClusterNode
 
 UPSTREAM_THREADS = 32
 
@@ -32,11 +39,21 @@ UPSTREAM_THREADS = 32
 class Components:
     ctx: ProxyContext
     eviction: EvictionTask | None  # None when the cache is unbounded
+    flight: ClusterFlight | None = None  # cluster mode only
+    node: ClusterNode | None = None
+
+    def start(self) -> None:
+        if self.eviction is not None:
+            self.eviction.start()
+        if self.node is not None:
+            self.node.start()
 
     async def close(self) -> None:
         if self.eviction is not None:
             await self.eviction.stop()
         await self.ctx.fills.close()
+        if self.node is not None:
+            await self.node.stop()
         self.ctx.executor.shutdown(wait=False, cancel_futures=True)
         await self.ctx.index.flush()
         await self.ctx.index.index.close()
@@ -45,17 +62,38 @@ class Components:
 async def build(settings: Settings) -> Components:
     layout = Layout(settings.data_dir)
     layout.create()
-    index = IndexFront(await open_index(settings))
-    store = FileBlobStore(layout)
+    index = IndexFront(await open_index(settings, wait=False))
+    local = FileBlobStore(layout)
     memo = ManifestMemo()
     limits = Limits.from_settings(settings)
-    eviction = EvictionTask(Evictor(store, index, limits), memo) if limits.active else None
-    fills = LocalFills(store, index, listener=eviction, fill_timeout=settings.fill_timeout)
+    eviction = EvictionTask(Evictor(local, index, limits), memo) if limits.active else None
+    local_fills = LocalFills(local, index, listener=eviction, fill_timeout=settings.fill_timeout)
     pool = urllib3.PoolManager(num_pools=len(settings.upstreams) * 4 + 8, maxsize=32, block=False)
     clients = {
         name: UpstreamClient(cfg, pool, on_ratelimit=metrics.ratelimit)
         for name, cfg in settings.upstreams.items()
     }
     executor = ThreadPoolExecutor(max_workers=UPSTREAM_THREADS, thread_name_prefix="upstream")
+    store: BlobStore = local
+    fills: FillCoordinator = local_fills
+    flight = node = None
+    if settings.clustered:
+        from ..cluster.directory import PostgresDirectory
+        from ..cluster.fills import ClusterFills
+        from ..cluster.flight import ClusterFlight
+        from ..cluster.leases import LeaseKeeper
+        from ..cluster.node import ClusterNode
+        from ..cluster.peers import PeerClient
+        from ..cluster.store import ClusterStore
+        from ..index.postgres import PostgresIndex
+
+        assert isinstance(index.index, PostgresIndex)
+        directory = PostgresDirectory(index.index)
+        leases = LeaseKeeper(directory)
+        peers = PeerClient(settings.cluster_key(), pool)
+        store = ClusterStore(local, index, directory, peers)
+        fills = ClusterFills(local_fills, directory, peers, leases)
+        flight = ClusterFlight(directory, leases)
+        node = ClusterNode(directory, leases)
     ctx = ProxyContext(settings, index, store, fills, clients, executor, memo)
-    return Components(ctx, eviction)
+    return Components(ctx, eviction, flight, node)

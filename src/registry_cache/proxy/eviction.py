@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from ..digest import Digest
-from ..errors import InsufficientStorage
+from ..errors import IndexUnavailable, InsufficientStorage
 from ..store.evict import LOCK_WAIT, Entry, Evictor, Report
 from ..store.fill import Fill
 from .memo import ManifestMemo
@@ -65,7 +65,12 @@ class EvictionTask:
     # ------------------------------------------------------------------ work
 
     async def _make_room(self, digest: Digest, size: int) -> None:
-        self._forget((await self.evictor.make_room(digest, size)).removed)
+        try:
+            report = await self.evictor.make_room(digest, size)
+        except IndexUnavailable as exc:
+            log.warning("cannot evict before filling %s: %s", digest, exc.message)
+            return
+        self._forget(report.removed)
 
     async def _run_forever(self) -> None:
         while True:
@@ -78,6 +83,9 @@ class EvictionTask:
         at_least, self._at_least = self._at_least, 0
         try:
             report = await self.evictor.run(at_least=at_least)
+        except IndexUnavailable as exc:
+            log.warning("eviction postponed: %s", exc.message)
+            return None
         except Exception:
             log.exception("eviction failed")
             return None

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 
 from .. import metrics
+from ..cluster.directory import Lease
+from ..cluster.flight import ClusterFlight
 from ..digest import Digest
 from ..errors import (
     BadGateway,
@@ -39,9 +41,39 @@ class ManifestResult:
     status: CacheStatus
 
 
+class _Followed(Exception):
+    """Another replica resolved this reference meanwhile: resolve again, locally."""
+
+
+class _Gate:
+    """Taken before asking upstream: cluster-wide, one replica asks (see cluster/flight.py)."""
+
+    def __init__(self, flight: ClusterFlight | None, key: str) -> None:
+        self._flight = flight
+        self._key = key
+        self._lease: Lease | None = None
+        self.open = flight is None  # one machine: in-process coalescing suffices
+
+    async def enter(self) -> None:
+        if self.open:
+            return
+        assert self._flight is not None
+        lease = await self._flight.lead(self._key)
+        self.open = True  # lead or follow once; the second resolution goes ahead
+        if lease is None:
+            raise _Followed
+        self._lease = lease
+
+    async def close(self) -> None:
+        if self._lease is not None and self._flight is not None:
+            await self._flight.done(self._lease)
+            self._lease = None
+
+
 class ManifestService:
-    def __init__(self, ctx: ProxyContext) -> None:
+    def __init__(self, ctx: ProxyContext, flight: ClusterFlight | None = None) -> None:
         self.ctx = ctx
+        self._flight = flight
         self._inflight: dict[tuple[str, str, str], asyncio.Future[ManifestResult]] = {}
 
     async def get(self, route: Route, reference: str, accept: list[str]) -> ManifestResult:
@@ -87,13 +119,24 @@ class ManifestService:
             del self._inflight[key]
 
     async def _resolve(self, route: Route, reference: str) -> ManifestResult:
+        key = f"manifest:{route.upstream.name}/{route.repository}:{reference}"
+        gate = _Gate(self._flight, key)
+        try:
+            try:
+                return await self._resolve_once(route, reference, gate)
+            except _Followed:
+                return await self._resolve_once(route, reference, gate)
+        finally:
+            await gate.close()
+
+    async def _resolve_once(self, route: Route, reference: str, gate: _Gate) -> ManifestResult:
         if ":" in reference:
-            return await self._by_digest(route, Digest.parse(reference))
-        return await self._by_tag(route, reference)
+            return await self._by_digest(route, Digest.parse(reference), gate)
+        return await self._by_tag(route, reference, gate)
 
     # ----------------------------------------------------------------- digests
 
-    async def _by_digest(self, route: Route, digest: Digest) -> ManifestResult:
+    async def _by_digest(self, route: Route, digest: Digest, gate: _Gate) -> ManifestResult:
         name, repo = route.upstream.name, route.repository
         local = await self._local(str(digest))
         if local is not None:
@@ -106,6 +149,7 @@ class ManifestService:
             await self.ctx.index.link(name, repo, [str(digest)])
             return ManifestResult(local[0], local[1], str(digest), CacheStatus.HIT)
         client = self.ctx.clients[name]
+        await gate.enter()
         fetched = await self.ctx.call(client.get_manifest, repo, str(digest))
         if not digest.matches(fetched.body):
             metrics.digest_mismatch("manifest")
@@ -144,7 +188,7 @@ class ManifestService:
 
     # -------------------------------------------------------------------- tags
 
-    async def _by_tag(self, route: Route, tag: str) -> ManifestResult:
+    async def _by_tag(self, route: Route, tag: str, gate: _Gate) -> ManifestResult:
         name, repo = route.upstream.name, route.repository
         index = self.ctx.index
         ttl = self.ctx.settings.ttl_for(route.upstream)
@@ -160,23 +204,25 @@ class ManifestService:
         decision = tag_decision(row, now, ttl)
         if row is not None and decision is TagDecision.FRESH:
             index.touch_tag(name, repo, tag)
-            result = await self._by_digest(route, Digest.parse(row.digest))
+            result = await self._by_digest(route, Digest.parse(row.digest), gate)
             return result if result.status is CacheStatus.HIT else _with(result, CacheStatus.MISS)
         if row is not None:
-            return await self._revalidate(route, tag, row.digest)
-        return await self._fetch_tag(route, tag)
+            return await self._revalidate(route, tag, row.digest, gate)
+        return await self._fetch_tag(route, tag, gate)
 
-    async def _fetch_tag(self, route: Route, tag: str) -> ManifestResult:
+    async def _fetch_tag(self, route: Route, tag: str, gate: _Gate) -> ManifestResult:
         client = self.ctx.clients[route.upstream.name]
+        await gate.enter()
         fetched = await self.ctx.call(client.get_manifest, route.repository, tag)
         digest = _verified_digest(fetched, route.upstream.name)
         result = await self._store(route, digest, fetched, CacheStatus.MISS)
         await self.ctx.index.set_tag(route.upstream.name, route.repository, tag, str(digest))
         return result
 
-    async def _revalidate(self, route: Route, tag: str, cached: str) -> ManifestResult:
+    async def _revalidate(self, route: Route, tag: str, cached: str, gate: _Gate) -> ManifestResult:
         name, repo = route.upstream.name, route.repository
         client = self.ctx.clients[name]
+        await gate.enter()
         try:
             head = await self.ctx.call(client.head_manifest, repo, tag, QUICK)
         except RegistryError as exc:
@@ -192,16 +238,16 @@ class ManifestService:
                 exc.message,
             )
             metrics.stale_serve(name)
-            result = await self._by_digest(route, Digest.parse(cached))
+            result = await self._by_digest(route, Digest.parse(cached), gate)
             return _with(result, CacheStatus.STALE)
         if head.digest is None:
             # Upstream does not say the digest on HEAD: a GET is the only way to know.
-            return await self._fetch_tag(route, tag)
+            return await self._fetch_tag(route, tag, gate)
         if head.digest == cached:
             await self.ctx.index.set_tag(name, repo, tag, cached)
-            result = await self._by_digest(route, Digest.parse(cached))
+            result = await self._by_digest(route, Digest.parse(cached), gate)
             return _with(result, CacheStatus.REVALIDATED)
-        result = await self._by_digest(route, Digest.parse(head.digest))
+        result = await self._by_digest(route, Digest.parse(head.digest), gate)
         await self.ctx.index.set_tag(name, repo, tag, head.digest)
         return _with(result, CacheStatus.MISS)
 

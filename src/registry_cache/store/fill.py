@@ -552,6 +552,27 @@ class LocalFills:
             return started, True
         raise Unavailable(f"could not start a fill for {digest}")
 
+    def follow(self, digest: Digest) -> FillReader | None:
+        """An attached reader on a fill already running on this machine (in this
+        process or another worker), None when there is none. Never starts one."""
+        fill = self.fills.get(digest)
+        if fill is not None:
+            fill.attach()
+            return fill
+        path = self.layout.partial(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # a filler holds it exclusively: follow it
+            remote = RemoteFill(digest, self.layout, fd)
+            remote.attach()
+            return remote
+        os.close(fd)  # nobody fills it (a leftover partial)
+        return None
+
     def _start(self, digest: Digest, origin: Origin, path: Path, fd: int, opener: Opener) -> Fill:
         loop = asyncio.get_running_loop()
         fill = Fill(

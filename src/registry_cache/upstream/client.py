@@ -117,7 +117,7 @@ class BlobStream:
         except (OSError, http.client.HTTPException) as exc:
             # One exception family for the fill to resume on, as urllib3 itself raises.
             raise ProtocolError(f"connection broken: {type(exc).__name__}", exc) from exc
-        if count:
+        if count and self._upstream:  # "": another replica, not an upstream
             metrics.upstream_bytes(self._upstream, count)
         return count
 

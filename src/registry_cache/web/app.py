@@ -31,13 +31,12 @@ TOUCH_FLUSH_INTERVAL = 5.0
 async def _services(app: web.Application) -> AsyncIterator[None]:
     components = await build(app[SETTINGS_KEY])
     ctx = components.ctx
-    app[SERVICES_KEY] = Services.build(ctx)
+    app[SERVICES_KEY] = Services.build(ctx, components.flight)
     background = [
         asyncio.create_task(_flush_touches(ctx), name="flush-touches"),
         asyncio.create_task(ctx.index.watch(TOUCH_FLUSH_INTERVAL), name="index-watch"),
     ]
-    if components.eviction is not None:
-        components.eviction.start()
+    components.start()
     log.debug("worker %d ready", os.getpid())
     yield
     for task in background:
@@ -80,6 +79,10 @@ def build_app(settings: Settings) -> web.Application:
     add_pages(app)
     add_health(app)
     app.router.add_get("/metrics", metrics_page)
+    if settings.clustered:
+        from .internal import add_routes as add_internal
+
+        add_internal(app, settings.cluster_key())
     app.router.add_route("*", "/v2", api)
     app.router.add_route("*", "/v2/{tail:.*}", api)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,6 +11,9 @@ from ..proxy.blobs import BlobService
 from ..proxy.context import ProxyContext
 from ..proxy.listing import ListingService
 from ..proxy.manifests import ManifestService
+
+if TYPE_CHECKING:
+    from ..cluster.flight import ClusterFlight
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,8 @@ class Services:
     listing: ListingService
 
     @classmethod
-    def build(cls, ctx: ProxyContext) -> Services:
-        manifests = ManifestService(ctx)
+    def build(cls, ctx: ProxyContext, flight: ClusterFlight | None = None) -> Services:
+        manifests = ManifestService(ctx, flight)
         return cls(ctx, manifests, BlobService(ctx), ListingService(ctx, manifests))
 
 

@@ -1,0 +1,70 @@
+"""Several cache replicas sharing one PostgreSQL index (cluster mode), for tests.
+
+``Cluster(make_cache, workdir, upstream_url, index_url, replicas=3)`` starts that
+many ``CacheServer``s on 127.0.0.1, each with its own data directory, the same
+``--index``, its own ``--advertise http://127.0.0.1:PORT`` and one shared
+``--cluster-secret-file``. Stopping is the ``make_cache`` fixture's (by PID).
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .cache import CacheServer, cli_env, run_cli
+from .ports import free_port
+
+
+class Cluster:
+    def __init__(
+        self,
+        make_cache: Callable[..., CacheServer],
+        workdir: Path,
+        upstream_url: str,
+        index_url: str,
+        *,
+        replicas: int = 3,
+        extra: Sequence[str] = (),
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.secret_file = workdir / "cluster-secret"
+        self.secret = secrets.token_hex(24)
+        self.secret_file.write_text(self.secret + "\n")
+        self.index_url = index_url
+        self.replicas: list[CacheServer] = []
+        for _ in range(replicas):
+            port = free_port()
+            args = [
+                "--upstream",
+                f"docker.io={upstream_url}",
+                "--index",
+                index_url,
+                "--advertise",
+                f"http://127.0.0.1:{port}",
+                "--cluster-secret-file",
+                str(self.secret_file),
+                *extra,
+            ]
+            self.replicas.append(make_cache(*args, port=port))
+
+    def __getitem__(self, i: int) -> CacheServer:
+        return self.replicas[i]
+
+    def __len__(self) -> int:
+        return len(self.replicas)
+
+    def cli(self, replica: CacheServer, *args: str) -> subprocess.CompletedProcess[str]:
+        """``registry-cache *args`` configured as ``replica`` is (its data, index, name)."""
+        env = cli_env()
+        env.update(
+            REGISTRY_CACHE_DATA_DIR=str(replica.data_dir),
+            REGISTRY_CACHE_INDEX=self.index_url,
+            REGISTRY_CACHE_ADVERTISE=f"http://127.0.0.1:{replica.port}",
+            REGISTRY_CACHE_CLUSTER_SECRET_FILE=str(self.secret_file),
+        )
+        return run_cli(*args, cwd=replica.cwd, timeout=120, env=env)
+
+    def logs(self) -> str:
+        return "\n".join(r.log_text() for r in self.replicas)
