@@ -8,10 +8,14 @@ many ``CacheServer``s on 127.0.0.1, each with its own data directory, the same
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import asyncpg
 
 from .cache import CacheServer, cli_env, run_cli
 from .ports import free_port
@@ -65,6 +69,27 @@ class Cluster:
             REGISTRY_CACHE_CLUSTER_SECRET_FILE=str(self.secret_file),
         )
         return run_cli(*args, cwd=replica.cwd, timeout=120, env=env)
+
+    def wait_indexed(self, digest: str, timeout: float = 10.0) -> bool:
+        """Whether the shared catalog lists ``digest`` within ``timeout`` s (a replica
+        records a fill a moment after its client got the last byte)."""
+
+        async def poll() -> bool:
+            conn = await asyncpg.connect(self.index_url)
+            try:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    found = await conn.fetchval(
+                        "SELECT 1 FROM registry_cache.objects WHERE digest = $1", digest
+                    )
+                    if found:
+                        return True
+                    await asyncio.sleep(0.05)
+                return False
+            finally:
+                await conn.close()
+
+        return asyncio.run(poll())
 
     def logs(self) -> str:
         return "\n".join(r.log_text() for r in self.replicas)

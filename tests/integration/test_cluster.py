@@ -241,3 +241,19 @@ def timed_fetch(url: str) -> tuple[tuple[int, str, int], float, float]:
         first,
         time.monotonic() - started,
     )
+
+
+def test_head_of_a_blob_another_replica_holds_needs_no_upstream(
+    cluster: Cluster, upstream: UpstreamRegistry, tmp_path: Path
+) -> None:
+    image = build_image("head", layers=1, layer_size=1 << 20, workdir=tmp_path)
+    pushed = push(upstream.url, "library/head", "1", image)
+    layer = pushed.layer_digests[0]
+    assert HTTP.request("GET", f"{cluster[0].url}/v2/library/head/manifests/1").status == 200
+    assert fetch(f"{cluster[0].url}/v2/library/head/blobs/{layer}")[0] == 200
+    assert cluster.wait_indexed(layer)
+    upstream.clear_request_log()
+    response = HTTP.request("HEAD", f"{cluster[1].url}/v2/library/head/blobs/{layer}")
+    assert response.status == 200
+    assert int(response.headers["Content-Length"]) == image.layers[0].size
+    assert upstream.request_log() == []

@@ -50,6 +50,12 @@ class BlobService:
             and await self._may_follow(route, fill.origin, digest)
         ):
             return BlobAnswer(digest, CacheStatus.COALESCED, fill.size)
+        known = await self.ctx.index.get_object(str(digest))
+        if known is not None and await self.ctx.index.is_linked(
+            route.upstream.name, route.repository, str(digest)
+        ):
+            # Held by another replica (cluster mode): the catalog knows its size.
+            return BlobAnswer(digest, CacheStatus.HIT, known.size)
         client = self.ctx.clients[route.upstream.name]
         size = await self.ctx.call(client.head_blob, route.repository, str(digest))
         return BlobAnswer(digest, CacheStatus.UPSTREAM, size)
