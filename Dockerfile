@@ -2,7 +2,7 @@
 #
 #   docker build -t registry-cache .
 #   docker run -d --name registry-cache -p 5000:5000 -v registry-cache-data:/data \
-#       --read-only --tmpfs /tmp --env-file .env registry-cache
+#       --read-only --env-file .env registry-cache
 #
 # Stage 1 builds the project's wheel and every dependency's; stage 2 installs them
 # into a venv without touching the network, and runs as an unprivileged user.
