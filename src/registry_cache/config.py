@@ -124,8 +124,7 @@ class UpstreamConfig(BaseModel):
         if has_userinfo(value):
             name = info.data.get("name", "<name>")
             raise ValueError(
-                "credentials in the URL are not allowed; "
-                f"use upstreams.{name}.username/password"
+                f"credentials in the URL are not allowed; use upstreams.{name}.username/password"
             )
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
             raise ValueError(f"invalid URL {value!r} (http:// or https://host[:port])")
