@@ -36,7 +36,7 @@ from .clientconfig import Login
 from .config import Settings
 from .digest import Digest
 from .errors import RegistryError, Unavailable
-from .mediatypes import INDEX_TYPES
+from .mediatypes import INDEX_TYPES, valid_digest
 from .routing import route
 from .store.fill import Fill, FillFailed
 
@@ -328,7 +328,10 @@ def _descriptor(item: dict[str, Any]) -> Descriptor:
     digest, size = item.get("digest"), item.get("size")
     if not isinstance(digest, str) or not isinstance(size, int):
         raise WarmError("index entry without digest or size")
-    return Descriptor(str(item.get("mediaType") or ""), digest, size)
+    valid = valid_digest(digest)  # it becomes a path and a URL next
+    if valid is None:
+        raise WarmError(f"index entry with an invalid digest {digest[:80]!r}")
+    return Descriptor(str(item.get("mediaType") or ""), valid, size)
 
 
 def _platform_name(item: dict[str, Any]) -> str:

@@ -132,3 +132,19 @@ def test_upstream_for_registry_hosts() -> None:
     with pytest.raises(WarmError, match=r"no upstream is configured for registry quay\.io"):
         upstream_for(settings, "quay.io", strict=True)
     assert parse_image("alpine:3.19").repository == "library/alpine"
+
+
+@pytest.mark.parametrize("platform", [None, "linux/amd64"])
+async def test_an_index_entry_with_an_invalid_digest_is_never_fetched(
+    platform: str | None,
+) -> None:
+    source = FakeSource()
+    bad = {
+        "digest": "../../../v2/x",
+        "size": 1,
+        "platform": {"os": "linux", "architecture": "amd64"},
+    }
+    source.index = json.dumps({"schemaVersion": 2, "manifests": [bad]}).encode()
+    result = await warm(source, IMAGE, platform=platform, reporter=Bars())
+    assert result.error is not None and "invalid digest '../../../v2/x'" in result.error
+    assert source.asked == ["1"] and source.fetched == []
