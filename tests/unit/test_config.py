@@ -145,6 +145,8 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     assert s.upstreams["gcr.io"].url == "https://gcr.io"
     assert s.ttl_for(s.upstreams["docker.io"]) == 600
     assert not s.upstreams["registry.internal.example"].uses_library_prefix
+    assert s.upstreams["registry.internal.example"].token_realms == ("sso.example.net",)
+    assert s.upstreams["docker.io"].tag_list_max_bytes == 16 << 20
 
 
 @pytest.mark.parametrize(
