@@ -180,3 +180,12 @@ def test_ratelimit_header_is_surfaced(server: Scripted) -> None:
     head = client.head_manifest("library/x", "1")
     assert head.digest == DIGEST
     assert seen == [("docker.io", "97;w=21600")] and client.ratelimit_remaining == "97;w=21600"
+
+
+def test_an_invalid_digest_on_head_is_a_bad_gateway(server: Scripted) -> None:
+    """The digest a HEAD announces becomes a path and a URL next: it must parse."""
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(200, {"Docker-Content-Digest": "sha256:../../../etc/passwd"}, b"")
+    ]
+    with pytest.raises(BadGateway, match="invalid Docker-Content-Digest for library/x:1"):
+        client_for(server.url).head_manifest("library/x", "1", FAST)
