@@ -189,3 +189,21 @@ def test_an_invalid_digest_on_head_is_a_bad_gateway(server: Scripted) -> None:
     ]
     with pytest.raises(BadGateway, match="invalid Docker-Content-Digest for library/x:1"):
         client_for(server.url).head_manifest("library/x", "1", FAST)
+
+
+def test_a_range_from_the_very_end_is_an_empty_stream(server: Scripted) -> None:
+    """A crash can leave a partial holding every byte: its resume asks from the end."""
+    server.script["/v2/library/x/blobs/"] = [
+        lambda seen: (
+            Answer(416, {"Content-Range": "bytes */10"})
+            if seen.headers.get("Range") == "bytes=10-"
+            else Answer(416, {"Content-Range": "bytes */20"})
+        )
+    ]
+    upstream = client_for(server.url)
+    stream = upstream.open_blob("library/x", DIGEST, offset=10)
+    assert (stream.start, stream.size) == (10, 10)
+    assert stream.readinto(memoryview(bytearray(8))) == 0
+    stream.close()
+    with pytest.raises(BadGateway, match="refused the range from 12"):
+        upstream.open_blob("library/x", DIGEST, offset=12)

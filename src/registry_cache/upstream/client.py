@@ -152,6 +152,21 @@ class BlobStream:
         self._response.close()
 
 
+class _EmptyStream(BlobStream):
+    """What is left of a blob read to its end already: nothing."""
+
+    def __init__(self, start: int, size: int, upstream: str) -> None:
+        self.start = start
+        self.size = size
+        self._upstream = upstream
+
+    def readinto(self, buffer: memoryview) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 RateLimitHook = Callable[[str, str], None]
 
 
@@ -281,11 +296,19 @@ class UpstreamClient:
             headers=headers,
             unknown=BlobUnknown,
             what=f"{repo}@{digest}",
-            expect=(200, 206),
+            expect=(200, 206, 416) if offset else (200,),
             cap=None,
         ).response
-        _body_timeout(response, self.config.read_timeout)
         name = self.config.name
+        if response.status == 416:
+            # Asked from the very end (a partial a crash left complete but unpublished):
+            # nothing more to read, and the total says whether the partial is the blob.
+            total = _unsatisfied_range_total(response.headers.get("Content-Range"))
+            _discard(response)
+            if total != offset:
+                raise BadGateway(f"{self._who} refused the range from {offset} of {repo}@{digest}")
+            return _EmptyStream(offset, total, name)
+        _body_timeout(response, self.config.read_timeout)
         if response.status == 206:
             start, size = _content_range(response.headers.get("Content-Range"))
             return BlobStream(response, start if start is not None else offset, size, name)
@@ -633,6 +656,13 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     span, _, total = value[6:].partition("/")
     start = _int(span.split("-", 1)[0])
     return start, _int(total)
+
+
+def _unsatisfied_range_total(value: str | None) -> int | None:
+    """``bytes */1000`` (a 416's Content-Range) → 1000."""
+    if not value or not value.startswith("bytes */"):
+        return None
+    return _int(value[8:].strip())
 
 
 def _retry_after(value: str | None) -> float | None:
