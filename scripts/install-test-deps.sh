@@ -8,9 +8,11 @@ PACKAGES=(
   skopeo containerd podman docker.io umoci  # real clients
   nginx iperf3 wrk  # fault injection, "CDN", path comparison, load generation
   apache2-utils     # htpasswd for the Basic-auth upstream
+  debootstrap       # a Debian base image for the image build test (no registry to pull one from)
+  docker-compose    # validates the compose files (docker-compose config)
   uidmap util-linux iproute2 curl jq ca-certificates
 )
-BINARIES=(docker-registry skopeo containerd ctr podman dockerd umoci nginx iperf3 wrk htpasswd unshare curl jq)
+BINARIES=(docker-registry skopeo containerd ctr podman dockerd umoci nginx iperf3 wrk htpasswd unshare curl jq debootstrap docker-compose)
 
 missing=0
 for bin in "${BINARIES[@]}"; do

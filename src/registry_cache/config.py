@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -67,6 +68,14 @@ ENV_SETTINGS = (
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# A token realm listed per upstream: a host name or address, optionally with a port.
+REALM_HOST_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?|\[[0-9a-f:.]+\](:\d{1,5})?")
+# The authority part of a URL (after an optional scheme), where userinfo would sit.
+_AUTHORITY_RE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//([^/?#]*)|^([^/?#]*)")
+# Upstream bodies read into memory (manifests, referrers, tag lists) are capped: the
+# distribution registry itself refuses manifests over 4 MiB.
+DEFAULT_BODY_CAP = 4 << 20
+MIN_BODY_CAP = 1 << 10
 
 
 def _duration(value: Any) -> float:
@@ -97,6 +106,11 @@ class UpstreamConfig(BaseModel):
     # upstream: deny wins; with allow set, nothing else. fnmatch globs; * spans "/".
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    # Hosts besides the upstream's own registrable domain whose Bearer token realm may
+    # receive username/password (upstream/origin.py has the rule).
+    token_realms: tuple[str, ...] = ()
+    # A tags/list answer larger than this is a 502 (or the cached tags), never read whole.
+    tag_list_max_bytes: int = DEFAULT_BODY_CAP
 
     @field_validator("tag_ttl", "connect_timeout", "header_timeout", "read_timeout", mode="before")
     @classmethod
@@ -112,10 +126,45 @@ class UpstreamConfig(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        # Before anything that could echo the value: it may hold a password.
+        if has_userinfo(value):
+            name = info.data.get("name", "<name>")
+            raise ValueError(
+                f"credentials in the URL are not allowed; use upstreams.{name}.username/password"
+            )
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
             raise ValueError(f"invalid URL {value!r} (http:// or https://host[:port])")
         return value.rstrip("/")
+
+    @field_validator("token_realms", mode="before")
+    @classmethod
+    def _realms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            return value
+        hosts = []
+        for item in value:
+            host = item.strip().lower() if isinstance(item, str) else ""
+            if not REALM_HOST_RE.fullmatch(host):
+                raise ValueError(
+                    f"invalid token realm host {str(item)[:100]!r} "
+                    "(a host name, optionally :port, not a URL)"
+                )
+            hosts.append(host)
+        return tuple(hosts)
+
+    @field_validator("tag_list_max_bytes", mode="before")
+    @classmethod
+    def _cap(cls, value: Any) -> Any:
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if size < MIN_BODY_CAP:
+            raise ValueError(f"{size} bytes is too small (at least 1KiB)")
+        return size
 
     @field_validator("allow", "deny", mode="before")
     @classmethod
@@ -344,6 +393,18 @@ def _secret(value: SecretStr | None, path: Path | None, key: str) -> str | None:
     return text[0].strip() if text and text[0].strip() else None
 
 
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` carries ``user[:password]@`` before its host."""
+    match = _AUTHORITY_RE.match(url.strip())
+    authority = (match.group(1) if match.group(1) is not None else match.group(2)) if match else ""
+    return "@" in (authority or "")
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with anything that looks like URL userinfo replaced by ``***``."""
+    return re.sub(r"(//|^|=)[^\s/@=]*@", r"\1***@", text)
+
+
 def split_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:5000`` for IPv6; ``:5000`` = all interfaces)."""
     match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):(\d{1,5})", value.strip())
@@ -488,7 +549,8 @@ def _apply_upstream_flags(raw: Any, flags: list[str] | tuple[str, ...]) -> Any:
     for flag in flags:
         name, sep, url = flag.partition("=")
         if not sep or not name:
-            raise ConfigError(f"--upstream {flag!r}: expected NAME=URL (or NAME=none)")
+            shown = redact_userinfo(flag)
+            raise ConfigError(f"--upstream {shown!r}: expected NAME=URL (or NAME=none)")
         if url.lower() == "none":
             upstreams[name] = None
             continue

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .digest import Digest
+from .errors import DigestInvalid
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -92,7 +95,9 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
 def referenced_digests(body: bytes) -> tuple[list[str], list[str]]:
     """Digests a manifest refers to: (blobs, child manifests).
 
-    Used to link layers and configs to the repository that pulled the manifest.
+    Used to link layers and configs to the repository that pulled the manifest. The
+    strings come from upstream and end up in paths and URLs: only what parses as a
+    digest (``Digest.parse``) is returned; anything else is skipped.
     """
     try:
         doc: Any = json.loads(body)
@@ -102,17 +107,31 @@ def referenced_digests(body: bytes) -> tuple[list[str], list[str]]:
         return [], []
     blobs: list[str] = []
     children: list[str] = []
-    for key in ("config",):
-        item = doc.get(key)
-        if isinstance(item, dict) and isinstance(item.get("digest"), str):
-            blobs.append(item["digest"])
-    for item in doc.get("layers") or []:
-        if isinstance(item, dict) and isinstance(item.get("digest"), str):
-            blobs.append(item["digest"])
-    for item in doc.get("fsLayers") or []:  # schema1
-        if isinstance(item, dict) and isinstance(item.get("blobSum"), str):
-            blobs.append(item["blobSum"])
-    for item in doc.get("manifests") or []:
-        if isinstance(item, dict) and isinstance(item.get("digest"), str):
-            children.append(item["digest"])
+    config = doc.get("config")
+    _add(blobs, config, "digest")
+    for item in _list(doc.get("layers")):
+        _add(blobs, item, "digest")
+    for item in _list(doc.get("fsLayers")):  # schema1
+        _add(blobs, item, "blobSum")
+    for item in _list(doc.get("manifests")):
+        _add(children, item, "digest")
     return blobs, children
+
+
+def valid_digest(value: Any) -> str | None:
+    """``value`` as a digest string if it is one (the spec's grammar), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(Digest.parse(value))
+    except DigestInvalid:
+        return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _add(into: list[str], item: Any, key: str) -> None:
+    if isinstance(item, dict) and (digest := valid_digest(item.get(key))) is not None:
+        into.append(digest)

@@ -5,8 +5,10 @@ One walk for both (``warm``): resolve the reference, pick platforms from an inde
 The source decides where the bytes come from:
 
 - ``CacheSource``: a running cache over HTTP, path-prefix form
-  ``/v2/<upstream>/<repo>/...``, with the project's pull client (which verifies
-  every digest); the cache fills itself as a side effect.
+  ``/v2/<upstream>/<repo>/...``, with the product's one registry client
+  (upstream/client.py: origin rule, single-flight tokens, capped bodies), run in
+  threads; every manifest and blob digest (and size) is verified here as it arrives.
+  The cache fills itself as a side effect.
 - ``DirectSource``: the proxy's own ``ManifestService`` / ``BlobService`` in this
   process, built from the same Settings as ``serve`` (``proxy.build.build``),
   so the data directory fills exactly as a server would fill it, limits included.
@@ -18,34 +20,50 @@ Failures are per image (``WarmResult.error``); one image failing never stops the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+import urllib3
+from pydantic import SecretStr, ValidationError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .bench.pullclient import Descriptor, image_blobs, select_platform
 from .bench.refs import ImageRef
-from .bench.registry import BlobSink, Credentials, PullError, RegistryClient
+from .bench.registry import PullError
 from .clientconfig import Login
-from .config import Settings
+from .config import (
+    UPSTREAM_NAME_RE,
+    Settings,
+    UpstreamConfig,
+    describe_validation_error,
+    has_userinfo,
+)
 from .digest import Digest
-from .errors import RegistryError, Unavailable
-from .mediatypes import INDEX_TYPES
+from .errors import DigestInvalid, RegistryError, Unavailable
+from .mediatypes import INDEX_TYPES, manifest_media_type, valid_digest
 from .routing import route
 from .store.body import GrowingBody
 from .store.fill import Fill, FillFailed
+from .upstream.client import Manifest, UpstreamClient
 
 if TYPE_CHECKING:
     from .web.services import Services
 
 BLOB_CONCURRENCY = 8
+BLOB_CHUNK = 1 << 20
+# A cache answers headers once it has them from its upstream (up to its own
+# header_timeout, plus a token fetch): give it more than an upstream gets.
+CACHE_HEADER_TIMEOUT = 60.0
 OnBytes = Callable[[int], None]
+T = TypeVar("T")
 
 
 class WarmError(Exception):
@@ -193,21 +211,54 @@ async def warm_through_cache(
     ``ca_file``: trust this CA for an https cache (a private or self-signed certificate);
     ``login``: the user to answer the cache's Basic challenge with (``htpasswd``).
     """
-    trust: bool | ssl.SSLContext = True
-    if ca_file is not None:
-        trust = ssl.create_default_context(cafile=str(ca_file))
-    credentials = None
-    if login is not None:
-        credentials = Credentials(login.username, SecretStr(login.password))
-    async with RegistryClient(cache_url, verify_tls=trust, credentials=credentials) as client:
+    connections = max(1, concurrency) * BLOB_CONCURRENCY
+    try:
+        client = cache_client(cache_url, ca_file=ca_file, login=login, connections=connections)
+    except WarmError as exc:
+        return [WarmResult(image, error=str(exc)) for image in images]
+    # Blob streams hold a thread each while they run: one per connection, plus the
+    # manifests of the images in progress.
+    executor = ThreadPoolExecutor(connections + concurrency, thread_name_prefix="warm")
+    try:
 
         def source(image: ImageRef) -> Source:
             upstream = upstream_for(settings, image.registry, strict=False)
-            return CacheSource(client, upstream, image.repository)
+            return CacheSource(client, executor, upstream, image.repository)
 
         return await warm_all(
             source, images, platform=platform, reporter=reporter, concurrency=concurrency
         )
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def cache_client(
+    cache_url: str, *, ca_file: Path | None, login: Login | None, connections: int
+) -> UpstreamClient:
+    """The product's registry client, pointed at a running cache instead of an upstream."""
+    if has_userinfo(cache_url):
+        raise WarmError(
+            "--cache: credentials in the URL are not allowed; use --login and --password-file"
+        )
+    host = urlsplit(cache_url).hostname or ""
+    try:
+        config = UpstreamConfig(
+            name=host if UPSTREAM_NAME_RE.fullmatch(host) else "cache",
+            url=cache_url,
+            username=login.username if login is not None else None,
+            password=SecretStr(login.password) if login is not None else None,
+            connect_timeout=10.0,
+            header_timeout=CACHE_HEADER_TIMEOUT,
+        )
+    except ValidationError as exc:
+        problem = describe_validation_error(exc).split(": ", 2)[-1]
+        raise WarmError(f"--cache: {problem}") from None
+    trust: dict[str, Any] = {}
+    if ca_file is not None:
+        trust["ssl_context"] = ssl.create_default_context(cafile=str(ca_file))
+    pool = urllib3.PoolManager(maxsize=connections, block=False, **trust)
+    netloc = urlsplit(cache_url).netloc
+    return UpstreamClient(config, pool, label=f"cache {netloc}")
 
 
 async def warm_directly(
@@ -244,34 +295,81 @@ async def warm_directly(
 
 
 class CacheSource:
-    """A running cache, addressed as ``/v2/<upstream>/<repository>/...``."""
+    """A running cache, addressed as ``/v2/<upstream>/<repository>/...``.
 
-    def __init__(self, client: RegistryClient, upstream: str, repository: str) -> None:
+    The client is blocking (urllib3, as for the fills): each call runs in ``executor``.
+    """
+
+    def __init__(
+        self, client: UpstreamClient, executor: ThreadPoolExecutor, upstream: str, repository: str
+    ) -> None:
         self.client = client
+        self.executor = executor
         self.path = f"{upstream}/{repository}"
 
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(call, *args))
+
     async def manifest(self, reference: str) -> Fetched:
-        got = await self.client.manifest(self.path, reference)
-        return Fetched(got.body, got.media_type, got.digest)
+        got = await self._run(self.client.get_manifest, self.path, reference)
+        digest = verified_manifest_digest(got, reference, f"manifest {self.path}")
+        return Fetched(got.body, manifest_media_type(got.body, got.media_type), digest)
 
     async def blob(self, desc: Descriptor, on_bytes: OnBytes) -> None:
-        await self.client.fetch_blob(self.path, desc.digest, desc.size, _Counter(on_bytes))
+        loop = asyncio.get_running_loop()
+
+        def report(count: int) -> None:  # from the executor's thread
+            loop.call_soon_threadsafe(on_bytes, count)
+
+        await self._run(fetch_verified_blob, self.client, self.path, desc, report)
 
 
-class _Counter(BlobSink):
-    """Discards the bytes (the cache keeps them), counting them for the progress bar."""
+def verified_manifest_digest(got: Manifest, reference: str, what: str) -> str:
+    """The manifest's digest, checked against the one asked for or the one announced."""
+    expected = reference if ":" in reference else got.digest
+    if not expected:
+        return str(Digest.of(got.body))
+    try:
+        check = Digest.parse(expected.strip())
+    except DigestInvalid:
+        raise WarmError(f"{what}: invalid Docker-Content-Digest") from None
+    if not check.matches(got.body):
+        actual = Digest.of(got.body, check.algorithm)
+        raise WarmError(f"{what}: digest mismatch (expected {check}, got {actual})")
+    return str(check)
 
-    def __init__(self, on_bytes: OnBytes) -> None:
-        self.on_bytes = on_bytes
 
-    def write(self, data: bytes) -> None:
-        self.on_bytes(len(data))
+def fetch_verified_blob(
+    client: UpstreamClient, repository: str, desc: Descriptor, on_bytes: OnBytes
+) -> None:
+    """Stream a blob, hashing it and counting its bytes; raise unless both match ``desc``.
 
-    def commit(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
+    The bytes are discarded: the cache behind the client keeps them.
+    """
+    what = f"blob {desc.digest} of {repository}"
+    expected = Digest.parse(desc.digest)
+    hasher = expected.hasher()
+    received = 0
+    buffer = memoryview(bytearray(BLOB_CHUNK))
+    stream = client.open_blob(repository, desc.digest)
+    try:
+        if stream.size is not None and stream.size != desc.size:
+            raise WarmError(f"{what}: {stream.size} bytes announced, the manifest says {desc.size}")
+        while count := stream.readinto(buffer):
+            received += count
+            if received > desc.size:
+                raise WarmError(f"{what}: more than the {desc.size} bytes the manifest says")
+            hasher.update(buffer[:count])
+            on_bytes(count)
+    except Urllib3Error as exc:
+        raise Unavailable(f"{client.label}: {what} interrupted ({type(exc).__name__})") from None
+    finally:
+        stream.close()
+    if received != desc.size:
+        raise WarmError(f"{what}: size mismatch (expected {desc.size}, got {received} bytes)")
+    if hasher.hexdigest() != expected.hex:
+        raise WarmError(f"{what}: digest mismatch (got {expected.algorithm}:{hasher.hexdigest()})")
 
 
 class DirectSource:
@@ -325,7 +423,10 @@ def _descriptor(item: dict[str, Any]) -> Descriptor:
     digest, size = item.get("digest"), item.get("size")
     if not isinstance(digest, str) or not isinstance(size, int):
         raise WarmError("index entry without digest or size")
-    return Descriptor(str(item.get("mediaType") or ""), digest, size)
+    valid = valid_digest(digest)  # it becomes a path and a URL next
+    if valid is None:
+        raise WarmError(f"index entry with an invalid digest {digest[:80]!r}")
+    return Descriptor(str(item.get("mediaType") or ""), valid, size)
 
 
 def _platform_name(item: dict[str, Any]) -> str:

@@ -3,13 +3,15 @@
 Contract: ``make_tls(directory)`` writes ``ca.crt``, ``server.crt`` (the leaf
 followed by the CA, a full chain) and ``server.key`` (PEM, unencrypted) and
 returns their paths. The certificate names ``127.0.0.1``, ``localhost`` and
-``*.test`` (virtual hosts like ``docker.io.test``); it is valid for a week.
+``*.test`` (virtual hosts like ``docker.io.test``), plus any ``dns_names`` given
+(e.g. ``*.hub.test`` for names a test's hosts file maps); it is valid for a week.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_tls(directory: Path) -> TlsFiles:
+def make_tls(directory: Path, dns_names: Sequence[str] = ()) -> TlsFiles:
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -59,6 +61,7 @@ def make_tls(directory: Path) -> TlsFiles:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.DNSName("localhost"),
         x509.DNSName("*.test"),
+        *(x509.DNSName(name) for name in dns_names),
     ]
     leaf = (
         x509.CertificateBuilder()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

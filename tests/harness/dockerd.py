@@ -10,8 +10,9 @@ Contract:
   (the daemon is what resolves and pulls, so a fallback to Docker Hub resolves
   to 127.0.0.1 and fails locally). It returns once ``GET /_ping`` answers OK.
   Output goes to ``D/dockerd.log``.
-- ``docker(*args)`` runs the CLI against that socket with a private, empty
-  ``DOCKER_CONFIG`` (no credential helpers, no stored logins). The 20.10 CLI that
+- ``docker(*args, env=None)`` runs the CLI against that socket with a private, empty
+  ``DOCKER_CONFIG`` (no credential helpers, no stored logins); ``env`` adds variables
+  (the caller's own ``DOCKER_*`` never leak in). The 20.10 CLI that
   matches the daemon is preferred when installed as ``/usr/bin/docker``.
 - ``stop()`` SIGTERMs the daemon's process group (dockerd and its managed
   containerd), SIGKILLs after a grace period, and removes the state dir.
@@ -24,6 +25,7 @@ import json
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +83,18 @@ class Dockerd(HostsDaemon):
     stop_grace = 15.0
     poll_interval = 0.1
 
-    def __init__(self, daemon_json: Path, hosts_file: Path, docker_etc: Path | None = None) -> None:
+    def __init__(
+        self,
+        daemon_json: Path,
+        hosts_file: Path,
+        docker_etc: Path | None = None,
+        storage_driver: str = "vfs",
+    ) -> None:
         super().__init__(hosts_file)
         self.daemon_json = daemon_json
+        # vfs works everywhere but copies a whole image per layer and per container;
+        # overlay2 (where the kernel and file system allow it) makes builds cheap.
+        self.storage_driver = storage_driver
         # Bind-mounted over /etc/docker inside the daemon's own mount namespace, e.g. to
         # hold certs.d/<host:port>/ca.crt (dockerd reads registry CAs only from there).
         self.docker_etc = docker_etc
@@ -110,7 +121,7 @@ class Dockerd(HostsDaemon):
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",
-            "--storage-driver=vfs",
+            f"--storage-driver={self.storage_driver}",
             "--data-root",
             str(self._path("data")),
             "--exec-root",
@@ -125,18 +136,23 @@ class Dockerd(HostsDaemon):
         return _ping(self.socket_path)
 
     def docker(
-        self, *args: str, timeout: float = 120.0, check_rc: bool = True
+        self,
+        *args: str,
+        timeout: float = 120.0,
+        check_rc: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``docker -H unix://SOCK *args`` with a private, empty DOCKER_CONFIG."""
+        """``docker -H unix://SOCK *args`` with a private, empty DOCKER_CONFIG (and
+        ``env`` on top, e.g. ``DOCKER_BUILDKIT=0``)."""
         cli = docker_cli()
         if cli is None:
             raise RuntimeError("no docker CLI installed")
         cmd = [cli, "-H", f"unix://{self.socket_path}", *args]
-        env = procs.clean_env(drop_prefixes=("DOCKER_",))
-        env["DOCKER_CONFIG"] = str(self._path("cli"))
+        run_env = procs.clean_env(env, drop_prefixes=("DOCKER_",))
+        run_env["DOCKER_CONFIG"] = str(self._path("cli"))
         result = subprocess.run(
             cmd,
-            env=env,
+            env=run_env,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -13,7 +13,11 @@ Contract:
 - Bad credentials (unknown user or wrong password) answer 401. A request without
   credentials answers 401 when ``anonymous_actions`` is empty (the default); else
   it gets a token granting at most ``anonymous_actions`` (e.g. ``{"pull"}``).
-- ``issued`` counts tokens issued; ``requests`` records every token request.
+- ``issued`` counts tokens issued; ``requests`` records every token request, with
+  ``authorization`` = whether it carried any ``Authorization`` header at all.
+- ``tls`` (``certs.TlsFiles``) serves HTTPS instead of HTTP; ``realm_host`` is the host
+  name ``realm`` advertises (default 127.0.0.1; e.g. a name a test's hosts file maps
+  to 127.0.0.1). The socket always binds 127.0.0.1.
 - ``fail_status`` makes every request answer that status (to test upstream auth
   failures); ``None`` (default) serves normally.
 """
@@ -25,6 +29,7 @@ import datetime as dt
 import fnmatch
 import itertools
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -39,6 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .certs import TlsFiles
 from .ports import LOOPBACK
 
 DEFAULT_SERVICE = "test-registry"
@@ -90,6 +96,7 @@ class TokenRequest:
     scopes: tuple[Scope, ...]
     access: Grants  # (repository, granted actions) per requested scope
     status: int
+    authorization: bool = False  # any Authorization header arrived (Basic or not)
 
 
 def parse_scopes(values: list[str]) -> list[Scope]:
@@ -140,6 +147,8 @@ class TokenIssuer:
     issuer: str = DEFAULT_ISSUER
     expires_in: int = 300
     fail_status: int | None = None
+    tls: TlsFiles | None = None
+    realm_host: str = LOOPBACK
     issued: int = 0
     requests: list[TokenRequest] = field(default_factory=list)
 
@@ -164,6 +173,10 @@ class TokenIssuer:
 
         self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="token-issuer", daemon=True
         )
@@ -195,7 +208,8 @@ class TokenIssuer:
     @property
     def realm(self) -> str:
         """The URL registries put in ``WWW-Authenticate: Bearer realm=...``."""
-        return f"http://{LOOPBACK}:{self.port}/token"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.realm_host}:{self.port}/token"
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -354,8 +368,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"errors": [{"code": "INVALID_SCOPE", "message": str(exc)}]})
             return
 
+        authorization = "Authorization" in self.headers
+
         def record(status: int, granted: Grants = ()) -> None:
-            owner.record(TokenRequest(method, user_name, service, tuple(scopes), granted, status))
+            owner.record(
+                TokenRequest(
+                    method, user_name, service, tuple(scopes), granted, status, authorization
+                )
+            )
 
         if owner.fail_status is not None:
             record(owner.fail_status)

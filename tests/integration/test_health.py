@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import urllib3
 
 from tests.harness.cache import CacheServer
+from tests.harness.certs import make_tls
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.tmpfs import in_mounts
@@ -34,13 +37,15 @@ def probe(cache: CacheServer, path: str, method: str = "GET") -> urllib3.BaseHTT
     return http.request(method, cache.url + path)
 
 
-def docker_healthcheck(cache: CacheServer) -> subprocess.CompletedProcess[str]:
+def docker_healthcheck(
+    cache: CacheServer, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, told the cache's address as the image tells it."""
     argv = healthcheck_argv()
-    script = argv[2].replace("http://127.0.0.1:5000", cache.url)
-    assert script != argv[2]
-    return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
-    )
+    assert argv[0] == "python"
+    env = {**os.environ, "REGISTRY_CACHE_LISTEN": cache.host_port, **(env or {})}
+    cmd = [sys.executable, *argv[1:]]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, check=False)
 
 
 def readiness(cache: CacheServer) -> tuple[int, dict[str, object]]:
@@ -69,6 +74,20 @@ def test_probes_on_a_working_cache_and_a_dead_upstream(
     assert "/readyz" not in cache.log_text() and "/healthz" not in cache.log_text()
 
 
+def test_the_image_healthcheck_follows_the_tls_setting(
+    upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    """In the image, TLS is configured by environment; the probe then asks over HTTPS."""
+    tls = make_tls(tmp_path / "tls")
+    env = {"REGISTRY_CACHE_TLS_CERT": str(tls.cert), "REGISTRY_CACHE_TLS_KEY": str(tls.key)}
+    cache = make_cache("--upstream", f"docker.io={upstream.url}", env=env, ca_file=tls.ca_cert)
+    healthy = docker_healthcheck(cache, env)
+    assert healthy.returncode == 0, healthy.stderr
+    plain = docker_healthcheck(cache)  # the same server asked over plain HTTP
+    assert plain.returncode == 1 and plain.stderr.startswith("not ready: http://")
+    assert "Traceback" not in plain.stderr
+
+
 def test_read_only_data_directory_is_not_ready_but_hits_flow(
     upstream: UpstreamRegistry, tmpfs_cache: Callable[..., CacheServer]
 ) -> None:
@@ -92,7 +111,7 @@ def test_read_only_data_directory_is_not_ready_but_hits_flow(
         assert '"GET /readyz" 503' in cache.log_text()
         unhealthy = docker_healthcheck(cache)
         assert unhealthy.returncode == 1
-        assert unhealthy.stderr.startswith("not ready: HTTP Error 503")
+        assert unhealthy.stderr.startswith(f"not ready: {cache.url}/readyz: 503 ")
         assert "Traceback" not in unhealthy.stderr
     finally:
         in_mounts(cache, "umount", scratch)

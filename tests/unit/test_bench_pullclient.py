@@ -28,6 +28,9 @@ from registry_cache.bench.registry import (
     VerifyFailed,
 )
 from registry_cache.mediatypes import OCI_INDEX, OCI_MANIFEST
+from tests.harness.credentials import PULLER, TOKEN_USERS
+from tests.harness.scripted import Answer, Scripted, Seen
+from tests.harness.token_issuer import TokenIssuer
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -308,3 +311,29 @@ async def test_missing_image_and_unreachable_registry(registry: FakeRegistry) ->
             await client.ping()
         with pytest.raises(Unreachable):
             await client.manifest(REPO, "1.0")
+
+
+async def test_credentials_never_go_to_a_foreign_token_realm(tmp_path: Path) -> None:
+    """The benchmark's client keeps the product's rule (upstream/origin.py)."""
+    body = b'{"schemaVersion":2}'
+    with TokenIssuer(
+        tmp_path / "issuer", users=dict(TOKEN_USERS), anonymous_actions=frozenset({"pull"})
+    ) as issuer:
+        registry = Scripted()
+        try:
+            for realm_host, sent in (("localhost", False), ("127.0.0.1", True)):
+                challenge = f'Bearer realm="http://{realm_host}:{issuer.port}/token"'
+
+                def respond(seen: Seen, challenge: str = challenge) -> Answer:
+                    if seen.headers.get("Authorization", "").startswith("Bearer "):
+                        return Answer(200, {"Content-Type": OCI_MANIFEST}, body)
+                    return Answer(401, {"WWW-Authenticate": challenge})
+
+                registry.script = {"/v2/": [respond]}
+                issuer.reset_counters()
+                creds = Credentials(PULLER[0], SecretStr(PULLER[1]))
+                async with RegistryClient(registry.url, credentials=creds) as client:
+                    assert (await client.manifest(REPO, "1")).body == body
+                assert [r.authorization for r in issuer.requests] == [sent]
+        finally:
+            registry.close()

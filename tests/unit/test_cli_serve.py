@@ -65,3 +65,21 @@ def test_address_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["containerd-hosts", "--out", "hosts.d"]])
+def test_credentials_in_an_upstream_url_stop_every_command(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = "https://robot:hunter2-pw@reg.example"
+    result = run(
+        *command, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+        "--upstream", f"reg.example={url}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "registry-cache: invalid configuration: upstreams.reg.example.url: credentials in the "
+        "URL are not allowed; use upstreams.reg.example.username/password"
+    )
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "d").exists() and not (tmp_path / "hosts.d").exists()

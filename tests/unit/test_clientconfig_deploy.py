@@ -57,7 +57,7 @@ def _instructions(text: str) -> list[tuple[str, str]]:
 
 
 def healthcheck_argv() -> list[str]:
-    """The Dockerfile's HEALTHCHECK command (run for real in test_health.py)."""
+    """The Dockerfile's HEALTHCHECK command (run for real in test_health.py and test_image.py)."""
     check = dict(_instructions((ROOT / "Dockerfile").read_text()))["HEALTHCHECK"]
     argv: list[str] = json.loads(check[check.index("CMD") + 3 :])
     return argv
@@ -68,22 +68,24 @@ def test_dockerfile() -> None:
     froms = [arg for word, arg in steps if word == "FROM"]
     assert froms == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE}"]
     assert ("ARG", "PYTHON_IMAGE=python:3.11-slim-bookworm") in steps
+    # pip's own variables, so a build can use a mirror or pre-built wheels (test_image.py).
+    pip_args = "PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_NO_INDEX PIP_TRUSTED_HOST"
+    assert ("ARG", pip_args) in steps
     values = dict(steps)  # the last of each instruction
-    assert values["USER"] == "registry-cache"
+    assert values["USER"] == "10001:10001"  # numeric: Kubernetes' runAsNonRoot checks it
     assert values["VOLUME"] == "/data" and values["EXPOSE"] == "5000"
     assert json.loads(values["ENTRYPOINT"]) == ["registry-cache"]
     assert json.loads(values["CMD"]) == ["serve", "--data-dir", "/data"]
-    argv = healthcheck_argv()
-    assert argv[:2] == ["python", "-c"] and "http://127.0.0.1:5000/readyz" in argv[2]
-    compile(argv[2], "<healthcheck>", "exec")
+    assert healthcheck_argv() == ["python", "-m", "registry_cache.healthcheck"]
+    assert "PYTHONDONTWRITEBYTECODE=1" in values["ENV"]  # the root may be read-only
     runs = " ".join(arg for word, arg in steps if word == "RUN")
-    assert "pip wheel" in runs and "python -m venv" in runs and "--no-index" in runs
+    assert "pip wheel" in runs and "python3 -m venv" in runs and "--no-index" in runs
 
 
 def test_dockerignore_keeps_secrets_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines  # allow-list: .env, .git, .venv, data never reach the context
-    assert {"!pyproject.toml", "!src"} <= set(lines)
+    assert {"!pyproject.toml", "!src", "!wheelhouse"} <= set(lines)
     assert not any(line.startswith("!.env") for line in lines)
 
 

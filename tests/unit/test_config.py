@@ -145,3 +145,71 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     assert s.upstreams["gcr.io"].url == "https://gcr.io"
     assert s.ttl_for(s.upstreams["docker.io"]) == 600
     assert not s.upstreams["registry.internal.example"].uses_library_prefix
+    assert s.upstreams["registry.internal.example"].token_realms == ("sso.example.net",)
+    assert s.upstreams["docker.io"].tag_list_max_bytes == 16 << 20
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://robot:hunter2-pw@reg.example",
+        "https://robot:hunter2-pw@reg.example/v2 with space",  # invalid otherwise too
+        "robot:hunter2-pw@reg.example",  # no scheme at all
+        "https://hunter2-pw@reg.example:5000",  # a bare user (or token) is a credential too
+    ],
+)
+def test_credentials_in_an_upstream_url_are_refused(tmp_path: Path, url: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"upstreams:\n  docker.io:\n    url: '{url}'\n")
+    with pytest.raises(ConfigError) as info:
+        build_settings(config_file=config, environ={}, dotenv=None)
+    text = str(info.value)
+    assert text == (
+        "invalid configuration: upstreams.docker.io.url: credentials in the URL are not "
+        "allowed; use upstreams.docker.io.username/password"
+    )
+    with pytest.raises(ConfigError) as info:
+        build_settings(environ={}, dotenv=None, upstream_flags=[f"reg.example={url}"])
+    assert "upstreams.reg.example.url: credentials in the URL are not allowed" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_malformed_upstream_flag_never_echoes_a_password() -> None:
+    with pytest.raises(ConfigError) as info:  # ':' typed for '=': not NAME=URL at all
+        build_settings(environ={}, dotenv=None, upstream_flags=["x:https://u:hunter2@h"])
+    assert "NAME=URL" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_token_realms_and_tag_list_cap_per_upstream(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "upstreams:\n  docker.io:\n    token_realms: [Auth.Example.COM, 'tokens.example:8443']\n"
+        "    tag_list_max_bytes: 16MiB\n"
+    )
+    s = build_settings(config_file=config, environ={}, dotenv=None)
+    hub = s.upstreams["docker.io"]
+    assert hub.token_realms == ("auth.example.com", "tokens.example:8443")
+    assert hub.tag_list_max_bytes == 16 << 20
+    assert s.upstreams["ghcr.io"].token_realms == ()
+    assert s.upstreams["ghcr.io"].tag_list_max_bytes == 4 << 20
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "token_realms: ['https://auth.example/token']",
+            "upstreams.docker.io.token_realms: invalid token realm host "
+            "'https://auth.example/token' (a host name, optionally :port, not a URL)",
+        ),
+        ("token_realms: ['']", "upstreams.docker.io.token_realms: invalid token realm host ''"),
+        ("tag_list_max_bytes: lots", "upstreams.docker.io.tag_list_max_bytes: invalid size"),
+        ("tag_list_max_bytes: 10", "tag_list_max_bytes: 10 bytes is too small (at least 1KiB)"),
+    ],
+)
+def test_bad_token_realms_and_caps(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"upstreams:\n  docker.io:\n    {content}\n")
+    with pytest.raises(ConfigError) as info:
+        build_settings(config_file=config, environ={}, dotenv=None)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -54,14 +54,23 @@ def test_media_type_from_header_or_body() -> None:
 
 
 def test_referenced_digests() -> None:
-    manifest = {
-        "config": {"digest": "sha256:c"},
-        "layers": [{"digest": "sha256:l1"}, {"digest": "sha256:l2"}],
-    }
-    assert referenced_digests(json.dumps(manifest).encode()) == (
-        ["sha256:c", "sha256:l1", "sha256:l2"],
-        [],
-    )
-    index = {"manifests": [{"digest": "sha256:m1"}, {"digest": "sha256:m2"}]}
-    assert referenced_digests(json.dumps(index).encode()) == ([], ["sha256:m1", "sha256:m2"])
+    c, l1, l2, m1, m2 = (f"sha256:{ch * 64}" for ch in "c12ef")
+    manifest = {"config": {"digest": c}, "layers": [{"digest": l1}, {"digest": l2}]}
+    assert referenced_digests(json.dumps(manifest).encode()) == ([c, l1, l2], [])
+    index = {"manifests": [{"digest": m1}, {"digest": m2}]}
+    assert referenced_digests(json.dumps(index).encode()) == ([], [m1, m2])
     assert referenced_digests(b"not json") == ([], [])
+
+
+def test_referenced_digests_skip_what_is_not_a_digest() -> None:
+    """Upstream's index names children and layers; only valid digests get used."""
+    good = "sha256:" + "a" * 64
+    bad = ["../../../etc/passwd", "sha256:../../x", "sha256:" + "A" * 64, "md5:abc", "", "latest"]
+    index = {"manifests": [{"digest": d} for d in [*bad, good]]}
+    assert referenced_digests(json.dumps(index).encode()) == ([], [good])
+    manifest = {
+        "config": {"digest": "sha256:../config"},
+        "layers": [{"digest": d} for d in [good, *bad]],
+        "fsLayers": [{"blobSum": "sha256:/etc"}],
+    }
+    assert referenced_digests(json.dumps(manifest).encode()) == ([good], [])

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 
 import pytest
 import urllib3
@@ -22,76 +19,7 @@ from registry_cache.errors import (
     Unavailable,
 )
 from registry_cache.upstream.client import QUICK, RetryPolicy, UpstreamClient
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client closing early is part of several tests: no tracebacks."""
-
-
-class Scripted:
-    """A server answering from a script: path prefix -> list of answers (last one repeats)."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[Answer | Callable[[Seen], Answer]]] = {}
-        self.seen: list[Seen] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _handle(self) -> None:
-                seen = Seen(self.command, self.path, dict(self.headers.items()))
-                outer.seen.append(seen)
-                answer = outer.answer(seen)
-                self.send_response(answer.status)
-                for key, value in answer.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(answer.body)
-
-            do_GET = do_HEAD = _handle
-
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def answer(self, seen: Seen) -> Answer:
-        for prefix, answers in self.script.items():
-            if seen.path.startswith(prefix):
-                item = answers.pop(0) if len(answers) > 1 else answers[0]
-                return item(seen) if callable(item) else item
-        return Answer(404, {"Content-Type": "application/json"}, b'{"errors":[]}')
-
-    def count(self, prefix: str) -> int:
-        return sum(1 for s in self.seen if s.path.startswith(prefix))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.harness.scripted import Answer, Scripted
 
 
 @pytest.fixture
@@ -252,3 +180,30 @@ def test_ratelimit_header_is_surfaced(server: Scripted) -> None:
     head = client.head_manifest("library/x", "1")
     assert head.digest == DIGEST
     assert seen == [("docker.io", "97;w=21600")] and client.ratelimit_remaining == "97;w=21600"
+
+
+def test_an_invalid_digest_on_head_is_a_bad_gateway(server: Scripted) -> None:
+    """The digest a HEAD announces becomes a path and a URL next: it must parse."""
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(200, {"Docker-Content-Digest": "sha256:../../../etc/passwd"}, b"")
+    ]
+    with pytest.raises(BadGateway, match="invalid Docker-Content-Digest for library/x:1"):
+        client_for(server.url).head_manifest("library/x", "1", FAST)
+
+
+def test_a_range_from_the_very_end_is_an_empty_stream(server: Scripted) -> None:
+    """A crash can leave a partial holding every byte: its resume asks from the end."""
+    server.script["/v2/library/x/blobs/"] = [
+        lambda seen: (
+            Answer(416, {"Content-Range": "bytes */10"})
+            if seen.headers.get("Range") == "bytes=10-"
+            else Answer(416, {"Content-Range": "bytes */20"})
+        )
+    ]
+    upstream = client_for(server.url)
+    stream = upstream.open_blob("library/x", DIGEST, offset=10)
+    assert (stream.start, stream.size) == (10, 10)
+    assert stream.readinto(memoryview(bytearray(8))) == 0
+    stream.close()
+    with pytest.raises(BadGateway, match="refused the range from 12"):
+        upstream.open_blob("library/x", DIGEST, offset=12)

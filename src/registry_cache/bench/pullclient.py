@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..mediatypes import valid_digest
 from .registry import Credentials, Manifest, NotFound, PullError, RegistryClient
 
 DEFAULT_PLATFORM = "linux/amd64"
@@ -255,7 +256,10 @@ def _descriptor(item: Any) -> Descriptor:
     digest, size = item.get("digest"), item.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or isinstance(size, bool):
         raise PullError("descriptor without digest or size in manifest")
-    return Descriptor(str(item.get("mediaType") or ""), digest, size)
+    valid = valid_digest(digest)  # it becomes a URL and a file name next
+    if valid is None:
+        raise PullError(f"descriptor with an invalid digest {digest[:80]!r} in manifest")
+    return Descriptor(str(item.get("mediaType") or ""), valid, size)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,11 +1,15 @@
 """An async registry client for the pull side: auth, redirects, verified reads.
 
-``RegistryClient`` talks to one registry base URL over aiohttp. It answers
+``RegistryClient`` talks to one registry base URL over aiohttp: the benchmark's
+and compare-paths' own client, measuring what a client sees (the product's
+upstream fills and ``warm`` use upstream/client.py). It answers
 ``WWW-Authenticate`` challenges (anonymous or credentialed Bearer tokens, cached
 per scope until shortly before expiry; Basic), follows redirects itself so that
-``Authorization`` is dropped when the host changes (signed CDN URLs reject it),
-and turns every failure into a ``PullError`` whose message fits on one line and
-never holds a credential.
+``Authorization`` is dropped when the origin changes (signed CDN URLs reject it),
+applies the product's credential rule (upstream/origin.py: no plain http after
+https, username/password only to a trusted token realm), caps what it reads into
+memory, and turns every failure into a ``PullError`` whose message fits on one line
+and never holds a credential.
 
 Error tree::
 
@@ -36,10 +40,12 @@ from ..digest import Digest, Hasher
 from ..errors import DigestInvalid
 from ..mediatypes import IMAGE_TYPES, INDEX_TYPES, manifest_media_type
 from ..upstream.auth import Challenge, basic_header, parse_challenges
+from ..upstream.origin import CredentialPolicy, RealmUse, host_of
 
 CHUNK = 1 << 20  # large reads: per-chunk overhead is what limits a Python client
 MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 4 << 20
+MAX_TOKEN_BYTES = 1 << 20
 TOKEN_MARGIN = 10.0  # seconds of life a cached token must have left
 DEFAULT_TOKEN_LIFETIME = 60.0
 USER_AGENT = "registry-cache-bench/0.1"
@@ -117,6 +123,7 @@ class RegistryClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.host = urlsplit(self.url).netloc
+        self._policy = CredentialPolicy(self.url)
         self._basic = (
             basic_header(credentials.username, credentials.password) if credentials else None
         )
@@ -204,6 +211,9 @@ class RegistryClient:
                 return resp
             resp.release()
             url = urljoin(url, location)
+            refusal = self._policy.redirect_refusal(url)
+            if refusal is not None:
+                raise PullError(f"{self.host} {refusal}; refused")
         raise PullError(f"{self.host}: more than {MAX_REDIRECTS} redirects")
 
     # -- auth ---------------------------------------------------------------------
@@ -238,16 +248,24 @@ class RegistryClient:
             )
             params += [("scope", s) for s in scope.split()]
             url = realm + ("&" if "?" in realm else "?") + urlencode(params)
-            headers = {"Authorization": self._basic} if self._basic else {}
-            realm_host = urlsplit(realm).netloc or realm
+            realm_host = host_of(realm)
+            decision = self._policy.realm(realm)
+            if decision.use is RealmUse.REFUSED:
+                raise AuthFailed(f"{self.host} {decision.reason}; refused")
+            send = self._basic is not None and decision.use is RealmUse.CREDENTIALS
+            headers = {"Authorization": self._basic} if send and self._basic else {}
             try:
-                async with self.session.get(url, headers=headers, ssl=self._ssl) as resp:
-                    body = await resp.read()
+                async with self.session.get(
+                    url, headers=headers, ssl=self._ssl, allow_redirects=False
+                ) as resp:
+                    body = await resp.content.read(MAX_TOKEN_BYTES + 1)
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise Unreachable(
                     f"token service {realm_host} unreachable: {_reason(exc)}"
                 ) from None
+            if len(body) > MAX_TOKEN_BYTES:
+                raise AuthFailed(f"token service {realm_host} answered more than 1 MiB")
             if status != 200:
                 raise AuthFailed(f"token service {realm_host} answered HTTP {status} for {scope}")
             try:

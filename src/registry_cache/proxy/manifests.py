@@ -22,7 +22,13 @@ from ..errors import (
     ManifestUnknown,
     RegistryError,
 )
-from ..mediatypes import INDEX_TYPES, accepts, manifest_media_type, referenced_digests
+from ..mediatypes import (
+    INDEX_TYPES,
+    accepts,
+    manifest_media_type,
+    referenced_digests,
+    valid_digest,
+)
 from ..routing import Route
 from ..upstream.client import QUICK, Manifest
 from .context import ProxyContext
@@ -84,7 +90,7 @@ class ManifestService:
         if result.media_type in INDEX_TYPES:
             # An old client that cannot read an index gets the default platform's
             # image, as distribution does; never a converted manifest.
-            child = _platform_child(result.body, DEFAULT_PLATFORM)
+            child = _platform_child(result.body, DEFAULT_PLATFORM, route.upstream.name)
             if child is not None:
                 picked = await self._coalesced(route, child)
                 if accepts(accept, picked.media_type):
@@ -270,7 +276,7 @@ def _verified_digest(fetched: Manifest, upstream: str) -> Digest:
     return digest
 
 
-def _platform_child(body: bytes, platform: tuple[str, str]) -> str | None:
+def _platform_child(body: bytes, platform: tuple[str, str], upstream: str) -> str | None:
     try:
         doc = json.loads(body)
     except ValueError:
@@ -278,5 +284,9 @@ def _platform_child(body: bytes, platform: tuple[str, str]) -> str | None:
     for item in doc.get("manifests") or []:
         plat = item.get("platform") or {}
         if (plat.get("os"), plat.get("architecture")) == platform and "digest" in item:
-            return str(item["digest"])
+            # From upstream, and about to become a path and a URL: a digest, or a 502.
+            child = valid_digest(item["digest"])
+            if child is None:
+                raise BadGateway(f"upstream {upstream} sent an index with an invalid child digest")
+            return child
     return None

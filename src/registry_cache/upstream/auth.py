@@ -1,7 +1,10 @@
 """Upstream authentication: ``WWW-Authenticate`` parsing and a per-scope token cache.
 
 Thread-safe: the upstream client runs in worker threads (see client.py for why).
-Credentials are held as ``SecretStr`` and never formatted into messages.
+Tokens are cached per scope in a bounded LRU until shortly before they expire, and
+fetched single-flight: N requests needing the same scope at once cause one token
+request. Where username/password may go is origin.py's rule. Credentials are held as
+``SecretStr`` and never formatted into messages.
 """
 
 from __future__ import annotations
@@ -10,15 +13,21 @@ import base64
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
+from .origin import CredentialPolicy, RealmUse, host_of
+
 # Spend a token only while it has this much life left (clock skew, slow requests).
 TOKEN_EXPIRY_MARGIN = 10.0
 DEFAULT_TOKEN_LIFETIME = 60.0
+# Scopes are per repository: a cache serving many repositories would otherwise keep
+# every token it ever fetched.
+MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +99,7 @@ def basic_header(username: str, password: SecretStr) -> str:
 
 @dataclass(slots=True)
 class _Token:
-    value: str
+    header: str  # "Bearer <token>"
     expires_at: float
 
 
@@ -102,8 +111,64 @@ class TokenError(Exception):
         self.status = status
 
 
+class RealmRefused(TokenError):
+    """The challenge named a realm the policy forbids using at all (plain http, say)."""
+
+
 # fetch(url, headers) -> (status, body); injected so the cache reuses its HTTP pool.
 TokenFetch = Callable[[str, dict[str, str]], tuple[int, bytes]]
+
+
+class TokenCache:
+    """Bearer headers per scope: least recently used out first, expired ones never served.
+
+    Not locked: the Authenticator holds its lock around every call.
+    """
+
+    def __init__(self, clock: Callable[[], float], maxsize: int = MAX_TOKENS) -> None:
+        self._clock = clock
+        self._maxsize = maxsize
+        self._items: OrderedDict[str, _Token] = OrderedDict()
+
+    def get(self, scope: str) -> str | None:
+        token = self._items.get(scope)
+        if token is None:
+            return None
+        if token.expires_at - TOKEN_EXPIRY_MARGIN <= self._clock():
+            del self._items[scope]
+            return None
+        self._items.move_to_end(scope)
+        return token.header
+
+    def put(self, scope: str, header: str, lifetime: float) -> None:
+        self._items[scope] = _Token(header, self._clock() + lifetime)
+        self._items.move_to_end(scope)
+        if len(self._items) > self._maxsize:
+            now = self._clock()
+            for key in [
+                k for k, t in self._items.items() if t.expires_at - TOKEN_EXPIRY_MARGIN <= now
+            ]:
+                del self._items[key]
+        while len(self._items) > self._maxsize:
+            self._items.popitem(last=False)
+
+    def drop(self, scope: str, header: str) -> None:
+        """Forget ``header`` for ``scope`` (upstream refused it); a newer one stays."""
+        token = self._items.get(scope)
+        if token is not None and token.header == header:
+            del self._items[scope]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One token request in progress; other threads wanting the scope wait for it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    header: str | None = None
+    error: BaseException | None = None
 
 
 class Authenticator:
@@ -114,13 +179,17 @@ class Authenticator:
         username: str | None,
         password: SecretStr | None,
         fetch: TokenFetch,
+        *,
+        policy: CredentialPolicy,
         clock: Callable[[], float] = time.monotonic,
+        max_tokens: int = MAX_TOKENS,
     ) -> None:
         self._basic = basic_header(username, password) if username and password else None
         self._fetch = fetch
-        self._clock = clock
+        self._policy = policy
         self._lock = threading.Lock()
-        self._tokens: dict[str, _Token] = {}
+        self._tokens = TokenCache(clock, max_tokens)
+        self._flights: dict[str, _Flight] = {}
         self._bearer: Challenge | None = None  # realm/service, learned from the first 401
         self._basic_required = False
 
@@ -134,18 +203,25 @@ class Authenticator:
 
     def cached_header(self, scope: str) -> str | None:
         with self._lock:
-            token = self._tokens.get(scope)
-            if token and token.expires_at - TOKEN_EXPIRY_MARGIN > self._clock():
-                return f"Bearer {token.value}"
-        return None
+            return self._tokens.get(scope)
 
-    def answer(self, header: str, scope: str) -> str | None:
-        """Answer a 401's challenge; None when there is nothing (more) we can send."""
+    @property
+    def cached_tokens(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
+    def answer(self, header: str, scope: str, sent: str | None = None) -> str | None:
+        """Answer a 401's challenge; None when there is nothing (more) we can send.
+
+        ``sent`` is the Authorization the refused request carried: that token is
+        forgotten, while one another thread fetched meanwhile is used as it is.
+        """
         for challenge in parse_challenges(header):
             if challenge.scheme == "bearer" and "realm" in challenge.params:
                 self._bearer = challenge
-                with self._lock:
-                    self._tokens.pop(scope, None)
+                if sent is not None:
+                    with self._lock:
+                        self._tokens.drop(scope, sent)
                 return self._bearer_header(challenge, scope)
             if challenge.scheme == "basic":
                 self._basic_required = True
@@ -153,17 +229,44 @@ class Authenticator:
         return None
 
     def _bearer_header(self, challenge: Challenge, scope: str) -> str:
-        cached = self.cached_header(scope)
-        if cached:
-            return cached
+        with self._lock:
+            cached = self._tokens.get(scope)
+            if cached is not None:
+                return cached
+            flight = self._flights.get(scope)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[scope] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.header is not None  # set with done when there was no error
+            return flight.header
+        try:
+            flight.header = self._request_token(challenge, scope)
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[scope]
+            flight.done.set()
+        return flight.header
+
+    def _request_token(self, challenge: Challenge, scope: str) -> str:
+        realm = challenge.params["realm"]
+        decision = self._policy.realm(realm)
+        if decision.use is RealmUse.REFUSED:
+            raise RealmRefused(f"{decision.reason}; refused")
         params = [("service", challenge.params["service"])] if "service" in challenge.params else []
         params += [("scope", s) for s in scope.split()]
-        realm = challenge.params["realm"]
         url = realm + ("&" if "?" in realm else "?") + urlencode(params)
-        headers = {"Authorization": self._basic} if self._basic else {}
+        send = self._basic is not None and decision.use is RealmUse.CREDENTIALS
+        headers = {"Authorization": self._basic} if send and self._basic else {}
         status, body = self._fetch(url, headers)
         if status != 200:
-            raise TokenError(f"token endpoint answered HTTP {status}", status)
+            raise TokenError(f"token endpoint {host_of(realm)} answered HTTP {status}", status)
         try:
             doc = json.loads(body)
             value = doc.get("token") or doc.get("access_token")
@@ -172,6 +275,7 @@ class Authenticator:
             raise TokenError("token endpoint answered invalid JSON") from None
         if not isinstance(value, str) or not value:
             raise TokenError("token endpoint answered without a token")
+        header = f"Bearer {value}"
         with self._lock:
-            self._tokens[scope] = _Token(value, self._clock() + lifetime)
-        return f"Bearer {value}"
+            self._tokens.put(scope, header, max(0.0, lifetime))
+        return header

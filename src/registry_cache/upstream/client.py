@@ -8,7 +8,13 @@ beside the loop on the second core. Small requests (manifests, HEADs, tokens)
 use the same code through ``asyncio.to_thread``-style executors.
 
 Every failure leaves here as a ``RegistryError`` (errors.py) with a message that
-names the upstream and path but never a credential.
+names the upstream and path but never a credential nor a URL's query string.
+
+Credentials follow origin.py's rule (own origin only; no plain http for an https
+upstream; username/password only to a trusted token realm). Every body read into
+memory is capped (manifests, referrers, tag lists, token answers: ``BodyCaps``; error
+bodies: ``ERROR_BODY_CAP``) and read with a bounded read, never whole: more than the
+cap is a 502 and the connection is dropped rather than drained.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import http.client
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -30,6 +37,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from .. import metrics
 from ..config import UpstreamConfig
+from ..digest import Digest
 from ..errors import (
     BadGateway,
     BlobUnknown,
@@ -41,13 +49,31 @@ from ..errors import (
     Unavailable,
 )
 from ..mediatypes import UPSTREAM_ACCEPT
-from .auth import Authenticator, TokenError
+from ..units import format_size
+from .auth import Authenticator, RealmRefused, TokenError
+from .origin import CredentialPolicy, host_of, origin_of
 
 log = logging.getLogger("registry_cache.upstream")
 
 MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 USER_AGENT = "registry-cache/0.1"
+MANIFEST_CAP = 4 << 20  # distribution refuses to store a larger manifest
+TOKEN_CAP = 1 << 20  # a JWT for a handful of scopes is a few KiB
+ERROR_BODY_CAP = 64 << 10  # read only for its first error code
+DISCARD_LIMIT = 1 << 20  # drain at most this much to reuse a connection; else drop it
+READ_CHUNK = 64 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class BodyCaps:
+    """The most bytes of each kind of upstream body held in memory."""
+
+    manifest: int = MANIFEST_CAP
+    referrers: int = MANIFEST_CAP
+    tag_list: int = MANIFEST_CAP
+    token: int = TOKEN_CAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +152,51 @@ class BlobStream:
         self._response.close()
 
 
+class _EmptyStream(BlobStream):
+    """What is left of a blob read to its end already: nothing."""
+
+    def __init__(self, start: int, size: int, upstream: str) -> None:
+        self.start = start
+        self.size = size
+        self._upstream = upstream
+
+    def readinto(self, buffer: memoryview) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 RateLimitHook = Callable[[str, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A response whose body (capped) was read, or that is left open to stream."""
+
+    response: urllib3.BaseHTTPResponse
+    body: bytes = b""
+
+    @property
+    def headers(self) -> Any:
+        return self.response.headers
+
+
 class UpstreamClient:
-    """Talks to one upstream registry. Thread-safe; share one per upstream."""
+    """Talks to one upstream registry. Thread-safe; share one per upstream.
+
+    ``label`` names the other side in messages ("upstream docker.io" by default;
+    ``warm --cache`` talks to a cache with the same client).
+    """
 
     def __init__(
         self,
         config: UpstreamConfig,
         pool: urllib3.PoolManager,
         on_ratelimit: RateLimitHook | None = None,
+        *,
+        caps: BodyCaps | None = None,
+        label: str | None = None,
     ) -> None:
         self.config = config
         self._pool = pool
@@ -144,44 +204,64 @@ class UpstreamClient:
         # response-header timeout, so a hanging upstream becomes our 503 before the
         # client gives up on us. The body then may stall up to read_timeout per read.
         self._timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.header_timeout)
-        self._auth = Authenticator(config.username, config.password, self._fetch_token)
+        self._policy = CredentialPolicy(config.url, config.token_realms)
+        self._auth = Authenticator(
+            config.username, config.password, self._fetch_token, policy=self._policy
+        )
+        self._caps = caps or BodyCaps(tag_list=config.tag_list_max_bytes)
+        self._who = label or f"upstream {config.name}"
         self._on_ratelimit = on_ratelimit
-        self._host = urlsplit(config.url).netloc
         self.ratelimit_remaining: str | None = None
         self._lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        return self._who
+
+    @property
+    def cached_tokens(self) -> int:
+        return self._auth.cached_tokens
 
     # ----------------------------------------------------------------- API calls
 
     def ping(self) -> int:
-        response = self._request("GET", "/v2/", scope="", retry=QUICK, expect=(200, 401))
-        return response.status
+        reply = self._request(
+            "GET", "/v2/", scope="", retry=QUICK, expect=(200, 401), cap=ERROR_BODY_CAP
+        )
+        return reply.response.status
 
     def get_manifest(
         self, repo: str, reference: str, retry: RetryPolicy = RetryPolicy()
     ) -> Manifest:
-        response = self._manifest("GET", repo, reference, retry)
-        body = response.data
-        metrics.upstream_bytes(self.config.name, len(body))
+        reply = self._manifest("GET", repo, reference, retry)
+        metrics.upstream_bytes(self.config.name, len(reply.body))
         return Manifest(
-            body=body,
-            media_type=response.headers.get("Content-Type"),
-            digest=response.headers.get("Docker-Content-Digest"),
+            body=reply.body,
+            media_type=reply.headers.get("Content-Type"),
+            digest=reply.headers.get("Docker-Content-Digest"),
         )
 
     def head_manifest(
         self, repo: str, reference: str, retry: RetryPolicy = RetryPolicy()
     ) -> ManifestHead:
         """HEAD, never GET, to learn a tag's digest: Docker Hub counts GETs as pulls."""
-        response = self._manifest("HEAD", repo, reference, retry)
+        reply = self._manifest("HEAD", repo, reference, retry)
+        digest = reply.headers.get("Docker-Content-Digest")
+        if digest is not None:
+            # It becomes a path and a URL next (the manifest fetched by digest).
+            try:
+                digest = str(Digest.parse(digest.strip()))
+            except RegistryError:
+                raise BadGateway(
+                    f"{self._who} sent an invalid Docker-Content-Digest for {repo}:{reference}"
+                ) from None
         return ManifestHead(
-            digest=response.headers.get("Docker-Content-Digest"),
-            media_type=response.headers.get("Content-Type"),
-            size=_int(response.headers.get("Content-Length")),
+            digest=digest,
+            media_type=reply.headers.get("Content-Type"),
+            size=_int(reply.headers.get("Content-Length")),
         )
 
-    def _manifest(
-        self, method: str, repo: str, reference: str, retry: RetryPolicy
-    ) -> urllib3.BaseHTTPResponse:
+    def _manifest(self, method: str, repo: str, reference: str, retry: RetryPolicy) -> _Reply:
         return self._request(
             method,
             f"/v2/{repo}/manifests/{reference}",
@@ -189,19 +269,22 @@ class UpstreamClient:
             headers={"Accept": UPSTREAM_ACCEPT},
             retry=retry,
             unknown=ManifestUnknown,
-            what=f"{repo}:{reference}",
+            what=f"{repo}{'@' if ':' in reference else ':'}{reference}",
+            cap=self._caps.manifest if method == "GET" else 0,
+            body_kind="manifest",
         )
 
     def head_blob(self, repo: str, digest: str, retry: RetryPolicy = RetryPolicy()) -> int | None:
-        response = self._request(
+        reply = self._request(
             "HEAD",
             f"/v2/{repo}/blobs/{digest}",
             scope=_pull(repo),
             retry=retry,
             unknown=BlobUnknown,
             what=f"{repo}@{digest}",
+            cap=0,
         )
-        return _int(response.headers.get("Content-Length"))
+        return _int(reply.headers.get("Content-Length"))
 
     def open_blob(self, repo: str, digest: str, offset: int = 0) -> BlobStream:
         """Start streaming a blob from ``offset`` (a Range request when offset > 0)."""
@@ -211,13 +294,21 @@ class UpstreamClient:
             f"/v2/{repo}/blobs/{digest}",
             scope=_pull(repo),
             headers=headers,
-            stream=True,
             unknown=BlobUnknown,
             what=f"{repo}@{digest}",
-            expect=(200, 206),
-        )
-        _body_timeout(response, self.config.read_timeout)
+            expect=(200, 206, 416) if offset else (200,),
+            cap=None,
+        ).response
         name = self.config.name
+        if response.status == 416:
+            # Asked from the very end (a partial a crash left complete but unpublished):
+            # nothing more to read, and the total says whether the partial is the blob.
+            total = _unsatisfied_range_total(response.headers.get("Content-Range"))
+            _discard(response)
+            if total != offset:
+                raise BadGateway(f"{self._who} refused the range from {offset} of {repo}@{digest}")
+            return _EmptyStream(offset, total, name)
+        _body_timeout(response, self.config.read_timeout)
         if response.status == 206:
             start, size = _content_range(response.headers.get("Content-Range"))
             return BlobStream(response, start if start is not None else offset, size, name)
@@ -232,55 +323,81 @@ class UpstreamClient:
             fields["n"] = str(n)
         if last:
             fields["last"] = last
-        response = self._request(
+        reply = self._request(
             "GET",
             f"/v2/{repo}/tags/list",
             scope=_pull(repo),
             fields=fields,
             unknown=NameUnknown,
             what=repo,
+            cap=self._caps.tag_list,
+            body_kind="tags list",
         )
-        doc = _json(response.data, "tags list")
+        doc = self._json(reply.body, "tags list")
         tags = doc.get("tags") or []
         if not isinstance(tags, list):
-            raise BadGateway(f"upstream {self.config.name} answered an invalid tags list")
-        return [str(t) for t in tags], "next" in (response.headers.get("Link") or "")
+            raise BadGateway(f"{self._who} answered an invalid tags list")
+        return [str(t) for t in tags], "next" in (reply.headers.get("Link") or "")
 
     def referrers(self, repo: str, digest: str) -> dict[str, Any] | None:
         """Upstream's referrers index, or None when it does not offer the API (404)."""
         try:
-            response = self._request(
+            reply = self._request(
                 "GET",
                 f"/v2/{repo}/referrers/{digest}",
                 scope=_pull(repo),
                 headers={"Accept": "application/vnd.oci.image.index.v1+json"},
                 unknown=ManifestUnknown,
                 what=f"{repo}@{digest}",
+                cap=self._caps.referrers,
+                body_kind="referrers index",
             )
         except (ManifestUnknown, NameUnknown):
             return None
-        content_type = response.headers.get("Content-Type", "")
+        content_type = reply.headers.get("Content-Type", "")
         if "json" not in content_type:
             return None
-        return _json(response.data, "referrers index")
+        return self._json(reply.body, "referrers index")
 
     # ------------------------------------------------------------------ plumbing
 
     def _fetch_token(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        try:
-            response = self._pool.request(
-                "GET",
-                url,
-                headers={"User-Agent": USER_AGENT, **headers},
-                timeout=self._timeout,
-                retries=False,
-                redirect=True,
-            )
-        except Urllib3Error as exc:
-            raise Unavailable(
-                f"upstream {self.config.name}: token endpoint unreachable ({_reason(exc)})"
-            ) from None
-        return response.status, response.data
+        """GET a token, following redirects under the same rules as registry requests.
+
+        ``headers`` (Basic credentials, when the realm may have them) go only to the
+        realm's own origin; https never continues over plain http.
+        """
+        realm = url
+        for _ in range(MAX_REDIRECTS + 1):
+            own = _origin_equal(url, realm)
+            try:
+                response = self._pool.urlopen(
+                    "GET",
+                    url,
+                    headers={"User-Agent": USER_AGENT, **(headers if own else {})},
+                    timeout=self._timeout,
+                    retries=False,
+                    redirect=False,
+                    preload_content=False,
+                    decode_content=False,
+                )
+            except Urllib3Error as exc:
+                raise Unavailable(
+                    f"{self._who}: token endpoint unreachable ({_reason(exc)})"
+                ) from None
+            if response.status in REDIRECTS and response.headers.get("Location"):
+                target = urljoin(url, response.headers["Location"])
+                _discard(response)
+                if _secure(url) and not _secure(target):
+                    raise BadGateway(
+                        f"{self._who}: token endpoint redirected to plain http "
+                        f"(host {host_of(target)}); refused"
+                    )
+                url = target
+                continue
+            body = self._read_capped(response, self._caps.token, "token response")
+            return response.status, body
+        raise BadGateway(f"{self._who}: token endpoint redirected too often")
 
     def _request(
         self,
@@ -290,35 +407,42 @@ class UpstreamClient:
         scope: str,
         headers: dict[str, str] | None = None,
         fields: dict[str, str] | None = None,
-        stream: bool = False,
         retry: RetryPolicy = RetryPolicy(),
         unknown: type[RegistryError] = NameUnknown,
         what: str = "",
         expect: tuple[int, ...] = (200,),
-    ) -> urllib3.BaseHTTPResponse:
+        cap: int | None,
+        body_kind: str = "body",
+    ) -> _Reply:
+        """One request with retries. ``cap``: read the body (at most that many bytes);
+        None: leave it open for the caller to stream."""
         url = self.config.url + path
         if fields:
-            from urllib.parse import urlencode
-
             url += "?" + urlencode(fields)
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self._send(
-                    method, url, scope, headers or {}, stream=stream, timeout=retry.timeout
-                )
+                response = self._send(method, url, scope, headers or {}, timeout=retry.timeout)
+                status = response.status
+                self._note_ratelimit(response)
+                if status in expect:
+                    if cap is None:
+                        return _Reply(response)
+                    if method == "HEAD":
+                        _discard(response)
+                        return _Reply(response)
+                    body = self._read_capped(response, cap, body_kind, what or path)
+                    return _Reply(response, body)
+                error_body = self._read_error_body(response)
             except Unavailable as exc:
                 metrics.upstream_error(self.config.name, _error_kind(exc))
-                if attempt >= retry.attempts or isinstance(exc, UpstreamTimeout):
+                # A timeout would only multiply the wait; an answer we refuse (BadGateway)
+                # would come again.
+                if attempt >= retry.attempts or isinstance(exc, UpstreamTimeout | BadGateway):
                     raise
                 self._pause(retry, attempt)
                 continue
-            status = response.status
-            self._note_ratelimit(response)
-            if status in expect:
-                return response
-            _drain(response)
             if status == 429 or status >= 500 or status in (401, 403):
                 kind = {429: "ratelimited", 401: "denied", 403: "denied"}.get(status)
                 metrics.upstream_error(self.config.name, kind or "server_error")
@@ -327,13 +451,11 @@ class UpstreamClient:
                 if attempt < retry.attempts and (wait or 0) <= retry.max_retry_after:
                     time.sleep(wait if wait is not None else retry.backoff * attempt)
                     continue
-                raise TooManyRequests(
-                    f"upstream {self.config.name} rate limit reached for {what or path}", wait
-                )
+                raise TooManyRequests(f"{self._who} rate limit reached for {what or path}", wait)
             if status in RETRY_STATUSES and attempt < retry.attempts:
                 self._pause(retry, attempt)
                 continue
-            raise self._error(status, response, unknown, what or path)
+            raise self._error(status, error_body, unknown, what or path)
 
     def _send(
         self,
@@ -342,18 +464,21 @@ class UpstreamClient:
         scope: str,
         headers: dict[str, str],
         *,
-        stream: bool,
         timeout: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        """One logical request: auth challenge answered once, redirects followed."""
+        """One logical request: auth challenge answered once, redirects followed.
+
+        The body is left unread (``preload_content=False``): the caller reads it capped.
+        """
         authorization = self._auth_header(scope)
         budget = self._timeout if timeout is None else urllib3.Timeout(timeout)
         answered = False
         for _ in range(MAX_REDIRECTS + 1):
             hdrs = {"User-Agent": USER_AGENT, **headers}
-            same_host = urlsplit(url).netloc == self._host
-            if authorization and same_host:
-                # Signed storage URLs (S3, CDN) reject a second credential.
+            own = self._policy.same_origin(url)
+            if authorization and own:
+                # Only to the upstream's own scheme, host and port: signed storage URLs
+                # (S3, CDN) reject a second credential, and nothing else may see it.
                 hdrs["Authorization"] = authorization
             try:
                 response = self._pool.urlopen(
@@ -363,54 +488,110 @@ class UpstreamClient:
                     timeout=budget,
                     retries=False,
                     redirect=False,
-                    preload_content=not stream,
+                    preload_content=False,
                     decode_content=False,
                 )
             except Urllib3Error as exc:
                 reason = _reason(exc)
                 error = UpstreamTimeout if reason == "timed out" else Unavailable
-                raise error(f"upstream {self.config.name} unreachable ({reason})") from None
-            if response.status == 401 and same_host and not answered:
+                raise error(f"{self._who} unreachable ({reason})") from None
+            if response.status == 401 and own and not answered:
                 challenge = response.headers.get("WWW-Authenticate", "")
-                _drain(response)
+                _discard(response)
                 answered = True
                 try:
-                    authorization = self._auth.answer(challenge, scope)
+                    authorization = self._auth.answer(challenge, scope, sent=authorization)
+                except RealmRefused as exc:
+                    raise BadGateway(f"{self._who} {exc}") from None
                 except TokenError as exc:
-                    raise Denied(
-                        f"upstream {self.config.name} token request failed: {exc}"
-                    ) from None
+                    raise Denied(f"{self._who} token request failed: {exc}") from None
                 if authorization is None:
                     return response
                 continue
-            if response.status in (301, 302, 303, 307, 308):
+            if response.status in REDIRECTS:
                 location = response.headers.get("Location")
-                _drain(response)
+                _discard(response)
                 if not location:
-                    raise BadGateway(f"upstream {self.config.name} redirected without Location")
+                    raise BadGateway(f"{self._who} redirected without Location")
                 # Never cached: signed URLs expire; the registry is asked again next time.
-                url = urljoin(url, location)
+                target = urljoin(url, location)
+                refusal = self._policy.redirect_refusal(target)
+                if refusal is not None:
+                    raise BadGateway(f"{self._who} {refusal}; refused")
+                url = target
                 if response.status == 303:
                     method = "GET"
                 continue
             return response
-        raise BadGateway(f"upstream {self.config.name}: too many redirects")
+        raise BadGateway(f"{self._who}: too many redirects")
 
     def _auth_header(self, scope: str) -> str | None:
         try:
             return self._auth.header_for(scope)
+        except RealmRefused as exc:
+            raise BadGateway(f"{self._who} {exc}") from None
         except TokenError as exc:
-            raise Denied(f"upstream {self.config.name} token request failed: {exc}") from None
+            raise Denied(f"{self._who} token request failed: {exc}") from None
+
+    def _read_capped(
+        self, response: urllib3.BaseHTTPResponse, cap: int, kind: str, what: str = ""
+    ) -> bytes:
+        """The whole body if it is at most ``cap`` bytes; else a 502 (connection dropped)."""
+        about = f" for {what}" if what else ""
+        too_big = BadGateway(f"{self._who} sent a {kind}{about} larger than {format_size(cap)}")
+        length = _int(response.headers.get("Content-Length"))
+        if length is not None and length > cap:
+            _drop(response)
+            raise too_big
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            while True:
+                chunk = response.read(min(READ_CHUNK, cap + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > cap:
+                    _drop(response)
+                    raise too_big
+        except (Urllib3Error, OSError, http.client.HTTPException) as exc:
+            _drop(response)
+            reason = _reason(exc)
+            error = UpstreamTimeout if reason == "timed out" else Unavailable
+            raise error(f"{self._who}: {kind}{about} cut off ({reason})") from None
+        response.release_conn()
+        return b"".join(chunks)
+
+    def _read_error_body(self, response: urllib3.BaseHTTPResponse) -> bytes:
+        """The start of an error answer (for its code); the rest is dropped, not read."""
+        try:
+            body = response.read(ERROR_BODY_CAP) if response.status != 204 else b""
+        except (Urllib3Error, OSError, http.client.HTTPException):
+            _drop(response)
+            return b""
+        _discard(response)
+        return body
+
+    def _json(self, body: bytes, what: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise BadGateway(f"{self._who} answered an invalid {what}") from None
+        if not isinstance(doc, dict):
+            raise BadGateway(f"{self._who} answered an invalid {what}")
+        return doc
 
     def _error(
         self,
         status: int,
-        response: urllib3.BaseHTTPResponse,
+        body: bytes,
         unknown: type[RegistryError],
         what: str,
     ) -> RegistryError:
-        name = self.config.name
-        code = _first_error_code(response)
+        who = self._who
+        name = who.removeprefix("upstream ")
+        code = _first_error_code(body)
         if status == 404:
             if code == "NAME_UNKNOWN" and unknown is not NameUnknown:
                 return NameUnknown(f"repository not found on {name}: {what}")
@@ -418,16 +599,14 @@ class UpstreamClient:
         if status == 401:
             # Docker Hub answers 401, not 404, for a repository that does not exist.
             return NameUnknown(
-                f"{what} not found on {name}, or the cache's credentials cannot read it"
+                f"{what} not found on {name}, or {who} refused the credentials"
+                f"{'' if self.config.has_credentials else ' (none configured)'}"
             )
         if status == 403:
-            return Denied(f"upstream {name} denied access to {what}")
+            return Denied(f"{who} denied access to {what}")
         if status == 400 and code:
-            err = RegistryError(f"upstream {name} rejected the request for {what}")
-            return err
-        if status >= 500:
-            return BadGateway(f"upstream {name} answered HTTP {status} for {what}")
-        return BadGateway(f"upstream {name} answered HTTP {status} for {what}")
+            return RegistryError(f"{who} rejected the request for {what}")
+        return BadGateway(f"{who} answered HTTP {status} for {what}")
 
     def _pause(self, retry: RetryPolicy, attempt: int) -> None:
         delay = retry.backoff * (2 ** (attempt - 1))
@@ -479,6 +658,13 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, _int(total)
 
 
+def _unsatisfied_range_total(value: str | None) -> int | None:
+    """``bytes */1000`` (a 416's Content-Range) → 1000."""
+    if not value or not value.startswith("bytes */"):
+        return None
+    return _int(value[8:].strip())
+
+
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -493,35 +679,51 @@ def _retry_after(value: str | None) -> float | None:
             return None
 
 
-def _drain(response: urllib3.BaseHTTPResponse) -> None:
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Finish with a response we do not need: drain a small rest to reuse the
+    connection; drop the connection when more than ``DISCARD_LIMIT`` is left."""
+    left = DISCARD_LIMIT
     try:
-        response.drain_conn()
-    except Urllib3Error:
+        while left > 0:
+            chunk = response.read(min(READ_CHUNK, left))
+            if not chunk:
+                response.release_conn()
+                return
+            left -= len(chunk)
+    except (Urllib3Error, OSError, http.client.HTTPException):
         pass
+    _drop(response)
+
+
+def _drop(response: urllib3.BaseHTTPResponse) -> None:
+    """Close the connection (it is not returned to the pool with a body half read)."""
+    response.close()
     response.release_conn()
 
 
-def _first_error_code(response: urllib3.BaseHTTPResponse) -> str | None:
+def _first_error_code(body: bytes) -> str | None:
     try:
-        doc = json.loads(response.data or b"{}")
+        doc = json.loads(body or b"{}")
         return str(doc["errors"][0]["code"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 
 
-def _json(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise BadGateway(f"upstream answered an invalid {what}") from None
-    if not isinstance(doc, dict):
-        raise BadGateway(f"upstream answered an invalid {what}")
-    return doc
+def _secure(url: str) -> bool:
+    return url[:8].lower() == "https://"
+
+
+def _origin_equal(a: str, b: str) -> bool:
+    return origin_of(a) == origin_of(b)
 
 
 def _reason(exc: Exception) -> str:
     """A short cause without URLs (which could carry a signed query string)."""
     reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+        reason
+    ):
+        return "TLS certificate not trusted"
     text = type(reason).__name__
     if "timeout" in str(reason).lower() or "Timeout" in text:
         return "timed out"
