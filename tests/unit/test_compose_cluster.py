@@ -146,11 +146,17 @@ def test_three_replicas_share_postgres_and_s3_with_the_planned_settings(
         assert env["REGISTRY_CACHE_STORAGE"].startswith("s3://")
         assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]  # from secrets/s3.env
         # What the cache reads today validates (blank upstream credentials: anonymous).
-        assert {k for k in env if k.removeprefix(ENV_PREFIX).lower() in ENV_SETTINGS} == {
-            "REGISTRY_CACHE_MAX_SIZE"
+        assert {k for k in env if k.removeprefix(ENV_PREFIX).lower() in ENV_SETTINGS} >= {
+            "REGISTRY_CACHE_MAX_SIZE",
+            "REGISTRY_CACHE_INDEX",
+            "REGISTRY_CACHE_INDEX_PASSWORD_FILE",
+            "REGISTRY_CACHE_ADVERTISE",
+            "REGISTRY_CACHE_CLUSTER_SECRET_FILE",
         }
         settings = build_settings(environ=env, dotenv=None)
         assert settings.max_size == parse_size(env["REGISTRY_CACHE_MAX_SIZE"])
+        assert settings.clustered and settings.index == env["REGISTRY_CACHE_INDEX"]
+        assert settings.advertise == env["REGISTRY_CACHE_ADVERTISE"]
         assert not any(u.has_credentials for u in settings.upstreams.values())
     assert len(advertised) == len(REPLICAS)
     assert postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"

@@ -152,10 +152,16 @@ class ClusterSource:
             time.sleep(RETRY_PAUSE)
 
     def finished(self) -> None:
-        """Loop thread, once the fill ended: give the lease back."""
+        """Loop thread, once the fill ended: give the lease back, but only once the
+        index says this replica holds the blob, so no other replica ever sees neither
+        a lease nor a holder (and fetches again)."""
         lease, self.lease = self.lease, None
         if lease is not None:
-            self.loop.create_task(self.cluster.leases.release(lease))
+            self.loop.create_task(self._release(lease))
+
+    async def _release(self, lease: Lease) -> None:
+        await self.cluster.local.recorded(self.digest)
+        await self.cluster.leases.release(lease)
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout=PLAN_WAIT)

@@ -48,11 +48,16 @@ class ManifestResult:
 
 
 class _Followed(Exception):
-    """Another replica resolved this reference meanwhile: resolve again, locally."""
+    """The gate opened: resolve again (see ``_Gate``)."""
 
 
 class _Gate:
-    """Taken before asking upstream: cluster-wide, one replica asks (see cluster/flight.py)."""
+    """Taken before asking upstream: cluster-wide, one replica asks (see cluster/flight.py).
+
+    Whether this replica got the lease or waited for another one, the resolution
+    starts over once the gate is open: what it read before may be out of date (the
+    other replica may have refreshed the tag between our read and our lease).
+    """
 
     def __init__(self, flight: ClusterFlight | None, key: str) -> None:
         self._flight = flight
@@ -64,11 +69,9 @@ class _Gate:
         if self.open:
             return
         assert self._flight is not None
-        lease = await self._flight.lead(self._key)
-        self.open = True  # lead or follow once; the second resolution goes ahead
-        if lease is None:
-            raise _Followed
-        self._lease = lease
+        self._lease = await self._flight.lead(self._key)
+        self.open = True
+        raise _Followed
 
     async def close(self) -> None:
         if self._lease is not None and self._flight is not None:

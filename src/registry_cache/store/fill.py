@@ -500,7 +500,7 @@ class LocalFills:
         self.fill_timeout = fill_timeout
         self.fills: dict[Digest, Fill] = {}
         self._pool = ThreadPoolExecutor(max_fills, thread_name_prefix="fill")
-        self._records: set[asyncio.Task[None]] = set()
+        self._records: dict[Digest, asyncio.Task[None]] = {}
 
     def in_process(self, digest: Digest) -> Fill | None:
         return self.fills.get(digest)
@@ -591,8 +591,8 @@ class LocalFills:
             fill.release_reader()
             if fill.done and fill.error is None:
                 task = loop.create_task(self._record(fill))
-                self._records.add(task)
-                task.add_done_callback(self._records.discard)
+                self._records[digest] = task
+                task.add_done_callback(lambda _: self._records.pop(digest, None))
             if self.listener is not None:
                 self.listener.after_fill(fill)
 
@@ -606,9 +606,16 @@ class LocalFills:
         await self.index.link(fill.origin.upstream, fill.origin.repository, [digest])
         await self.index.add_object(digest, fill.written)
 
+    async def recorded(self, digest: Digest) -> None:
+        """Once a just-committed fill of ``digest`` is in the index (at once if none is
+        pending): the cluster gives a fill's lease back only then (cluster/fills.py)."""
+        task = self._records.get(digest)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     async def close(self) -> None:
         if self._records:
-            await asyncio.gather(*self._records, return_exceptions=True)
+            await asyncio.gather(*self._records.values(), return_exceptions=True)
         # Fill threads are left to end by themselves (their fill_timeout bounds them).
         self._pool.shutdown(wait=False, cancel_futures=True)
 
