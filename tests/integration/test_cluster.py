@@ -257,3 +257,52 @@ def test_head_of_a_blob_another_replica_holds_needs_no_upstream(
     assert response.status == 200
     assert int(response.headers["Content-Length"]) == image.layers[0].size
     assert upstream.request_log() == []
+
+
+def test_postgresql_stopped_mid_run_hits_flow_misses_fill_and_it_recovers(
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    postgres: Any,
+    tmp_path: Path,
+) -> None:
+    cached = build_image("pgdown-a", layers=1, layer_size=2 << 20, workdir=tmp_path)
+    cold = build_image("pgdown-b", layers=1, layer_size=2 << 20, workdir=tmp_path)
+    later = build_image("pgdown-c", layers=1, layer_size=2 << 20, workdir=tmp_path)
+    layers = {}
+    for name, image in (("a", cached), ("b", cold), ("c", later)):
+        layers[name] = push(upstream.url, f"library/{name}", "1", image).layer_digests[0]
+    cluster = Cluster(make_cache, tmp_path / "cluster", upstream.url, postgres.url, replicas=2)
+    a, b = cluster[0], cluster[1]
+    assert HTTP.request("GET", f"{a.url}/v2/library/a/manifests/1").status == 200
+    assert fetch(f"{a.url}/v2/library/a/blobs/{layers['a']}")[:2] == (200, layers["a"])
+
+    postgres.stop()
+    started = time.monotonic()
+    # Hits: the tag from memory (within its TTL), the blob from the local tier.
+    assert HTTP.request("GET", f"{a.url}/v2/library/a/manifests/1").status == 200
+    assert fetch(f"{a.url}/v2/library/a/blobs/{layers['a']}")[:2] == (200, layers["a"])
+    assert time.monotonic() - started < 5.0
+    # A miss still fills from upstream, unshared.
+    assert HTTP.request("GET", f"{b.url}/v2/library/b/manifests/1").status == 200
+    assert fetch(f"{b.url}/v2/library/b/blobs/{layers['b']}")[:2] == (200, layers["b"])
+    ready = HTTP.request("GET", f"{a.url}/readyz")
+    body = json.loads(ready.data)
+    assert ready.status == 200 and body["status"] == "degraded", body
+    assert body["checks"]["index"] != "ok" and body["checks"]["data_dir"] == "ok"
+
+    postgres.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        body = json.loads(HTTP.request("GET", f"{a.url}/readyz").data)
+        if body["status"] == "ready":
+            break
+        time.sleep(0.2)
+    assert body["status"] == "ready", body
+    # Shared again: a cold blob through A, then B, crosses from upstream once.
+    upstream.clear_request_log()
+    assert fetch(f"{a.url}/v2/library/c/blobs/{layers['c']}")[:2] == (200, layers["c"])
+    assert cluster.wait_indexed(layers["c"])
+    assert fetch(f"{b.url}/v2/library/c/blobs/{layers['c']}")[:2] == (200, layers["c"])
+    assert upstream.blob_gets(layers["c"]) == 1
+    logs = cluster.logs()
+    assert "Traceback" not in logs and "index unavailable" in logs

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from ..digest import Digest
 from ..errors import BlobUnknown, IndexUnavailable, Unavailable
-from ..store.fill import BlobSource, FillProgress, FillReader, LocalFills, Opener, Origin
+from ..store.fill import BlobSource, Fill, FillProgress, FillReader, LocalFills, Opener, Origin
 from .directory import LEASE_TTL, ClusterDirectory, Lease
 from .leases import LeaseKeeper
 from .peers import PeerClient
@@ -60,7 +60,7 @@ class ClusterFills:
         self.peers = peers
         self.leases = leases
 
-    def in_process(self, digest: Digest) -> Any:
+    def in_process(self, digest: Digest) -> Fill | None:
         return self.local.in_process(digest)
 
     def progress(self) -> list[FillProgress]:
