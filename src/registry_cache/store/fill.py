@@ -17,6 +17,7 @@ partial left by a crash is re-hashed and resumed by the next fill.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import fcntl
 import logging
@@ -490,7 +491,11 @@ class FillManager:
             with self._threads:
                 fill.run(opener, self.store, self.layout)
 
-        threading.Thread(target=work, name=f"fill-{digest.hex[:12]}", daemon=True).start()
+        # In the starting request's context: its id goes with the upstream requests.
+        run = contextvars.copy_context().run
+        threading.Thread(
+            target=run, args=(work,), name=f"fill-{digest.hex[:12]}", daemon=True
+        ).start()
         return fill
 
 

@@ -28,7 +28,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from .. import metrics
+from .. import metrics, requestid
 from ..config import UpstreamConfig
 from ..errors import (
     BadGateway,
@@ -351,6 +351,8 @@ class UpstreamClient:
         answered = False
         for _ in range(MAX_REDIRECTS + 1):
             hdrs = {"User-Agent": USER_AGENT, **headers}
+            if (request_id := requestid.current()) is not None:
+                hdrs[requestid.HEADER] = request_id  # for tracing, with the cache's log
             same_host = urlsplit(url).netloc == self._host
             if authorization and same_host:
                 # Signed storage URLs (S3, CDN) reject a second credential.

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from ..errors import Unauthorized
 from ..htpasswd import Htpasswd
+from ..logs import escape
 from ..lru import Lru
 from .middleware import Handler
 
@@ -73,7 +74,7 @@ class ClientAuth:
             generation = self.htpasswd.generation
             ok = await asyncio.to_thread(self.htpasswd.check, user, password)
         if not ok:
-            log.warning("client authentication failed for user %r", user[:64])
+            log.warning("client authentication failed for user %s", escape(user[:64]))
             raise AuthenticationRequired("invalid username or password")
         self._memo.put(key, (generation, user))
         return user

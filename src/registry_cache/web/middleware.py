@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .. import metrics
+from .. import metrics, requestid
 from ..errors import InsufficientStorage, NameUnknown, RegistryError, Unsupported
+from ..logs import AccessEntry
 from ..store.fill import FillFailed
 
 log = logging.getLogger("registry_cache.web")
@@ -21,6 +22,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes come every few seconds from every kubelet or load balancer: their
 # successes would drown the access log, so only failed probes are logged.
 PROBES = frozenset({"/healthz", "/readyz"})
+REQUEST_ID = "request_id"  # request[...]: the id access_log gave it
 
 
 def error_response(error: RegistryError) -> web.Response:
@@ -63,33 +65,47 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     start = time.perf_counter()
     status = 499  # the client went away before an answer
     body_bytes = 0
+    rid = requestid.accept(request.headers.get(requestid.HEADER)) or requestid.new()
+    request[REQUEST_ID] = rid
+    token = requestid.CURRENT.set(rid)  # for upstream requests and log lines made meanwhile
     try:
         response = await handler(request)
         status = response.status
         body_bytes = (response.content_length or 0) if request.method != "HEAD" else 0
         return response
     finally:
+        requestid.CURRENT.reset(token)
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
-        if request.path not in PROBES or status >= 400:
-            access.info(
-                '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s%s',
-                request.remote or "-",
-                request.method,
-                request.path_qs,
-                status,
-                fields.get("upstream", "-"),
-                fields.get("repo", "-"),
-                fields.get("ref", "-"),
-                fields.get("cache", "-"),
-                fields.get("bytes", body_bytes),
-                duration_ms,
-                f" error={fields['error']}" if "error" in fields else "",
-                f" user={fields['user']}" if "user" in fields else "",
+        if (request.path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
+            entry = AccessEntry(
+                remote=request.remote or "-",
+                method=request.method,
+                path=request.path_qs,
+                status=status,
+                upstream=_text(fields.get("upstream")),
+                repo=_text(fields.get("repo")),
+                ref=_text(fields.get("ref")),
+                cache=_text(fields.get("cache")),
+                bytes=int(fields.get("bytes", body_bytes)),
+                duration_ms=duration_ms,
+                error=_text(fields.get("error")),
+                user=_text(fields.get("user")),
+                request_id=rid,
+                user_agent=request.headers.get("User-Agent"),
             )
+            access.info("%s", entry, extra={"access": entry})
 
 
-async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer carries the API version header (also 401s and errors)."""
+def _text(value: object) -> str | None:
+    return None if value is None or value == "-" else str(value)
+
+
+async def add_standard_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer carries the API version header (also 401s and errors) and the
+    request's id."""
     response.headers[API_VERSION[0]] = API_VERSION[1]
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers[requestid.HEADER] = rid
