@@ -500,9 +500,13 @@ class FillManager:
 
 
 def _storage_error(error: Exception) -> Exception:
-    """A full disk anywhere in a fill (size note, fsync) is a 507, like one in a write."""
+    """A full disk anywhere in a fill (size note, fsync) is a 507, like one in a write;
+    an error nobody foresaw is still upstream's failure to the client: a 502."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("no space left in the cache's data directory")
+    if not isinstance(error, RegistryError | DigestMismatch):
+        log.error("fill failed unexpectedly", exc_info=error)
+        return BadGateway(f"fetching the blob from upstream failed ({type(error).__name__})")
     return error
 
 

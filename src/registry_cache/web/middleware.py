@@ -10,7 +10,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .. import metrics, requestid
-from ..errors import InsufficientStorage, NameUnknown, RegistryError, Unsupported
+from ..errors import (
+    BadGateway,
+    DigestMismatch,
+    InsufficientStorage,
+    NameUnknown,
+    RegistryError,
+    Unsupported,
+)
 from ..logs import AccessEntry
 from ..store.fill import FillFailed
 
@@ -22,12 +29,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes come every few seconds from every kubelet or load balancer: their
 # successes would drown the access log, so only failed probes are logged.
 PROBES = frozenset({"/healthz", "/readyz"})
+CLIENT_CLOSED = 499  # nginx's status for "no answer could be given", in the access log
 REQUEST_ID = "request_id"  # request[...]: the id access_log gave it
 
 
 def error_response(error: RegistryError) -> web.Response:
     response = web.json_response(error.body(), status=error.status, headers=error.headers())
     return response
+
+
+def cut_off(request: web.Request) -> web.Response:
+    """For a response that cannot be finished: the connection is dropped, so this one
+    is never sent; aiohttp sees the closed connection and ends quietly (an exception
+    would have it log a traceback for what is only a cut-off download)."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=CLIENT_CLOSED)
 
 
 @web.middleware
@@ -38,10 +55,14 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     except RegistryError as error:
         request.setdefault("log", {})["error"] = error.code
         return error_response(error)
+    except DigestMismatch as mismatch:
+        # A fill of unknown size (chunked) fails before its first byte reaches anyone.
+        request.setdefault("log", {})["error"] = "DigestMismatch"
+        return error_response(BadGateway(f"upstream sent wrong bytes for {mismatch.expected}"))
     except FillFailed as failed:
-        # Only reached when headers were already sent: the transport is aborted.
+        # Only reached when headers were already sent: the client is cut off.
         request.setdefault("log", {})["error"] = type(failed.error).__name__
-        raise
+        return cut_off(request)
     except web.HTTPException as exc:
         if exc.status == 405:
             return error_response(Unsupported(f"{request.method} is not supported"))
@@ -50,7 +71,7 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         raise
     except (ConnectionResetError, BrokenPipeError):
         request.setdefault("log", {})["error"] = "client-gone"
-        raise
+        return cut_off(request)
     except Exception as exc:
         if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
             # The index shares the data directory's disk: full is a 507, like a blob write.
@@ -63,7 +84,7 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
-    status = 499  # the client went away before an answer
+    status = CLIENT_CLOSED  # the client went away before an answer
     body_bytes = 0
     rid = requestid.accept(request.headers.get(requestid.HEADER)) or requestid.new()
     request[REQUEST_ID] = rid
