@@ -4,7 +4,8 @@
   once ``--client-header-timeout`` (2 s here) has passed, while normal clients (a
   keep-alive one and one connecting per request) keep getting answers in
   milliseconds all along (p99 measured).
-- An idle keep-alive connection is closed after the same timeout.
+- An idle keep-alive connection is closed after the same timeout, and so is a TLS
+  connection whose handshake never comes; a served TLS connection is counted too.
 - Beyond ``--max-connections`` a new connection is refused at once (a 503 or a
   reset), and admitted again once connections close.
 - ``serve`` raises its open-files limit to the hard limit, and warns when that is
@@ -19,6 +20,7 @@ import http.client
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness.cache import CacheServer
+from tests.harness.certs import make_tls
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
 
@@ -153,6 +156,41 @@ def test_idle_keep_alive_connections_are_closed_after_the_timeout(
         started = time.monotonic()
         assert sock.recv(65536) == b""  # closed by the cache, not by us
         assert 0.5 <= time.monotonic() - started <= 1.0 + SLACK
+
+
+def test_tls_handshakes_are_bounded_and_tls_connections_counted(
+    make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    tls = make_tls(tmp_path / "tls")
+    cache = make_cache(
+        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+        "--client-header-timeout", "1s", "--max-connections", "1",
+        ca_file=tls.ca_cert,
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", cache.port), timeout=10) as stalled:
+        stalled.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+        started = time.monotonic()
+        try:
+            assert stalled.recv(65536) == b""
+        except ConnectionError:
+            pass  # closed with a reset: closed all the same
+        assert 0.5 <= time.monotonic() - started <= 1.0 + SLACK
+    context = ssl.create_default_context(cafile=str(tls.ca_cert))
+    raw = socket.create_connection(("127.0.0.1", cache.port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as held:
+        held.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # The one slot is taken: a second TLS client is refused after its handshake.
+        second = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", cache.port), timeout=10),
+            server_hostname="127.0.0.1",
+        )
+        with second:
+            try:
+                answer = second.recv(65536)
+            except (ConnectionError, ssl.SSLError):
+                answer = b""
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 503 "), answer[:100]
 
 
 def test_connections_beyond_the_limit_are_refused_at_once(
