@@ -166,7 +166,8 @@ class MalformedRequests(logging.Filter):
             record.msg = "rejected a malformed request from %s (%d): %s"
             record.args = (remote, error.code, reason)
             record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
+            if record.levelno > logging.INFO:  # aiohttp's debug ones stay debug
+                record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
