@@ -17,6 +17,7 @@ import json
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def raw_request(cache: CacheServer, head: bytes) -> bytes:
 
 def access_lines(cache: CacheServer) -> list[str]:
     return [line for line in cache_lines(cache) if "registry_cache.access: " in line]
+
+
+def settle(cache: CacheServer, request_id: str, timeout: float = 5.0) -> None:
+    """Wait until the access line of ``request_id`` is written: the cache writes it
+    on the loop turn after the answer, so a client can be quicker than the log."""
+    deadline = time.monotonic() + timeout
+    while request_id not in cache.log_text():
+        assert time.monotonic() < deadline, f"no access line for {request_id}"
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -116,6 +126,7 @@ def test_request_values_cannot_forge_log_lines(
         headers={"Authorization": ok},
     )
     assert quoted.status < 500
+    settle(cache, quoted.headers["X-Request-Id"])
 
     lines = cache_lines(cache)
     unescaped = [line for line in lines if not RECORD.match(line)]
@@ -152,6 +163,7 @@ def test_json_log_lines_parse_and_carry_request_ids(
     assert re.fullmatch(r"[0-9a-f]{32}", insane.headers["X-Request-Id"])
     missing = http.request("GET", f"{cache.url}/v2/library/nope/manifests/1%0Dx")
     assert missing.status == 404
+    settle(cache, missing.headers["X-Request-Id"])
 
     records: list[dict[str, Any]] = []
     for line in cache_lines(cache):

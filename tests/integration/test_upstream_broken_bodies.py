@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -64,6 +65,11 @@ def test_a_broken_chunked_blob_is_an_upstream_error(
         assert answer.headers["Content-Type"].startswith("application/json")
         assert json.loads(answer.read())["errors"][0]["code"] == "UNAVAILABLE"
         assert not cache.blob_path(DIGEST).exists()
+    last = http.request("GET", cache.url + "/v2/")
+    assert last.status == 200
+    deadline = time.monotonic() + 5  # its access line follows the failed ones' lines
+    while last.headers["X-Request-Id"] not in cache.log_text():
+        assert time.monotonic() < deadline, "the log did not catch up"
+        time.sleep(0.02)
     log = cache.log_text()
     assert "Traceback" not in log and "internal error" not in log
-    assert http.request("GET", cache.url + "/v2/").status == 200
