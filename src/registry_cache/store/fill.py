@@ -17,6 +17,7 @@ partial left by a crash is re-hashed and resumed by the next fill.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import fcntl
 import logging
@@ -490,14 +491,22 @@ class FillManager:
             with self._threads:
                 fill.run(opener, self.store, self.layout)
 
-        threading.Thread(target=work, name=f"fill-{digest.hex[:12]}", daemon=True).start()
+        # In the starting request's context: its id goes with the upstream requests.
+        run = contextvars.copy_context().run
+        threading.Thread(
+            target=run, args=(work,), name=f"fill-{digest.hex[:12]}", daemon=True
+        ).start()
         return fill
 
 
 def _storage_error(error: Exception) -> Exception:
-    """A full disk anywhere in a fill (size note, fsync) is a 507, like one in a write."""
+    """A full disk anywhere in a fill (size note, fsync) is a 507, like one in a write;
+    an error nobody foresaw is still upstream's failure to the client: a 502."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("no space left in the cache's data directory")
+    if not isinstance(error, RegistryError | DigestMismatch):
+        log.error("fill failed unexpectedly", exc_info=error)
+        return BadGateway(f"fetching the blob from upstream failed ({type(error).__name__})")
     return error
 
 
