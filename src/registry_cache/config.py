@@ -51,6 +51,9 @@ ENV_SETTINGS = (
     "tag_ttl",
     "workers",
     "log_level",
+    "log_format",
+    "client_header_timeout",
+    "max_connections",
     "max_size",
     "max_disk_percent",
     "max_age",
@@ -76,6 +79,7 @@ _AUTHORITY_RE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//([^/?#]*)|^([^/?#]*
 # distribution registry itself refuses manifests over 4 MiB.
 DEFAULT_BODY_CAP = 4 << 20
 MIN_BODY_CAP = 1 << 10
+LOG_FORMATS = ("text", "json")
 
 
 def _duration(value: Any) -> float:
@@ -202,6 +206,12 @@ class Settings(BaseModel):
     tag_ttl: float = 300.0
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    log_format: str = "text"
+    # A connection must send complete request headers this long after it was
+    # accepted or its previous response ended (so idle keep-alive ones close too).
+    client_header_timeout: float = 30.0
+    # Per worker; beyond it new connections are closed at once (web/connections.py).
+    max_connections: int = Field(default=4096, ge=1)
     # A fill keeps going after its last client left, for at most this long.
     fill_timeout: float = 900.0
     # SIGTERM: stop accepting, let in-flight responses finish this long, then exit.
@@ -237,6 +247,14 @@ class Settings(BaseModel):
     def _durations(cls, value: Any) -> Any:
         return _duration(value)
 
+    @field_validator("client_header_timeout", mode="before")
+    @classmethod
+    def _positive_duration(cls, value: Any) -> Any:
+        seconds = _duration(value)
+        if seconds <= 0:
+            raise ValueError(f"must be above zero, not {value!r}")
+        return seconds
+
     @field_validator("max_age", mode="before")
     @classmethod
     def _max_age(cls, value: Any) -> Any:
@@ -263,6 +281,13 @@ class Settings(BaseModel):
     def _log_level(cls, value: str) -> str:
         if value.lower() not in LOG_LEVELS:
             raise ValueError(f"invalid log level {value!r} (one of {', '.join(LOG_LEVELS)})")
+        return value.lower()
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value.lower() not in LOG_FORMATS:
+            raise ValueError(f"invalid log format {value!r} (one of {', '.join(LOG_FORMATS)})")
         return value.lower()
 
     @field_validator("domain")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -30,6 +31,10 @@ from .store.maintenance import clean_leftovers
 from .tls import server_context
 
 log = logging.getLogger("registry_cache.server")
+
+# File descriptors a worker needs besides client connections: the index, blobs
+# being sent or filled, upstream connections (a pool of 32 per upstream), pipes.
+FD_RESERVE = 256
 
 
 class ServeError(Exception):
@@ -95,16 +100,28 @@ async def run_worker(settings: Settings, sock: socket.socket) -> None:
     from aiohttp import web
 
     from .web.app import build_app
+    from .web.connections import BoundedSite
 
     app = build_app(settings)
     # aiohttp waits shutdown_timeout for handlers to finish, then as long again for
     # the ones it asked to stop (a streaming response just goes on): half each
     # keeps the whole shutdown within the grace, all of it usable by a download.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace / 2
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_grace / 2,
+        # Bounds slow and idle clients: see web/connections.py.
+        keepalive_timeout=settings.client_header_timeout,
     )
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=server_context(settings))
+    site = BoundedSite(
+        runner,
+        sock,
+        max_connections=settings.max_connections,
+        header_timeout=settings.client_header_timeout,
+        ssl_context=server_context(settings),
+    )
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -116,7 +133,34 @@ async def run_worker(settings: Settings, sock: socket.socket) -> None:
     await runner.cleanup()
 
 
+def raise_open_files_limit(settings: Settings) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, for this process and its workers.
+
+    Every client connection is a file descriptor; a soft limit of 1024 (a common
+    default) would have the kernel refuse connections (and asyncio stop accepting
+    for a second at a time) long before ``max_connections``. Returns the limit now.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit is not settable as such: the kernel's usual nr_open.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+    needed = settings.max_connections + FD_RESERVE
+    if soft < needed:
+        log.warning(
+            "open-files limit %d is below max_connections %d plus %d for files and upstreams:"
+            " clients may be refused early (raise the hard limit, e.g. ulimit -Hn)",
+            soft, settings.max_connections, FD_RESERVE,
+        )  # fmt: skip
+    return soft
+
+
 def serve(settings: Settings) -> int:
+    raise_open_files_limit(settings)
     prepare_data_dir(settings)
     socks = bind(settings, settings.workers)
     log.info(

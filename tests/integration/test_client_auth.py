@@ -7,6 +7,10 @@ Against a real upstream, with skopeo as the client:
   names the user and never holds the password; removing a user from the file
   locks them out within seconds, without a restart; a non-bcrypt file stops
   ``serve`` with one line.
+- failed logins are throttled per client address: after 5 failures, a 429
+  ``TOOMANYREQUESTS`` with ``Retry-After`` (no password looked at) while logins
+  known good, and new ones from other addresses, still answer at once; every
+  failure is logged with the user name escaped and never the password.
 - ``deny``/``allow``: a kept-out repository is a 403 ``DENIED`` before upstream is
   asked, even when it is already cached, and ``_catalog`` does not list it.
 """
@@ -99,6 +103,64 @@ def test_clients_must_log_in(
         assert time.monotonic() < deadline, "bob still gets in"
         time.sleep(0.5)
     assert get(cache, "/v2/", user="alice").status == 200
+
+
+def from_address(source: str) -> urllib3.PoolManager:
+    """A client whose connections come from ``source`` (any 127.x address is local)."""
+    return urllib3.PoolManager(
+        retries=False, timeout=urllib3.Timeout(connect=5, read=30), source_address=(source, 0)
+    )
+
+
+def basic(user: str, password: str = PASSWORD) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def timed(
+    client: urllib3.PoolManager, cache: CacheServer, headers: dict[str, str]
+) -> tuple[int, float, urllib3.BaseHTTPResponse]:
+    started = time.monotonic()
+    response = client.request("GET", cache.url + "/v2/", headers=headers)
+    return response.status, time.monotonic() - started, response
+
+
+def test_failed_logins_are_throttled_per_address_without_slowing_successes(
+    make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    users = htpasswd_file(tmp_path / "htpasswd", "alice", "bob", "carol")
+    cache = make_cache("--htpasswd", str(users))
+    attacker, neighbour = from_address("127.0.0.2"), from_address("127.0.0.3")
+    assert timed(attacker, cache, basic("alice"))[0] == 200  # alice logged in before
+    guesses = [f"guess-{n}" for n in range(8)]
+    for guess in guesses[:5]:
+        assert timed(attacker, cache, basic("alice", guess))[0] == 401
+    # The address is throttled: refused at once, without a bcrypt check.
+    status, took, refused = timed(attacker, cache, basic("alice", guesses[5]))
+    assert status == 429 and error_code(refused) == "TOOMANYREQUESTS", refused.data
+    assert int(refused.headers["Retry-After"]) >= 1 and took < 0.5
+    assert timed(attacker, cache, basic("alice", PASSWORD + "x"))[0] == 429
+    # ...while successes answer promptly: alice's known login from the same address,
+    # and a first login (a bcrypt check) from another address.
+    for _ in range(5):
+        status, took, _ = timed(attacker, cache, basic("alice"))
+        assert status == 200 and took < 0.5, took
+    status, took, _ = timed(neighbour, cache, basic("bob"))
+    assert status == 200 and took < 1.0, took
+    # A first login from the throttled address waits like a guess would, then works.
+    assert timed(attacker, cache, basic("carol"))[0] == 429
+    deadline = time.monotonic() + 10
+    while (status := timed(attacker, cache, basic("carol"))[0]) == 429:
+        assert time.monotonic() < deadline, "the back-off never ended"
+        time.sleep(0.2)
+    assert status == 200
+
+    log = cache.log_text()
+    failed = [line for line in log.splitlines() if "client authentication failed" in line]
+    assert len(failed) == 5 and all("user alice from 127.0.0.2" in line for line in failed)
+    assert "client login for user alice from 127.0.0.2 refused: " in log
+    assert "client login for user carol from 127.0.0.2 refused: " in log
+    assert " 429 " in log and "error=TOOMANYREQUESTS" in log
+    assert PASSWORD not in log and not any(guess in log for guess in guesses)
 
 
 def test_warm_logs_in_to_a_cache_with_htpasswd(

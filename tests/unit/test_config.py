@@ -62,6 +62,22 @@ def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     assert s.ttl_for(s.upstreams["docker.io"]) == 30
 
 
+def test_log_format_and_connection_limits() -> None:
+    defaults = build_settings(environ={}, dotenv=None)
+    assert defaults.log_format == "text" and defaults.client_header_timeout == 30
+    assert defaults.max_connections == 4096
+    env = {
+        "REGISTRY_CACHE_LOG_FORMAT": "JSON",
+        "REGISTRY_CACHE_CLIENT_HEADER_TIMEOUT": "1m",
+        "REGISTRY_CACHE_MAX_CONNECTIONS": "100",
+    }
+    s = build_settings(environ=env, dotenv=None)
+    assert s.log_format == "json" and s.client_header_timeout == 60 and s.max_connections == 100
+    flags = {"client_header_timeout": "2.5s", "max_connections": 7, "log_format": "text"}
+    s = build_settings(environ=env, dotenv=None, flags=flags)
+    assert s.log_format == "text" and s.client_header_timeout == 2.5 and s.max_connections == 7
+
+
 def test_real_environment_beats_dotenv(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("REGISTRY_DOMAIN=dotenv.example\n")
@@ -101,6 +117,10 @@ def test_config_file_can_disable_a_default(tmp_path: Path) -> None:
         ("[unclosed\n", {}, "(line 2)"),
         ("- a list\n", {}, "top level must be a mapping"),
         ("", {"log_level": "loud"}, "log_level"),
+        ("", {"log_format": "xml"}, "log_format: invalid log format 'xml'"),
+        ("client_header_timeout: 0\n", {}, "client_header_timeout: must be above zero"),
+        ("client_header_timeout: soon\n", {}, "client_header_timeout"),
+        ("max_connections: 0\n", {}, "max_connections"),
         ("evict_at_percent: 80\nevict_to_percent: 85\n", {}, "must be below evict_at_percent"),
         ("evict_to_percent: 0\n", {}, "evict_to_percent"),
         ("evict_at_percent: 120\n", {}, "evict_at_percent"),

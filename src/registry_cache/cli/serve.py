@@ -75,12 +75,32 @@ log = logging.getLogger("registry_cache.server")
     default=None,
     help="Cluster mode: the secret every replica shares (env: REGISTRY_CACHE_CLUSTER_SECRET).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default=None,
+    help="Log lines as text or as one JSON object each [text].",
+)
+@click.option(
+    "--client-header-timeout",
+    metavar="DURATION",
+    default=None,
+    help="Close a connection that sends no complete request headers this long [30s].",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=None,
+    help="Open client connections per worker; more are closed at once [4096].",
+)
 def serve(**params: Any) -> None:
     """Run the pull-through cache server (read-only registry API on one port)."""
     own = ("workers", "max_size", "max_disk_percent", "max_age", "shutdown_grace", "tls_cert")
     cluster = ("advertise", "cluster_secret_file")
+    limits = ("log_format", "client_header_timeout", "max_connections")
     settings = settings_from(
-        params, **{key: params.pop(key) for key in (*own, *cluster, "tls_key", "htpasswd")}
+        params,
+        **{key: params.pop(key) for key in (*own, *cluster, "tls_key", "htpasswd", *limits)},
     )
     if settings.clustered:
         settings.cluster_key()  # unreadable or too short: one line, exit 2

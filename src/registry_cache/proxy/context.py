@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ class ProxyContext:
     memo: ManifestMemo
 
     async def call(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
-        """Run a blocking upstream/disk call on the shared thread pool."""
+        """Run a blocking upstream/disk call on the shared thread pool, in a copy of
+        this context (the request id goes along to the upstream client)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(func, *args, **kwargs))
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        return await loop.run_in_executor(self.executor, call)

@@ -20,6 +20,7 @@ partial left by a crash is re-hashed and resumed by the next fill.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import fcntl
 import logging
@@ -597,7 +598,9 @@ class LocalFills:
                 self.listener.after_fill(fill)
 
         fill.finished.add_done_callback(done)
-        self._pool.submit(fill.run, opener, self.store, self.layout)
+        # In the starting request's context: its id goes with the upstream requests.
+        run = contextvars.copy_context().run
+        self._pool.submit(run, fill.run, opener, self.store, self.layout)
         return fill
 
     async def _record(self, fill: Fill) -> None:
@@ -621,9 +624,13 @@ class LocalFills:
 
 
 def _storage_error(error: Exception) -> Exception:
-    """A full disk anywhere in a fill (size note, fsync) is a 507, like one in a write."""
+    """A full disk anywhere in a fill (size note, fsync) is a 507, like one in a write;
+    an error nobody foresaw is still upstream's failure to the client: a 502."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("no space left in the cache's data directory")
+    if not isinstance(error, RegistryError | DigestMismatch):
+        log.error("fill failed unexpectedly", exc_info=error)
+        return BadGateway(f"fetching the blob from upstream failed ({type(error).__name__})")
     return error
 
 

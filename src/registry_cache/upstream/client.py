@@ -35,7 +35,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from .. import metrics
+from .. import metrics, requestid
 from ..config import UpstreamConfig
 from ..digest import Digest
 from ..errors import (
@@ -475,6 +475,8 @@ class UpstreamClient:
         answered = False
         for _ in range(MAX_REDIRECTS + 1):
             hdrs = {"User-Agent": USER_AGENT, **headers}
+            if (request_id := requestid.current()) is not None:
+                hdrs[requestid.HEADER] = request_id  # for tracing, with the cache's log
             own = self._policy.same_origin(url)
             if authorization and own:
                 # Only to the upstream's own scheme, host and port: signed storage URLs

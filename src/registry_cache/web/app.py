@@ -20,7 +20,7 @@ from .clientauth import ClientAuth
 from .clientauth import middleware as client_auth
 from .handlers import api
 from .keys import SETTINGS_KEY
-from .middleware import access_log, add_api_version, registry_errors
+from .middleware import access_log, add_standard_headers, registry_errors
 from .services import SERVICES_KEY, Services
 
 log = logging.getLogger("registry_cache.app")
@@ -71,7 +71,7 @@ def build_app(settings: Settings) -> web.Application:
         middlewares.append(client_auth(ClientAuth(Htpasswd(settings.htpasswd))))
     app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
-    app.on_response_prepare.append(add_api_version)
+    app.on_response_prepare.append(add_standard_headers)
     app.cleanup_ctx.append(_services)
     from .health import add_routes as add_health
     from .pages import add_routes as add_pages

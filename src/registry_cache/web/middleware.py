@@ -9,8 +9,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .. import metrics
-from ..errors import InsufficientStorage, NameUnknown, RegistryError, Unsupported
+from .. import metrics, requestid
+from ..errors import (
+    BadGateway,
+    DigestMismatch,
+    InsufficientStorage,
+    NameUnknown,
+    RegistryError,
+    Unsupported,
+)
+from ..logs import AccessEntry
 from ..store.fill import FillFailed
 
 log = logging.getLogger("registry_cache.web")
@@ -21,11 +29,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes come every few seconds from every kubelet or load balancer: their
 # successes would drown the access log, so only failed probes are logged.
 PROBES = frozenset({"/healthz", "/readyz"})
+CLIENT_CLOSED = 499  # nginx's status for "no answer could be given", in the access log
+REQUEST_ID = "request_id"  # request[...]: the id access_log gave it
 
 
 def error_response(error: RegistryError) -> web.Response:
     response = web.json_response(error.body(), status=error.status, headers=error.headers())
     return response
+
+
+def cut_off(request: web.Request) -> web.Response:
+    """For a response that cannot be finished: the connection is dropped, so this one
+    is never sent; aiohttp sees the closed connection and ends quietly (an exception
+    would have it log a traceback for what is only a cut-off download)."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=CLIENT_CLOSED)
 
 
 @web.middleware
@@ -36,10 +55,14 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     except RegistryError as error:
         request.setdefault("log", {})["error"] = error.code
         return error_response(error)
+    except DigestMismatch as mismatch:
+        # A fill of unknown size (chunked) fails before its first byte reaches anyone.
+        request.setdefault("log", {})["error"] = "DigestMismatch"
+        return error_response(BadGateway(f"upstream sent wrong bytes for {mismatch.expected}"))
     except FillFailed as failed:
-        # Only reached when headers were already sent: the transport is aborted.
+        # Only reached when headers were already sent: the client is cut off.
         request.setdefault("log", {})["error"] = type(failed.error).__name__
-        raise
+        return cut_off(request)
     except web.HTTPException as exc:
         if exc.status == 405:
             return error_response(Unsupported(f"{request.method} is not supported"))
@@ -48,7 +71,7 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         raise
     except (ConnectionResetError, BrokenPipeError):
         request.setdefault("log", {})["error"] = "client-gone"
-        raise
+        return cut_off(request)
     except Exception as exc:
         if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
             # The index shares the data directory's disk: full is a 507, like a blob write.
@@ -61,35 +84,49 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
-    status = 499  # the client went away before an answer
+    status = CLIENT_CLOSED  # the client went away before an answer
     body_bytes = 0
+    rid = requestid.accept(request.headers.get(requestid.HEADER)) or requestid.new()
+    request[REQUEST_ID] = rid
+    token = requestid.CURRENT.set(rid)  # for upstream requests and log lines made meanwhile
     try:
         response = await handler(request)
         status = response.status
         body_bytes = (response.content_length or 0) if request.method != "HEAD" else 0
         return response
     finally:
+        requestid.CURRENT.reset(token)
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
-        if request.path not in PROBES or status >= 400:
-            access.info(
-                '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s%s',
-                request.remote or "-",
-                request.method,
-                request.path_qs,
-                status,
-                fields.get("upstream", "-"),
-                fields.get("repo", "-"),
-                fields.get("ref", "-"),
-                fields.get("cache", "-"),
-                fields.get("bytes", body_bytes),
-                duration_ms,
-                f" error={fields['error']}" if "error" in fields else "",
-                f" user={fields['user']}" if "user" in fields else "",
+        if (request.path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
+            entry = AccessEntry(
+                remote=request.remote or "-",
+                method=request.method,
+                path=request.path_qs,
+                status=status,
+                upstream=_text(fields.get("upstream")),
+                repo=_text(fields.get("repo")),
+                ref=_text(fields.get("ref")),
+                cache=_text(fields.get("cache")),
+                bytes=int(fields.get("bytes", body_bytes)),
+                duration_ms=duration_ms,
+                error=_text(fields.get("error")),
+                user=_text(fields.get("user")),
+                request_id=rid,
+                user_agent=request.headers.get("User-Agent"),
             )
+            access.info("%s", entry, extra={"access": entry})
 
 
-async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer carries the API version header (also 401s and errors)."""
+def _text(value: object) -> str | None:
+    return None if value is None or value == "-" else str(value)
+
+
+async def add_standard_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer carries the API version header (also 401s and errors) and the
+    request's id."""
     response.headers[API_VERSION[0]] = API_VERSION[1]
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers[requestid.HEADER] = rid
