@@ -125,9 +125,6 @@ def s3_client(
         "connect_timeout": 5,
         "read_timeout": 30,
         "proxies": {},
-        # Engines of this age reject the newer default CRC checksums on some calls.
-        "request_checksum_calculation": "when_required",
-        "response_checksum_validation": "when_required",
     }
     options.update(config)
     return boto3.session.Session().client(
