@@ -12,4 +12,7 @@ them by PID. Modules:
 - ``cache``: run the cache under test as a subprocess.
 - ``service``: what those servers and daemons share (pid, log, context manager;
   the state-dir daemons' start/stop).
+- ``postgres``, ``seaweedfs``, ``rgw`` (with ``s3engine``): the real engines of cluster
+  mode (PostgreSQL 15, SeaweedFS, Ceph RGW); ``sockets``: which sockets a process
+  tree holds (the loopback-only checks); ``missing``: a missing engine fails under CI.
 """
