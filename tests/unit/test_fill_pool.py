@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 from registry_cache.digest import Digest
@@ -61,6 +62,66 @@ async def test_fills_beyond_the_pool_wait_for_a_slot_instead_of_a_thread(tmp_pat
         assert sizes == [len(d) for d in blobs]  # every queued fill ran in its turn
         for reader in readers:
             reader.detach()
+        for fill in list(fills.fills.values()):
+            await fill.finished
+    finally:
+        gate.set()
+        await fills.close()
+        await index.index.close()
+
+
+class StallingSource:
+    """64 KiB at once (readers are woken), the rest of ``first`` bytes 20 ms later (too
+    soon for another wake-up), then a stall until ``gate`` opens, then the rest."""
+
+    def __init__(self, data: bytes, first: int, gate: threading.Event) -> None:
+        self.start, self.size = 0, len(data)
+        self._data, self._pos, self._first, self._gate = data, 0, first, gate
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._pos >= self._first:
+            self._gate.wait(10)
+        elif self._pos > 0:
+            time.sleep(0.02)
+        end = (64 << 10) if self._pos == 0 else self._first
+        if self._pos >= self._first:
+            end = len(self._data)
+        count = min(len(buffer), end - self._pos)
+        buffer[:count] = self._data[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def close(self) -> None:
+        pass
+
+
+async def test_bytes_written_just_before_a_stall_reach_readers_without_waiting_for_more(
+    tmp_path: Path,
+) -> None:
+    """Readers are woken every 4 MiB or 50 ms; a stall right after a skipped wake-up
+    must not keep bytes that are already in the file from them."""
+    layout = Layout(tmp_path)
+    layout.create()
+    index = IndexFront(await SqliteIndex.open(layout.index))
+    fills = LocalFills(FileBlobStore(layout), index)
+    data = os.urandom(8 << 20)
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    gate = threading.Event()
+    first = (1 << 20) + 12345  # not at a 4 MiB boundary, read quickly after the first byte
+    try:
+        joined = await fills.join_or_start(
+            digest, Origin("u", "r"), lambda _offset: StallingSource(data, first, gate)
+        )
+        assert joined is not None
+        reader = joined[0]
+        await reader.wait_size()
+        seen = 0
+        async with asyncio.timeout(5):  # the stall lasts until the gate opens (10 s)
+            while seen < first:
+                seen = await reader.readable(seen)
+        assert seen == first
+        gate.set()
+        reader.detach()
         for fill in list(fills.fills.values()):
             await fill.finished
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..errors import DigestMismatch, InsufficientStorage, StorageUnavailable
 from .body import Body, FileBody
 from .layout import Layout
 
+_WRITES = itertools.count()  # unique temp names within this process (next() is atomic)
 MAX_READ = 8 << 20  # read() is for manifests (upstream caps them at 4 MiB)
 COMMITTED_MODE = 0o444  # see FileBlobStore.commit
 
@@ -93,9 +95,10 @@ class FileBlobStore:
         if target.exists():
             return
         self.layout.tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self.layout.tmp / f"{digest.hex}.{os.getpid()}.{id(data)}"
+        # A name of its own per write: two requests may store the same manifest at once.
+        tmp = self.layout.tmp / f"{digest.hex}.{os.getpid()}.{next(_WRITES)}"
         try:
-            with open(tmp, "wb") as handle:
+            with open(tmp, "xb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -174,6 +174,7 @@ class Fill:
         self._idle_since: float | None = time.monotonic()
         self._changed: asyncio.Future[None] = loop.create_future()
         self._notify_pending = False
+        self._late_pending = False  # a timer will wake readers for bytes not yet announced
         self._woken_at = 0.0  # monotonic time of the write thread's last wake-up call
         self.finished: asyncio.Future[None] = loop.create_future()
 
@@ -400,6 +401,19 @@ class Fill:
         ):
             self._woken_at = now
             self._notify()
+        elif not self._late_pending:
+            # Not announced now: if upstream stalls after these bytes, a timer still
+            # hands them to readers within NOTIFY_INTERVAL.
+            self._late_pending = True
+            self._call_soon(self._arm_late_wake)
+
+    def _arm_late_wake(self) -> None:
+        self._loop.call_later(NOTIFY_INTERVAL, self._late_wake)
+
+    def _late_wake(self) -> None:
+        self._late_pending = False
+        if not self._notify_pending:
+            self._wake()
 
 
 class RemoteFill:
