@@ -24,6 +24,7 @@ import pytest
 from tests.harness import proc as procs
 from tests.harness.cache import CacheServer
 from tests.harness.images import build_index
+from tests.harness.netns import run_in_hosts_namespace
 from tests.harness.ports import free_port, port_is_open, wait_http
 from tests.harness.push import PushResult, push_image
 from tests.harness.registry import UpstreamRegistry
@@ -422,3 +423,73 @@ def test_compare_paths_wrapper_cdn_down(setup: Setup) -> None:
     assert result.returncode == 0, result.stderr
     assert "[http] cdn      failed:" in result.stdout
     assert "[verdict] none: not enough measurements" in result.stdout
+
+
+# -- the seed's invocations, against a virtual host ---------------------------------
+
+DOMAIN = "cache.test"
+
+
+def run_seed(argv: list[str], hosts: Path) -> subprocess.CompletedProcess[str]:
+    """``argv`` under a private /etc/hosts naming the cache's virtual hosts."""
+    env = procs.clean_env(drop_prefixes=DROP_ENV)
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    return run_in_hosts_namespace(argv, hosts, env, timeout=180, cwd=REPO_ROOT)
+
+
+@pytest.fixture
+def vhost(
+    make_upstream: Callable[..., UpstreamRegistry],
+    make_cache: Callable[..., CacheServer],
+    hosts_file: Callable[..., Path],
+) -> tuple[UpstreamRegistry, CacheServer, Path, PushResult]:
+    upstream = make_upstream("none")
+    pushed = push_image(
+        upstream.url, "library/nginx", "latest", build_index("nginx", layers=2, layer_size=600_000)
+    )
+    push_image(upstream.url, "library/alpine", "latest", build_index("alpine", layers=1))
+    cache = make_cache("--upstream", f"docker.io={upstream.url}", "--domain", DOMAIN)
+    return upstream, cache, hosts_file([f"docker.io.{DOMAIN}", f"ghcr.io.{DOMAIN}"]), pushed
+
+
+def test_seed_benchmark_invocation_on_a_virtual_host(
+    vhost: tuple[UpstreamRegistry, CacheServer, Path, PushResult],
+) -> None:
+    """``./benchmark-cache.sh --cache-host docker.io.<domain>:5000 --repo library/nginx
+    --tag latest --pulls 3``: the Host names the upstream, so paths carry no prefix."""
+    upstream, cache, hosts, pushed = vhost
+    cache_host = f"docker.io.{DOMAIN}:{cache.port}"
+    seed = ["--cache-host", cache_host, "--repo", "library/nginx", "--tag", "latest"]
+    # --upstream: the seed's Docker Hub is played by the local registry.
+    argv = [str(REPO_ROOT / "benchmark-cache.sh"), *seed, "--pulls", "3"]
+    result = run_seed([*argv, "--upstream", upstream.url], hosts)
+    assert result.returncode == 0, result.stderr
+    assert f"cache=http://{cache_host} (path style host)" in result.stdout
+    rows = [line.split()[0] for line in result.stdout.splitlines() if " n=3 " in line]
+    assert rows == SCENARIOS
+    log = cache.log_text()
+    assert f'"GET /v2/library/nginx/manifests/{pushed.digest}' in log
+    assert "/v2/docker.io/library/nginx" not in log
+    # A virtual host of another registry cannot reach this image: one line, exit 2.
+    wrong = run_seed(
+        [*argv[:2], f"ghcr.io.{DOMAIN}:{cache.port}", *argv[3:], "--upstream", upstream.url],
+        hosts,
+    )
+    assert wrong.returncode == 2, wrong.stderr
+    assert "virtual host of ghcr.io, but docker.io/library/nginx is on docker.io" in wrong.stderr
+
+
+def test_seed_compare_paths_invocation_on_a_virtual_host(
+    vhost: tuple[UpstreamRegistry, CacheServer, Path, PushResult], iperf_port: int, cdn_url: str
+) -> None:
+    """``./compare-paths.sh --cache-host docker.io.<domain>:5000 --runs 3`` (alpine)."""
+    _, cache, hosts, _ = vhost
+    cache_host = f"docker.io.{DOMAIN}:{cache.port}"
+    argv = [str(REPO_ROOT / "compare-paths.sh"), "--cache-host", cache_host, "--runs", "3"]
+    # Local stand-ins for the seed's iperf3 server and public CDN.
+    local = ["--cdn-url", cdn_url, "--iperf-port", str(iperf_port), "--duration", "1"]
+    result = run_seed([*argv, *local], hosts)
+    assert result.returncode == 0, result.stderr
+    assert f"cache blob URL: http://{cache_host}/v2/library/alpine/blobs/sha256:" in result.stdout
+    assert len(re.findall(r"^\[http\] cache\s+run \d/3 ", result.stdout, re.M)) == 3
+    assert "/v2/docker.io/library/alpine" not in cache.log_text()

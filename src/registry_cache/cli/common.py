@@ -43,11 +43,11 @@ def image_options(repo_help: str) -> Callable[[F], F]:
 
 
 def cache_path_style_option(help: str) -> Callable[[F], F]:
-    """``--cache-path-style prefix|plain`` [prefix]."""
+    """``--cache-path-style auto|prefix|plain`` [auto]."""
     return click.option(
         "--cache-path-style",
-        type=click.Choice(["prefix", "plain"]),
-        default="prefix",
+        type=click.Choice(["auto", "prefix", "plain"]),
+        default="auto",
         show_default=True,
         help=help,
     )

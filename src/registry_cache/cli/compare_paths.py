@@ -33,8 +33,9 @@ from ..bench.paths import (
     verdicts,
 )
 from ..bench.pullclient import DEFAULT_PLATFORM, image_blobs, parse_platform, resolve
-from ..bench.refs import RefError, base_url, cache_repository, parse_image, path_style
+from ..bench.refs import RefError, base_url, cache_repository, parse_image, resolve_style
 from ..bench.registry import PullError, RegistryClient, pull_scope
+from ..reference import display_reference
 from .common import cache_host_option, cache_path_style_option, console, image_options, json_option
 from .main import CliError
 
@@ -153,6 +154,7 @@ def compare_paths(  # noqa: PLR0917 - one parameter per click option
     try:
         cache_url = base_url(cache_host)
         image = parse_image(repo, tag)
+        style = resolve_style(cache_path_style, cache_url, image)
         parse_platform(platform)
         base_url(cdn_url, "https")
     except (RefError, ValueError) as exc:
@@ -166,7 +168,6 @@ def compare_paths(  # noqa: PLR0917 - one parameter per click option
         if cache_blob_url:
             blob_url, scope = cache_blob_url, _scope_of(cache_blob_url)
         else:
-            style = path_style(cache_path_style)
             blob_url, scope, size = await _largest_layer(
                 cache_url, cache_repository(image, style), image.reference, platform
             )
@@ -205,7 +206,7 @@ async def _largest_layer(
         except PullError as exc:
             raise type(exc)(f"cache {exc}") from None
         if not layers:
-            raise PullError(f"{repository} {reference} has no layers to download")
+            raise PullError(f"{display_reference(repository, reference)} has no layers to download")
         largest = max(layers, key=lambda d: d.size)
         return client.blob_url(repository, largest.digest), pull_scope(repository), largest.size
 

@@ -41,6 +41,7 @@ from ..errors import (
     Unavailable,
 )
 from ..mediatypes import UPSTREAM_ACCEPT
+from ..reference import display_reference
 from .auth import Authenticator, TokenError
 
 log = logging.getLogger("registry_cache.upstream")
@@ -189,7 +190,7 @@ class UpstreamClient:
             headers={"Accept": UPSTREAM_ACCEPT},
             retry=retry,
             unknown=ManifestUnknown,
-            what=f"{repo}:{reference}",
+            what=display_reference(repo, reference),
         )
 
     def head_blob(self, repo: str, digest: str, retry: RetryPolicy = RetryPolicy()) -> int | None:
