@@ -319,6 +319,7 @@ def cdn_url(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "cdn"
     root.mkdir()
     (root / "100Mb.dat").write_bytes(b"\x5a" * 4_000_000)
+    (root / "6Mb.dat").write_bytes(b"\x5b" * 6_000_000)
     port = free_port()
     conf = root / "nginx.conf"
     conf.write_text(
@@ -360,7 +361,9 @@ def test_compare_paths_full(setup: Setup, iperf_port: int, cdn_url: str) -> None
     for mode in ("single", "-P 4", "-R -P 4"):
         assert re.search(rf"^\[iperf3\] {re.escape(mode)}\s+run 1/1\s+[\d.]+ Mbit/s$", out, re.M)
     assert re.search(r"^\[http\] cache\s+run 1/1 .* Mbit/s$", out, re.M)
-    assert re.search(r"^\[http\] cdn\s+run 1/1\s+4\.0 MB .* Mbit/s$", out, re.M), out
+    # Both sides timed over the smaller file: the 1.5 MB layer, not the 4 MB CDN file.
+    assert "[paths] sizes: cache blob 1.5 MB, CDN file 4.0 MB; every transfer" in out
+    assert re.search(r"^\[http\] cdn\s+run 1/1\s+1\.5 MB .* Mbit/s$", out, re.M), out
     assert re.search(r"^iperf3 -R -P 4\s+avg=[\d.]+ Mbit/s", out, re.M)
     assert re.search(r"^http cache\s+avg=", out, re.M)
     assert "[verdict] thresholds: cache >= 80% of iperf3" in out
@@ -368,7 +371,9 @@ def test_compare_paths_full(setup: Setup, iperf_port: int, cdn_url: str) -> None
     verdicts = [v for v in re.findall(r"^\[verdict\] ([a-z-]+): ", out, re.M) if v != "thresholds"]
     assert len(verdicts) == 2
     assert verdicts[0] in {"network-limit", "in-between", "cache-host"}
-    assert verdicts[1] in {"path-bottleneck", "cache-not-slower"}
+    assert verdicts[1] in {"path-bottleneck", "cache-not-slower", "cdn-faster"}
+    # Never two places blamed: a cache-host verdict is not followed by path-bottleneck.
+    assert not (verdicts[0] == "cache-host" and verdicts[1] == "path-bottleneck"), out
 
 
 def test_compare_paths_skip_iperf_json(setup: Setup, cdn_url: str) -> None:
@@ -384,8 +389,23 @@ def test_compare_paths_skip_iperf_json(setup: Setup, cdn_url: str) -> None:
     assert doc["iperf3"] == {}
     assert doc["cache_blob_url"] == blob_url
     assert [r["bytes"] for r in doc["http"]["cache"]["runs"]] == [blob.size, blob.size]
-    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [4_000_000, 4_000_000]
+    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [blob.size, blob.size]
+    assert doc["sizes"] == {"cache": blob.size, "cdn": 4_000_000, "compared": blob.size}
     assert [v["key"] for v in doc["verdicts"]] in (["path-bottleneck"], ["cache-not-slower"])
+
+
+def test_compare_paths_stops_the_larger_side_at_the_smaller_size(
+    setup: Setup, cdn_url: str
+) -> None:
+    """A cache blob larger than the CDN file is timed over the CDN file's size."""
+    big = cdn_url.replace("100Mb.dat", "6Mb.dat")
+    args = paths_args(setup, cdn_url, "--skip-iperf", "--json", "--cache-blob-url", big)
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["sizes"] == {"cache": 6_000_000, "cdn": 4_000_000, "compared": 4_000_000}
+    assert [r["bytes"] for r in doc["http"]["cache"]["runs"]] == [4_000_000]
+    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [4_000_000]
     assert doc["thresholds"] == {"network_limit": 0.8, "cache_host": 0.5, "cdn_faster": 1.5}
 
 
