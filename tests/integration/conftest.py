@@ -36,6 +36,7 @@ from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, TOKEN_USERS
 from tests.harness.faults import FaultProxy
 from tests.harness.netns import Hosts, write_hosts_file
 from tests.harness.registry import UpstreamRegistry, registry_available
+from tests.harness.require import require
 from tests.harness.token_issuer import TokenIssuer
 
 _INTEGRATION_DIR = Path(__file__).parent
@@ -48,10 +49,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _require_registry() -> None:
-    if not registry_available():
-        pytest.skip(
-            "docker-registry (CNCF distribution) is not installed: apt-get install docker-registry"
-        )
+    require(
+        registry_available(),
+        "docker-registry (CNCF distribution) is not installed: apt-get install docker-registry",
+    )
 
 
 @pytest.fixture
@@ -174,8 +175,9 @@ def tmpfs_cache(
     make_cache: Callable[..., CacheServer], tmp_path: Path
 ) -> Callable[..., CacheServer]:
     """``tmpfs_cache(*serve_args)``: a cache whose data directory is a fresh tmpfs."""
-    if not tmpfs.available(tmp_path):
-        pytest.skip("cannot mount a tmpfs in a private mount namespace (needs root)")
+    require(
+        tmpfs.available(tmp_path), "cannot mount a tmpfs in a private mount namespace (needs root)"
+    )
 
     def make(*args: str) -> CacheServer:
         return tmpfs.wrap(make_cache(*args, start=False)).start()

@@ -28,6 +28,7 @@ from tests.harness.netns import run_in_hosts_namespace
 from tests.harness.ports import free_port, port_is_open, wait_http
 from tests.harness.push import PushResult, push_image
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs, require_tools
 
 pytestmark = pytest.mark.integration
 
@@ -277,7 +278,7 @@ def test_token_auth_upstream_and_auth_failure(
 
 
 @pytest.mark.clients
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+@needs(shutil.which("skopeo") is not None, "skopeo is not installed")
 def test_skopeo_client(setup: Setup) -> None:
     result = cli(*setup.args("--pulls", "1", "--client", "skopeo", "--prune-between", "--json"))
     assert result.returncode == 0, result.stderr
@@ -296,8 +297,7 @@ def test_external_client_missing(setup: Setup, tmp_path: Path) -> None:
 
 @pytest.fixture
 def iperf_port(tmp_path: Path) -> Iterator[int]:
-    if shutil.which("iperf3") is None:
-        pytest.skip("iperf3 is not installed: apt-get install iperf3")
+    require_tools("iperf3", hint="apt-get install iperf3")
     port = free_port()
     server = procs.spawn(
         ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)], stdout=tmp_path / "iperf3.log"
@@ -314,8 +314,7 @@ def iperf_port(tmp_path: Path) -> Iterator[int]:
 
 @pytest.fixture
 def cdn_url(tmp_path: Path) -> Iterator[str]:
-    if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed: apt-get install nginx")
+    require_tools("nginx", hint="apt-get install nginx")
     root = tmp_path / "cdn"
     root.mkdir()
     (root / "100Mb.dat").write_bytes(b"\x5a" * 4_000_000)
@@ -420,8 +419,7 @@ def test_compare_paths_without_iperf3_binary(setup: Setup, cdn_url: str, tmp_pat
 
 
 def test_compare_paths_without_iperf3_server(setup: Setup, cdn_url: str) -> None:
-    if shutil.which("iperf3") is None:
-        pytest.skip("iperf3 is not installed")
+    require_tools("iperf3", hint="apt-get install iperf3")
     port = free_port()
     result = cli(*paths_args(setup, cdn_url, "--iperf-port", str(port), "--duration", "1"))
     assert result.returncode == 0, result.stderr

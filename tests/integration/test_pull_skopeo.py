@@ -21,8 +21,9 @@ from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, PULLER, PUSHER
 from tests.harness.images import ImageIndex, build_image, build_index, push
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
 
-pytestmark = pytest.mark.skipif(not clients.skopeo_available(), reason="skopeo missing")
+pytestmark = needs(clients.skopeo_available(), "skopeo missing")
 DOMAIN = "registry.test"
 
 

@@ -25,6 +25,7 @@ from tests.harness.certs import TlsFiles, make_tls
 from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
 
 MiB = 1 << 20
 
@@ -78,7 +79,7 @@ def test_blobs_and_manifests_over_tls(
     assert upstream.blob_gets(layer) == 1
 
 
-@pytest.mark.skipif(not clients.skopeo_available(), reason="skopeo missing")
+@needs(clients.skopeo_available(), "skopeo missing")
 def test_skopeo_pulls_over_verified_tls(
     upstream: UpstreamRegistry, tls_cache: CacheServer, tls: TlsFiles, tmp_path: Path
 ) -> None:

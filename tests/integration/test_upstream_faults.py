@@ -18,6 +18,7 @@ from tests.harness.clients import pulled_blobs, skopeo_available, skopeo_copy
 from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 
@@ -26,7 +27,7 @@ def get(url: str, **headers: str) -> urllib3.BaseHTTPResponse:
     return http.request("GET", url, headers=headers)
 
 
-@pytest.mark.skipif(not skopeo_available(), reason="skopeo missing")
+@needs(skopeo_available(), "skopeo missing")
 def test_upstream_stopped_cached_pulls_still_work(
     upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer], tmp_path: Path
 ) -> None:
