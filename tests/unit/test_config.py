@@ -91,7 +91,7 @@ def test_config_file_can_disable_a_default(tmp_path: Path) -> None:
     ("content", "flags", "message"),
     [
         ("tag_ttl: soon\n", {}, "tag_ttl"),
-        ("bogus: 1\n", {}, "bogus: unknown setting"),
+        ("bogus: 1\n", {}, "bogus (bogus: 1 in "),
         ("upstreams:\n  docker.io:\n    url: ftp://x\n", {}, "upstreams.docker.io.url"),
         ("upstreams:\n  other.example: {}\n", {}, "upstreams.other.example.url"),
         ("upstreams:\n  docker.io:\n    read_timeout: x\n", {}, "upstreams.docker.io.read_timeout"),

@@ -74,9 +74,11 @@ class ObjectRow:
 
 
 class Index:
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, immutable: bool = False) -> None:
         self.path = path
         uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+        if readonly and immutable:  # a read-only directory: SQLite cannot make -shm there
+            uri += "&immutable=1"
         self._db = sqlite3.connect(
             uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0
         )
