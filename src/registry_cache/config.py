@@ -311,15 +311,16 @@ def known_env_names() -> list[str]:
 
 def unknown_env_warnings(env: Mapping[str, str]) -> list[str]:
     """One line per unknown ``REGISTRY_CACHE_*`` variable, naming the closest known one."""
-    import difflib
-
     known = known_env_names()
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return []
+    import difflib  # only now: every command builds settings at start-up
+
     # Compared without the shared prefix, which would make every name look close.
     suffixes = [name.removeprefix(ENV_PREFIX) for name in known]
     lines = []
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name in known:
-            continue
+    for name in unknown:
         close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
         hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
         lines.append(f"{name} is not a known setting{hint}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +70,8 @@ def _write_problem(root: Path) -> str | None:
     A real write, not ``os.access``: root passes every permission check, but not a
     read-only mount or a full file system.
     """
+    import tempfile  # lazily: datadir is imported by every configured command
+
     try:
         fd, name = tempfile.mkstemp(prefix=".write-probe-", dir=root)
     except OSError as exc:
