@@ -19,6 +19,7 @@ from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.require import needs
+from tests.harness.wait import wait_tag_expired, wait_until
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 
@@ -37,7 +38,8 @@ def test_upstream_stopped_cached_pulls_still_work(
     src = f"docker://127.0.0.1:{cache.port}/library/test"
     skopeo_copy(f"{src}:1.0", tmp_path / "warm")
     upstream.stop()
-    time.sleep(1.2)  # the tag's TTL is over: revalidation fails, the stale digest is served
+    # The tag's TTL is over: revalidation fails, the stale digest is served.
+    wait_tag_expired(cache.data_dir, "docker.io", "library/test", "1.0", 1.0)
     by_tag = tmp_path / "tag"
     skopeo_copy(f"{src}:1.0", by_tag)
     assert set(pushed.layer_digests) <= pulled_blobs(by_tag)
@@ -76,10 +78,10 @@ def test_tampered_upstream_blob_is_never_stored_or_completed(
             received += chunk
     assert len(received) < size  # the client never saw a complete (corrupt) body
     response.release_conn()
-    time.sleep(0.2)
+    # The failed fill removes its partial as it ends, a moment after the client's abort.
+    wait_until(lambda: not list((cache.data_dir / "fills").glob("*.partial")))
+    wait_until(lambda: "digest mismatch" in cache.log_text())
     assert not cache.blob_path(layer).exists()
-    assert not list((cache.data_dir / "fills").glob("*.partial"))
-    assert "digest mismatch" in cache.log_text()
     # The next request tries upstream again (and succeeds once upstream is repaired).
     data_file.write_bytes(original)
     gets_before = upstream.blob_gets(layer)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ from registry_cache.store.fill import FillManager
 from registry_cache.store.index import Index
 from registry_cache.store.layout import Layout
 from tests.harness.fills import live_fill
+from tests.harness.wait import until
 from tests.unit.test_metrics import sample
 
 NOW = 1_000_000.0
@@ -109,6 +112,15 @@ def _data(tmp_path: Path) -> tuple[Layout, FileBlobStore, Index]:
     layout = Layout(tmp_path / "data")
     layout.create()
     return layout, FileBlobStore(layout), Index(layout.index)
+
+
+def _stored_access(layout: Layout, digest: Digest) -> float:
+    """``last_access`` as written in the index file (a connection of its own)."""
+    with closing(sqlite3.connect(layout.index)) as db:
+        row = db.execute(
+            "SELECT last_access FROM objects WHERE digest = ?", (str(digest),)
+        ).fetchone()
+    return float(row[0])
 
 
 def _put(
@@ -306,8 +318,8 @@ async def test_eviction_task_wires_hooks_frees_after_disk_full_and_drops_memo(
             assert seen == [str(failed.digest)]  # the proxy's own callback still runs
             report = await task.run_once()
             assert report is not None and [e.digest for e in report.removed] == [str(manifest)]
-            await asyncio.sleep(0.01)  # the memo is cleaned on the loop
-            assert ctx.memo.get(str(manifest)) is None and store.stat(blob) is not None
+            await until(lambda: ctx.memo.get(str(manifest)) is None)  # cleaned on the loop
+            assert store.stat(blob) is not None
         finally:
             await task.stop()
         assert ctx.fills.before_fill is None
@@ -368,8 +380,12 @@ async def test_before_fill_counts_this_workers_unflushed_hits(tmp_path: Path) ->
         task = EvictionTask.start(ctx)
         assert task is not None and ctx.fills.before_fill is not None
         try:
-            await asyncio.sleep(0.05)  # the start-up pass: 800 of 1000 bytes, nothing to do
+            # (The start-up pass may still run: 800 of 1000 bytes, nothing to evict,
+            # and it flushes nothing; before_fill waits for its lock.)
             index.touch(str(hit))  # a hit just now, not yet written to the index
+            # Not yet in the file, as another connection sees it: only before_fill's
+            # own flush can save the hit (else this test would pass without one).
+            assert _stored_access(layout, hit) < time.time() - 3600
             incoming = Digest.of(b"incoming")
             with live_fill(layout, incoming, 300):
                 await asyncio.to_thread(ctx.fills.before_fill, incoming, 300)

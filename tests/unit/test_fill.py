@@ -109,7 +109,7 @@ async def test_one_fill_many_readers(tmp_path: Path) -> None:
     bodies = await asyncio.gather(*(read_all(reader) for reader, _ in results))
     assert all(body == DATA for body in bodies)
     assert opener.offsets == [0]  # exactly one upstream fetch
-    await asyncio.sleep(0.05)
+    await fills_finished(fills)  # the commit follows the last byte
     assert fills.store.stat(DIGEST) == len(DATA)
     assert not fills.layout.partial(DIGEST).exists()
 
@@ -136,24 +136,57 @@ async def test_upstream_ignoring_range_is_skipped(tmp_path: Path) -> None:
     await fills_finished(fills)
 
 
+class HeldSource(FakeSource):
+    """Sends everything but the last byte, then waits for ``last`` before sending it."""
+
+    def __init__(self, data: bytes, start: int, last: threading.Event) -> None:
+        super().__init__(data, start)
+        self._last = last
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._pos == self.size - 1:
+            assert self._last.wait(10), "the test never released the last byte"
+        limit = self.size - 1 if self._pos < self.size - 1 else self.size
+        count = min(len(buffer), limit - self._pos, 256 * 1024)
+        buffer[:count] = self._data[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+
 async def test_digest_mismatch_never_releases_the_last_byte(tmp_path: Path) -> None:
+    """Readers get every byte but the held-back ones while the digest is unknown, and
+    a mismatch fails them before the rest; each step is waited for, none assumed."""
     fills = manager(tmp_path)
     bad = bytearray(DATA)
-    bad[-1] ^= 0xFF
-    joined = fills.join_or_start(DIGEST, Opener(data=bytes(bad)))
+    bad[-1] ^= 0xFF  # the damage is in the last byte: only the final hash can see it
+    last = threading.Event()
+    joined = fills.join_or_start(DIGEST, lambda offset: HeldSource(bytes(bad), offset, last))
     assert joined is not None
     reader = joined[0]
-    size = len(DATA)
+    fill = fills.local(DIGEST)
+    assert fill is not None
+    size = await reader.wait_size()
+    assert size == len(DATA)
     got = 0
-    with pytest.raises(FillFailed) as info:
-        # The fill may already have failed by the time this task looks (small data).
-        assert await reader.wait_size() == size
-        while True:
+    async with asyncio.timeout(10):
+        while got < size - HOLDBACK:  # every byte before the hold-back reaches us
             got = await reader.readable(got)
+    assert got == size - HOLDBACK
+    handle = reader.open()
+    try:
+        assert os.pread(handle.fileno(), got, 0) == bytes(bad[:got])
+    finally:
+        handle.close()
+    last.set()  # now the bad last byte arrives: the digest fails before it is released
+    with pytest.raises(FillFailed) as info:
+        async with asyncio.timeout(10):
+            while True:
+                end = await reader.readable(got)
+                assert end <= size - HOLDBACK, "a byte past the hold-back was released"
+                got = end
     reader.detach()
     assert isinstance(info.value.error, DigestMismatch)
-    assert got <= size - HOLDBACK
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(fill.finished, 10)
     assert fills.store.stat(DIGEST) is None
     assert not fills.layout.partial(DIGEST).exists()
 
