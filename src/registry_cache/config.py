@@ -349,6 +349,17 @@ def env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
+_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
+_USERINFO = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value as an error message may show it: never a secret, nor a URL's password."""
+    if _SECRET_KEY.search(key):
+        return "********"
+    return _USERINFO.sub(r"\1:********@", str(value))
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
@@ -405,15 +416,18 @@ def build_settings(
     if config_file is not None:
         from_file = read_config_file(config_file)
         where = config_file.absolute()
-        origins.update({str(k): f"{k}: {v} in {where}" for k, v in from_file.items()})
+        origins.update(
+            {str(k): f"{k}: {_shown(str(k), v)} in {where}" for k, v in from_file.items()}
+        )
         raw = _merge(raw, from_file)
     from_env = env_layer(env)
-    origins.update({k: f"{env_name(k)}={v}" for k, v in from_env.items() if k != "upstreams"})
+    origins.update({k: f"{env_name(k)}={_shown(k, v)}" for k, v in from_env.items()})
     raw = _merge(raw, from_env)
     for key, value in (flags or {}).items():
         if value is not None:
             raw[key] = value
-            origins[key] = f"--{key.replace('_', '-')} {value}"
+            origins[key] = f"--{key.replace('_', '-')} {_shown(key, value)}"
+    origins.pop("upstreams", None)  # holds credentials; errors there name their own path
     raw["upstreams"] = _apply_upstream_flags(raw.get("upstreams"), upstream_flags)
     raw["upstreams"] = _normalise_upstreams(raw["upstreams"])
     if isinstance(raw.get("default_upstream"), str) and raw["default_upstream"].lower() in (
@@ -467,4 +481,5 @@ def describe_validation_error(exc: ValidationError, origins: Mapping[str, str] =
     source = origins.get(loc[0]) if len(loc) == 1 else None
     if source:
         path = f"{path} ({source})"
+    message = _USERINFO.sub(r"\1:********@", message)  # a validator may echo a URL
     return f"invalid configuration: {path}: {message}{suffix}"

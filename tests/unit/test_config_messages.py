@@ -49,6 +49,16 @@ def test_errors_name_the_flag_variable_or_file_key_with_the_value(tmp_path: Path
     )
 
 
+def test_where_a_value_came_from_never_shows_a_secret() -> None:
+    message = error(environ={}, flags={"index_password": "hunter2"})
+    assert message == (
+        "invalid configuration: index_password (--index-password ********): unknown setting"
+    )
+    message = error(environ={"REGISTRY_CACHE_LISTEN": "http://bob:hunter2@host:1"})
+    assert "REGISTRY_CACHE_LISTEN=http://bob:********@host:1" in message
+    assert "hunter2" not in message
+
+
 def test_config_file_errors_give_the_absolute_path(tmp_path: Path) -> None:
     assert error(environ={}, config_file=Path("missing.yaml")) == (
         f"cannot read config file {tmp_path / 'missing.yaml'}: No such file or directory"
