@@ -14,8 +14,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
-from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -267,6 +265,8 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    import yaml  # only with a config file: start-up of every command pays for imports
+
     try:
         text = path.read_text()
     except OSError as exc:
@@ -291,6 +291,8 @@ def read_environment(environ: Mapping[str, str], dotenv: Path | None) -> dict[st
     """The process environment over the seed's ``.env`` (real variables win)."""
     merged: dict[str, str] = {}
     if dotenv is not None and dotenv.is_file():
+        from dotenv import dotenv_values  # only when there is a .env (start-up time)
+
         for key, value in dotenv_values(dotenv).items():
             if value is not None:
                 merged[key] = value
