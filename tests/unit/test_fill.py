@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from urllib3.exceptions import ProtocolError
 
-from registry_cache.digest import Digest
+from registry_cache.digest import Digest, Hasher
 from registry_cache.errors import DigestMismatch
 from registry_cache.store.blobs import FileBlobStore
 from registry_cache.store.fill import HOLDBACK, FillFailed, FillManager, FillReader, RemoteFill
 from registry_cache.store.layout import Layout
+from tests.harness.wait import until
 
 DATA = os.urandom(3 * (1 << 20) + 12345)
 DIGEST = Digest("sha256", hashlib.sha256(DATA).hexdigest())
@@ -136,54 +137,59 @@ async def test_upstream_ignoring_range_is_skipped(tmp_path: Path) -> None:
     await fills_finished(fills)
 
 
-class HeldSource(FakeSource):
-    """Sends everything but the last byte, then waits for ``last`` before sending it."""
+class GatedHasher:
+    """sha256 whose final digest waits for ``gate``: holds a fill between its last
+    written byte and its verification, the window the hold-back exists for."""
 
-    def __init__(self, data: bytes, start: int, last: threading.Event) -> None:
-        super().__init__(data, start)
-        self._last = last
+    def __init__(self, gate: threading.Event) -> None:
+        self._hash = hashlib.sha256()
+        self._gate = gate
 
-    def readinto(self, buffer: memoryview) -> int:
-        if self._pos == self.size - 1:
-            assert self._last.wait(10), "the test never released the last byte"
-        limit = self.size - 1 if self._pos < self.size - 1 else self.size
-        count = min(len(buffer), limit - self._pos, 256 * 1024)
-        buffer[:count] = self._data[self._pos : self._pos + count]
-        self._pos += count
-        return count
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        assert self._gate.wait(10), "the test never let the hash finish"
+        return self._hash.hexdigest()
+
+
+def gated_digest(gate: threading.Event) -> Digest:
+    class GatedDigest(Digest):
+        __slots__ = ()
+
+        def hasher(self) -> Hasher:
+            return GatedHasher(gate)
+
+    return GatedDigest(DIGEST.algorithm, DIGEST.hex)
 
 
 async def test_digest_mismatch_never_releases_the_last_byte(tmp_path: Path) -> None:
-    """Readers get every byte but the held-back ones while the digest is unknown, and
-    a mismatch fails them before the rest; each step is waited for, none assumed."""
+    """Every byte is in the file and the digest not yet known: readers get all but the
+    held-back byte; then the mismatch fails them. Each state is waited for, none assumed."""
     fills = manager(tmp_path)
     bad = bytearray(DATA)
     bad[-1] ^= 0xFF  # the damage is in the last byte: only the final hash can see it
-    last = threading.Event()
-    joined = fills.join_or_start(DIGEST, lambda offset: HeldSource(bytes(bad), offset, last))
+    verifying = threading.Event()
+    digest = gated_digest(verifying)
+    joined = fills.join_or_start(digest, Opener(data=bytes(bad)))
     assert joined is not None
     reader = joined[0]
-    fill = fills.local(DIGEST)
+    fill = fills.local(digest)
     assert fill is not None
     size = await reader.wait_size()
     assert size == len(DATA)
-    got = 0
-    async with asyncio.timeout(10):
-        while got < size - HOLDBACK:  # every byte before the hold-back reaches us
-            got = await reader.readable(got)
-    assert got == size - HOLDBACK
+    await until(lambda: fill.written == size, within=10)  # written, not yet verified
+    end = await reader.readable(0)
+    assert end == size - HOLDBACK  # all but the held-back byte, and not one more
     handle = reader.open()
     try:
-        assert os.pread(handle.fileno(), got, 0) == bytes(bad[:got])
+        assert os.pread(handle.fileno(), size, 0) == bytes(bad)  # the file has them all
     finally:
         handle.close()
-    last.set()  # now the bad last byte arrives: the digest fails before it is released
+    verifying.set()  # the digest is computed: it does not match
     with pytest.raises(FillFailed) as info:
         async with asyncio.timeout(10):
-            while True:
-                end = await reader.readable(got)
-                assert end <= size - HOLDBACK, "a byte past the hold-back was released"
-                got = end
+            await reader.readable(end)
     reader.detach()
     assert isinstance(info.value.error, DigestMismatch)
     await asyncio.wait_for(fill.finished, 10)
