@@ -8,6 +8,7 @@
   counts a tag's TTL as over, from the ``checked_at`` it wrote.
 - ``wait_unused_for(data_dir, seconds, digests, tags)``: until objects and tags were
   last used more than ``seconds`` ago (eviction grace, ``prune --older-than``).
+- ``wait_for_log(server, text)``: until a server's log holds ``text``; returns the log.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
+from typing import Protocol
 
 POLL = 0.005
 Tag = tuple[str, str, str]  # (upstream, repository, tag)
@@ -92,3 +94,14 @@ def wait_unused_for(
     """Until every one of ``digests``/``tags`` was last used more than ``seconds`` ago."""
     since = last_used(data_dir, list(digests), list(tags)) + seconds
     wait_until(lambda: time.time() > since, timeout=seconds + 10)
+
+
+class _Logs(Protocol):
+    def log_text(self) -> str: ...
+
+
+def wait_for_log(server: _Logs, text: str, within: float = 5.0) -> str:
+    """The server's log once it holds ``text`` (access lines are written once per event
+    loop turn, a moment after the response went out); the log text is returned."""
+    wait_until(lambda: text in server.log_text(), timeout=within)
+    return server.log_text()

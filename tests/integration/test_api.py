@@ -12,7 +12,7 @@ from tests.harness.cache import CacheServer
 from tests.harness.images import build_image, build_index, push
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
-from tests.harness.wait import wait_tag_expired
+from tests.harness.wait import wait_for_log, wait_tag_expired
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -138,7 +138,7 @@ def test_tag_ttl_then_head_revalidation(setup: Setup) -> None:
     assert get(url).status == 200
     assert setup.upstream.count("HEAD", "/manifests/1.0") == 1
     assert setup.upstream.count("GET", "/manifests/") == 0  # never a GET: Docker Hub counts them
-    assert "cache=REVALIDATED" in setup.cache.log_text()
+    wait_for_log(setup.cache, "cache=REVALIDATED")
 
 
 def test_retagged_upstream_is_picked_up_after_ttl(setup: Setup) -> None:

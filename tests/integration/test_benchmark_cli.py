@@ -29,6 +29,7 @@ from tests.harness.ports import free_port, port_is_open, wait_http
 from tests.harness.push import PushResult, push_image
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.require import needs, require_tools
+from tests.harness.wait import wait_for_log, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -147,8 +148,8 @@ def test_benchmark_runs_every_scenario_and_summarises(setup: Setup, tmp_path: Pa
     # The index resolved to linux/amd64 and by-digest pulls really used the digest.
     assert f"digest={setup.pushed.digest} (linux/amd64)" in result.stdout
     assert setup.upstream.count("GET", f"/manifests/{setup.pushed.digest}") >= 2
-    log = setup.cache.log_text()
-    assert log.count(f'"GET /v2/docker.io/library/bench/manifests/{setup.pushed.digest}') >= 2
+    line = f'"GET /v2/docker.io/library/bench/manifests/{setup.pushed.digest}'
+    wait_until(lambda: setup.cache.log_text().count(line) >= 2)
     amd64 = setup.pushed.images[0]
     index = json.loads((out / "index.json").read_text())
     assert index["manifests"][0]["digest"] == amd64.digest
@@ -485,8 +486,7 @@ def test_seed_benchmark_invocation_on_a_virtual_host(
     assert f"cache=http://{cache_host} (path style host)" in result.stdout
     rows = [line.split()[0] for line in result.stdout.splitlines() if " n=3 " in line]
     assert rows == SCENARIOS
-    log = cache.log_text()
-    assert f'"GET /v2/library/nginx/manifests/{pushed.digest}' in log
+    log = wait_for_log(cache, f'"GET /v2/library/nginx/manifests/{pushed.digest}')
     assert "/v2/docker.io/library/nginx" not in log
     # A virtual host of another registry cannot reach this image: one line, exit 2.
     wrong = run_seed(
@@ -510,4 +510,5 @@ def test_seed_compare_paths_invocation_on_a_virtual_host(
     assert result.returncode == 0, result.stderr
     assert f"cache blob URL: http://{cache_host}/v2/library/alpine/blobs/sha256:" in result.stdout
     assert len(re.findall(r"^\[http\] cache\s+run \d/3 ", result.stdout, re.M)) == 3
-    assert "/v2/docker.io/library/alpine" not in cache.log_text()
+    log = wait_for_log(cache, '"GET /v2/library/alpine/blobs/sha256:')
+    assert "/v2/docker.io/library/alpine" not in log

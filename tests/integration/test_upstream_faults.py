@@ -19,7 +19,7 @@ from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.require import needs
-from tests.harness.wait import wait_tag_expired, wait_until
+from tests.harness.wait import wait_for_log, wait_tag_expired, wait_until
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 
@@ -44,7 +44,7 @@ def test_upstream_stopped_cached_pulls_still_work(
     skopeo_copy(f"{src}:1.0", by_tag)
     assert set(pushed.layer_digests) <= pulled_blobs(by_tag)
     skopeo_copy(f"{src}@{pushed.digest}", tmp_path / "digest")
-    assert "cache=STALE" in cache.log_text()
+    wait_for_log(cache, "cache=STALE")
     tags = get(f"{cache.url}/v2/library/test/tags/list")  # from what the cache holds
     assert tags.status == 200 and json.loads(tags.data)["tags"] == ["1.0"]
     started = time.monotonic()
@@ -80,7 +80,7 @@ def test_tampered_upstream_blob_is_never_stored_or_completed(
     response.release_conn()
     # The failed fill removes its partial as it ends, a moment after the client's abort.
     wait_until(lambda: not list((cache.data_dir / "fills").glob("*.partial")))
-    wait_until(lambda: "digest mismatch" in cache.log_text())
+    wait_for_log(cache, "digest mismatch")
     assert not cache.blob_path(layer).exists()
     # The next request tries upstream again (and succeeds once upstream is repaired).
     data_file.write_bytes(original)
