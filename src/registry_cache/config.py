@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -241,6 +240,14 @@ class Settings(BaseModel):
     advertise: str | None = None
     cluster_secret: SecretStr | None = None
     cluster_secret_file: Path | None = None
+    # key → where its value came from, with the value ("REGISTRY_CACHE_DATA_DIR=d"),
+    # for error messages that name it (set by build_settings).
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def origin(self, key: str) -> str:
+        """``--data-dir d``, ``REGISTRY_CACHE_DATA_DIR=d``, ``data_dir: d in /x.yaml`` or
+        ``default data_dir: data``."""
+        return self._origins.get(key) or f"default {key}: {getattr(self, key, None)}"
 
     @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", "evict_grace", mode="before")
     @classmethod
@@ -440,21 +447,25 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    import yaml  # only with a config file: start-up of every command pays for imports
+
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"cannot read config file {path.absolute()}: {exc.strerror or exc}"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"config file {path}{where}: {problem}") from None
+        raise ConfigError(f"config file {path.absolute()}{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
+        raise ConfigError(f"config file {path.absolute()}: top level must be a mapping")
     return data
 
 
@@ -462,6 +473,8 @@ def read_environment(environ: Mapping[str, str], dotenv: Path | None) -> dict[st
     """The process environment over the seed's ``.env`` (real variables win)."""
     merged: dict[str, str] = {}
     if dotenv is not None and dotenv.is_file():
+        from dotenv import dotenv_values  # only when there is a .env (start-up time)
+
         for key, value in dotenv_values(dotenv).items():
             if value is not None:
                 merged[key] = value
@@ -470,12 +483,40 @@ def read_environment(environ: Mapping[str, str], dotenv: Path | None) -> dict[st
     return {k: v for k, v in merged.items() if v.strip() != ""}
 
 
+def env_name(key: str) -> str:
+    """The variable of a setting: ``REGISTRY_CACHE_<KEY>`` (the seed's REGISTRY_DOMAIN)."""
+    return "REGISTRY_DOMAIN" if key == "domain" else ENV_PREFIX + key.upper()
+
+
+def known_env_names() -> list[str]:
+    """Every ``REGISTRY_CACHE_*`` variable the program reads (from ENV_SETTINGS)."""
+    return [ENV_PREFIX + "CONFIG", *(ENV_PREFIX + key.upper() for key in ENV_SETTINGS)]
+
+
+def unknown_env_warnings(env: Mapping[str, str]) -> list[str]:
+    """One line per unknown ``REGISTRY_CACHE_*`` variable, naming the closest known one."""
+    known = known_env_names()
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return []
+    import difflib  # only now: every command builds settings at start-up
+
+    # Compared without the shared prefix, which would make every name look close.
+    suffixes = [name.removeprefix(ENV_PREFIX) for name in known]
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        lines.append(f"{name} is not a known setting{hint}")
+    return lines
+
+
 def env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     if "REGISTRY_DOMAIN" in env:
         layer["domain"] = env["REGISTRY_DOMAIN"]
     for key in ENV_SETTINGS:
-        name = ENV_PREFIX + key.upper()
+        name = env_name(key)
         if name in env:
             layer[key] = env[name]
     upstreams: dict[str, dict[str, Any]] = {}
@@ -490,6 +531,17 @@ def env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     if upstreams:
         layer["upstreams"] = upstreams
     return layer
+
+
+_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
+_USERINFO = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value as an error message may show it: never a secret, nor a URL's password."""
+    if _SECRET_KEY.search(key):
+        return "********"
+    return _USERINFO.sub(r"\1:********@", str(value))
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -544,12 +596,22 @@ def build_settings(
     raw: dict[str, Any] = {
         "upstreams": {name: {"url": url} for name, url in DEFAULT_UPSTREAMS.items()}
     }
+    origins: dict[str, str] = {}
     if config_file is not None:
-        raw = _merge(raw, read_config_file(config_file))
-    raw = _merge(raw, env_layer(env))
+        from_file = read_config_file(config_file)
+        where = config_file.absolute()
+        origins.update(
+            {str(k): f"{k}: {_shown(str(k), v)} in {where}" for k, v in from_file.items()}
+        )
+        raw = _merge(raw, from_file)
+    from_env = env_layer(env)
+    origins.update({k: f"{env_name(k)}={_shown(k, v)}" for k, v in from_env.items()})
+    raw = _merge(raw, from_env)
     for key, value in (flags or {}).items():
         if value is not None:
             raw[key] = value
+            origins[key] = f"--{key.replace('_', '-')} {_shown(key, value)}"
+    origins.pop("upstreams", None)  # holds credentials; errors there name their own path
     raw["upstreams"] = _apply_upstream_flags(raw.get("upstreams"), upstream_flags)
     raw["upstreams"] = _normalise_upstreams(raw["upstreams"])
     if isinstance(raw.get("default_upstream"), str) and raw["default_upstream"].lower() in (
@@ -562,9 +624,11 @@ def build_settings(
         for spec in raw["upstreams"].values():
             spec.pop("tag_ttl", None)
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, origins)) from None
+    settings._origins.update(origins)
+    return settings
 
 
 def _apply_upstream_flags(raw: Any, flags: list[str] | tuple[str, ...]) -> Any:
@@ -586,8 +650,8 @@ def _apply_upstream_flags(raw: Any, flags: list[str] | tuple[str, ...]) -> Any:
     return upstreams
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first problem, as ``key.path: message`` on one line."""
+def describe_validation_error(exc: ValidationError, origins: Mapping[str, str] = {}) -> str:
+    """The first problem, as ``key.path (where it came from): message`` on one line."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     if loc and loc[0] == "upstreams" and len(loc) >= 2:
@@ -599,6 +663,10 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = "unknown setting"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    source = origins.get(loc[0]) if len(loc) == 1 else None
+    if source:
+        path = f"{path} ({source})"
+    message = _USERINFO.sub(r"\1:********@", message)  # a validator may echo a URL
     # A check across settings (no location) names its key in the message itself.
     where = f"{path}: " if path else ""
     return f"invalid configuration: {where}{message}{suffix}"

@@ -49,9 +49,11 @@ def load(path: Path) -> dict[str, bytes]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"htpasswd: cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"htpasswd: cannot read {path.absolute()}: {exc.strerror or exc}"
+        ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"htpasswd: {path} is not a text file") from None
+        raise ConfigError(f"htpasswd: {path.absolute()} is not a text file") from None
     return parse(text, str(path))
 
 

@@ -34,3 +34,8 @@ def validate_tag(tag: str) -> str:
 def docker_hub_name(name: str) -> str:
     """Docker Hub keeps official images under ``library/``; bare clients omit it."""
     return name if "/" in name else f"library/{name}"
+
+
+def display_reference(repository: str, reference: str) -> str:
+    """``repo:tag`` or ``repo@digest``, as docker writes them (a tag never holds ``:``)."""
+    return f"{repository}@{reference}" if ":" in reference else f"{repository}:{reference}"

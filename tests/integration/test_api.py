@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +12,7 @@ from tests.harness.cache import CacheServer
 from tests.harness.images import build_image, build_index, push
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.wait import wait_for_log, wait_tag_expired
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -134,11 +134,11 @@ def test_tag_ttl_then_head_revalidation(setup: Setup) -> None:
     for _ in range(5):
         assert get(url).status == 200
     assert setup.upstream.count(path_substring="/manifests/") == 0  # within TTL: local
-    time.sleep(2.2)
+    wait_tag_expired(setup.cache.data_dir, "docker.io", "library/test", "1.0", 2.0)
     assert get(url).status == 200
     assert setup.upstream.count("HEAD", "/manifests/1.0") == 1
     assert setup.upstream.count("GET", "/manifests/") == 0  # never a GET: Docker Hub counts them
-    assert "cache=REVALIDATED" in setup.cache.log_text()
+    wait_for_log(setup.cache, "cache=REVALIDATED")
 
 
 def test_retagged_upstream_is_picked_up_after_ttl(setup: Setup) -> None:
@@ -147,7 +147,7 @@ def test_retagged_upstream_is_picked_up_after_ttl(setup: Setup) -> None:
     assert get(url).headers["Docker-Content-Digest"] == first.digest
     second = push(setup.upstream.url, "library/test", "moving", build_image("moving-2", layers=1))
     assert get(url).headers["Docker-Content-Digest"] == first.digest  # TTL not over yet
-    time.sleep(2.2)
+    wait_tag_expired(setup.cache.data_dir, "docker.io", "library/test", "moving", 2.0)
     assert get(url).headers["Docker-Content-Digest"] == second.digest
 
 

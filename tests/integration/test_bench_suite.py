@@ -15,17 +15,15 @@ from pathlib import Path
 import pytest
 
 from registry_cache.bench.suite import SCENARIOS
-from registry_cache.bench.suite.servers import find_binary
 from tests.harness.cache import run_cli
+from tests.harness.require import require_tools
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
 def _tools() -> None:
-    for tool in ("docker-registry", "nginx"):
-        if find_binary(tool) is None:
-            pytest.skip(f"{tool} is not installed (scripts/install-test-deps.sh)")
+    require_tools("docker-registry", "nginx")
 
 
 @pytest.mark.timeout(400)

@@ -24,9 +24,12 @@ import pytest
 from tests.harness import proc as procs
 from tests.harness.cache import CacheServer
 from tests.harness.images import build_index
+from tests.harness.netns import run_in_hosts_namespace
 from tests.harness.ports import free_port, port_is_open, wait_http
 from tests.harness.push import PushResult, push_image
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs, require_tools
+from tests.harness.wait import wait_for_log, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -145,8 +148,8 @@ def test_benchmark_runs_every_scenario_and_summarises(setup: Setup, tmp_path: Pa
     # The index resolved to linux/amd64 and by-digest pulls really used the digest.
     assert f"digest={setup.pushed.digest} (linux/amd64)" in result.stdout
     assert setup.upstream.count("GET", f"/manifests/{setup.pushed.digest}") >= 2
-    log = setup.cache.log_text()
-    assert log.count(f'"GET /v2/docker.io/library/bench/manifests/{setup.pushed.digest}') >= 2
+    line = f'"GET /v2/docker.io/library/bench/manifests/{setup.pushed.digest}'
+    wait_until(lambda: setup.cache.log_text().count(line) >= 2)
     amd64 = setup.pushed.images[0]
     index = json.loads((out / "index.json").read_text())
     assert index["manifests"][0]["digest"] == amd64.digest
@@ -276,7 +279,7 @@ def test_token_auth_upstream_and_auth_failure(
 
 
 @pytest.mark.clients
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+@needs(shutil.which("skopeo") is not None, "skopeo is not installed")
 def test_skopeo_client(setup: Setup) -> None:
     result = cli(*setup.args("--pulls", "1", "--client", "skopeo", "--prune-between", "--json"))
     assert result.returncode == 0, result.stderr
@@ -295,8 +298,7 @@ def test_external_client_missing(setup: Setup, tmp_path: Path) -> None:
 
 @pytest.fixture
 def iperf_port(tmp_path: Path) -> Iterator[int]:
-    if shutil.which("iperf3") is None:
-        pytest.skip("iperf3 is not installed: apt-get install iperf3")
+    require_tools("iperf3", hint="apt-get install iperf3")
     port = free_port()
     server = procs.spawn(
         ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)], stdout=tmp_path / "iperf3.log"
@@ -313,11 +315,11 @@ def iperf_port(tmp_path: Path) -> Iterator[int]:
 
 @pytest.fixture
 def cdn_url(tmp_path: Path) -> Iterator[str]:
-    if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed: apt-get install nginx")
+    require_tools("nginx", hint="apt-get install nginx")
     root = tmp_path / "cdn"
     root.mkdir()
     (root / "100Mb.dat").write_bytes(b"\x5a" * 4_000_000)
+    (root / "6Mb.dat").write_bytes(b"\x5b" * 6_000_000)
     port = free_port()
     conf = root / "nginx.conf"
     conf.write_text(
@@ -359,7 +361,9 @@ def test_compare_paths_full(setup: Setup, iperf_port: int, cdn_url: str) -> None
     for mode in ("single", "-P 4", "-R -P 4"):
         assert re.search(rf"^\[iperf3\] {re.escape(mode)}\s+run 1/1\s+[\d.]+ Mbit/s$", out, re.M)
     assert re.search(r"^\[http\] cache\s+run 1/1 .* Mbit/s$", out, re.M)
-    assert re.search(r"^\[http\] cdn\s+run 1/1\s+4\.0 MB .* Mbit/s$", out, re.M), out
+    # Both sides timed over the smaller file: the 1.5 MB layer, not the 4 MB CDN file.
+    assert "[paths] sizes: cache blob 1.5 MB, CDN file 4.0 MB; every transfer" in out
+    assert re.search(r"^\[http\] cdn\s+run 1/1\s+1\.5 MB .* Mbit/s$", out, re.M), out
     assert re.search(r"^iperf3 -R -P 4\s+avg=[\d.]+ Mbit/s", out, re.M)
     assert re.search(r"^http cache\s+avg=", out, re.M)
     assert "[verdict] thresholds: cache >= 80% of iperf3" in out
@@ -367,7 +371,9 @@ def test_compare_paths_full(setup: Setup, iperf_port: int, cdn_url: str) -> None
     verdicts = [v for v in re.findall(r"^\[verdict\] ([a-z-]+): ", out, re.M) if v != "thresholds"]
     assert len(verdicts) == 2
     assert verdicts[0] in {"network-limit", "in-between", "cache-host"}
-    assert verdicts[1] in {"path-bottleneck", "cache-not-slower"}
+    assert verdicts[1] in {"path-bottleneck", "cache-not-slower", "cdn-faster"}
+    # Never two places blamed: a cache-host verdict is not followed by path-bottleneck.
+    assert not (verdicts[0] == "cache-host" and verdicts[1] == "path-bottleneck"), out
 
 
 def test_compare_paths_skip_iperf_json(setup: Setup, cdn_url: str) -> None:
@@ -383,8 +389,23 @@ def test_compare_paths_skip_iperf_json(setup: Setup, cdn_url: str) -> None:
     assert doc["iperf3"] == {}
     assert doc["cache_blob_url"] == blob_url
     assert [r["bytes"] for r in doc["http"]["cache"]["runs"]] == [blob.size, blob.size]
-    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [4_000_000, 4_000_000]
+    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [blob.size, blob.size]
+    assert doc["sizes"] == {"cache": blob.size, "cdn": 4_000_000, "compared": blob.size}
     assert [v["key"] for v in doc["verdicts"]] in (["path-bottleneck"], ["cache-not-slower"])
+
+
+def test_compare_paths_stops_the_larger_side_at_the_smaller_size(
+    setup: Setup, cdn_url: str
+) -> None:
+    """A cache blob larger than the CDN file is timed over the CDN file's size."""
+    big = cdn_url.replace("100Mb.dat", "6Mb.dat")
+    args = paths_args(setup, cdn_url, "--skip-iperf", "--json", "--cache-blob-url", big)
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["sizes"] == {"cache": 6_000_000, "cdn": 4_000_000, "compared": 4_000_000}
+    assert [r["bytes"] for r in doc["http"]["cache"]["runs"]] == [4_000_000]
+    assert [r["bytes"] for r in doc["http"]["cdn"]["runs"]] == [4_000_000]
     assert doc["thresholds"] == {"network_limit": 0.8, "cache_host": 0.5, "cdn_faster": 1.5}
 
 
@@ -399,8 +420,7 @@ def test_compare_paths_without_iperf3_binary(setup: Setup, cdn_url: str, tmp_pat
 
 
 def test_compare_paths_without_iperf3_server(setup: Setup, cdn_url: str) -> None:
-    if shutil.which("iperf3") is None:
-        pytest.skip("iperf3 is not installed")
+    require_tools("iperf3", hint="apt-get install iperf3")
     port = free_port()
     result = cli(*paths_args(setup, cdn_url, "--iperf-port", str(port), "--duration", "1"))
     assert result.returncode == 0, result.stderr
@@ -422,3 +442,73 @@ def test_compare_paths_wrapper_cdn_down(setup: Setup) -> None:
     assert result.returncode == 0, result.stderr
     assert "[http] cdn      failed:" in result.stdout
     assert "[verdict] none: not enough measurements" in result.stdout
+
+
+# -- the seed's invocations, against a virtual host ---------------------------------
+
+DOMAIN = "cache.test"
+
+
+def run_seed(argv: list[str], hosts: Path) -> subprocess.CompletedProcess[str]:
+    """``argv`` under a private /etc/hosts naming the cache's virtual hosts."""
+    env = procs.clean_env(drop_prefixes=DROP_ENV)
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    return run_in_hosts_namespace(argv, hosts, env, timeout=180, cwd=REPO_ROOT)
+
+
+@pytest.fixture
+def vhost(
+    make_upstream: Callable[..., UpstreamRegistry],
+    make_cache: Callable[..., CacheServer],
+    hosts_file: Callable[..., Path],
+) -> tuple[UpstreamRegistry, CacheServer, Path, PushResult]:
+    upstream = make_upstream("none")
+    pushed = push_image(
+        upstream.url, "library/nginx", "latest", build_index("nginx", layers=2, layer_size=600_000)
+    )
+    push_image(upstream.url, "library/alpine", "latest", build_index("alpine", layers=1))
+    cache = make_cache("--upstream", f"docker.io={upstream.url}", "--domain", DOMAIN)
+    return upstream, cache, hosts_file([f"docker.io.{DOMAIN}", f"ghcr.io.{DOMAIN}"]), pushed
+
+
+def test_seed_benchmark_invocation_on_a_virtual_host(
+    vhost: tuple[UpstreamRegistry, CacheServer, Path, PushResult],
+) -> None:
+    """``./benchmark-cache.sh --cache-host docker.io.<domain>:5000 --repo library/nginx
+    --tag latest --pulls 3``: the Host names the upstream, so paths carry no prefix."""
+    upstream, cache, hosts, pushed = vhost
+    cache_host = f"docker.io.{DOMAIN}:{cache.port}"
+    seed = ["--cache-host", cache_host, "--repo", "library/nginx", "--tag", "latest"]
+    # --upstream: the seed's Docker Hub is played by the local registry.
+    argv = [str(REPO_ROOT / "benchmark-cache.sh"), *seed, "--pulls", "3"]
+    result = run_seed([*argv, "--upstream", upstream.url], hosts)
+    assert result.returncode == 0, result.stderr
+    assert f"cache=http://{cache_host} (path style host)" in result.stdout
+    rows = [line.split()[0] for line in result.stdout.splitlines() if " n=3 " in line]
+    assert rows == SCENARIOS
+    log = wait_for_log(cache, f'"GET /v2/library/nginx/manifests/{pushed.digest}')
+    assert "/v2/docker.io/library/nginx" not in log
+    # A virtual host of another registry cannot reach this image: one line, exit 2.
+    wrong = run_seed(
+        [*argv[:2], f"ghcr.io.{DOMAIN}:{cache.port}", *argv[3:], "--upstream", upstream.url],
+        hosts,
+    )
+    assert wrong.returncode == 2, wrong.stderr
+    assert "virtual host of ghcr.io, but docker.io/library/nginx is on docker.io" in wrong.stderr
+
+
+def test_seed_compare_paths_invocation_on_a_virtual_host(
+    vhost: tuple[UpstreamRegistry, CacheServer, Path, PushResult], iperf_port: int, cdn_url: str
+) -> None:
+    """``./compare-paths.sh --cache-host docker.io.<domain>:5000 --runs 3`` (alpine)."""
+    _, cache, hosts, _ = vhost
+    cache_host = f"docker.io.{DOMAIN}:{cache.port}"
+    argv = [str(REPO_ROOT / "compare-paths.sh"), "--cache-host", cache_host, "--runs", "3"]
+    # Local stand-ins for the seed's iperf3 server and public CDN.
+    local = ["--cdn-url", cdn_url, "--iperf-port", str(iperf_port), "--duration", "1"]
+    result = run_seed([*argv, *local], hosts)
+    assert result.returncode == 0, result.stderr
+    assert f"cache blob URL: http://{cache_host}/v2/library/alpine/blobs/sha256:" in result.stdout
+    assert len(re.findall(r"^\[http\] cache\s+run \d/3 ", result.stdout, re.M)) == 3
+    log = wait_for_log(cache, '"GET /v2/library/alpine/blobs/sha256:')
+    assert "/v2/docker.io/library/alpine" not in log

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from tests.harness.cache import CacheServer, run_cli
 from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import require_tools
 
 PASSWORD = "s3cret-Pw"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -229,5 +229,4 @@ def test_denied_repositories_are_never_fetched_nor_served(
 
 @pytest.fixture(autouse=True)
 def _need_htpasswd_tool() -> None:
-    if shutil.which("htpasswd") is None:
-        pytest.skip("htpasswd (apache2-utils) not installed")
+    require_tools("htpasswd", hint="apt-get install apache2-utils")

@@ -32,13 +32,11 @@ from tests.harness.images import Image, build_image, build_index, push
 from tests.harness.k3s import host_configs, hosts_tomls, write_hosts_dir
 from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry, hub_and_ghcr
+from tests.harness.require import needs
 
 pytestmark = [
     pytest.mark.clients,
-    pytest.mark.skipif(
-        not containerd_available(),
-        reason="containerd/ctr not installed: apt-get install containerd",
-    ),
+    needs(containerd_available(), "containerd/ctr not installed: apt-get install containerd"),
 ]
 
 # Public names beyond netns.PUBLIC_REGISTRY_NAMES that these tests pull from.

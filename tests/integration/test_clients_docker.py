@@ -24,12 +24,11 @@ from tests.harness.dockerd import Dockerd, dockerd_available
 from tests.harness.images import build_image, push
 from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
 
 pytestmark = [
     pytest.mark.clients,
-    pytest.mark.skipif(
-        not dockerd_available(), reason="dockerd/docker not installed: apt-get install docker.io"
-    ),
+    needs(dockerd_available(), "dockerd/docker not installed: apt-get install docker.io"),
 ]
 
 CLIENT_AGENT = "docker/"  # dockerd's User-Agent prefix

@@ -21,12 +21,11 @@ from tests.harness.images import build_image, build_index
 from tests.harness.netns import Hosts
 from tests.harness.podman import Podman, podman_available
 from tests.harness.registry import UpstreamRegistry, hub_and_ghcr
+from tests.harness.require import needs
 
 pytestmark = [
     pytest.mark.clients,
-    pytest.mark.skipif(
-        not podman_available(), reason="podman not installed: apt-get install podman"
-    ),
+    needs(podman_available(), "podman not installed: apt-get install podman"),
 ]
 
 CLIENT_AGENT = "containers/"  # podman's User-Agent prefix (containers/image)

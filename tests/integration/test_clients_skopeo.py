@@ -21,12 +21,11 @@ from tests.harness.configcli import config_cli
 from tests.harness.images import build_image, build_index
 from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry, hub_and_ghcr
+from tests.harness.require import needs
 
 pytestmark = [
     pytest.mark.clients,
-    pytest.mark.skipif(
-        not skopeo_available(), reason="skopeo not installed: apt-get install skopeo"
-    ),
+    needs(skopeo_available(), "skopeo not installed: apt-get install skopeo"),
 ]
 
 DOMAIN = "registry-cache.test"

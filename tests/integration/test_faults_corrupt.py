@@ -9,9 +9,9 @@ The next request goes to upstream again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +23,15 @@ from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.wait import wait_until
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MISMATCHES = "registry_cache_digest_mismatches_total"
+
+
+def mismatches_are(url: str, count: int) -> bool:
+    return scrape(url).value(MISMATCHES, kind="blob") == count
 
 
 def test_corrupt_blob_is_not_stored_client_cut_short_and_counted(
@@ -53,10 +58,11 @@ def test_corrupt_blob_is_not_stored_client_cut_short_and_counted(
         # The last byte is held back until the digest checks out, and the abort may
         # drop more still in flight: the download can never complete.
         assert received < size
-        time.sleep(0.2)
+        # The failed fill ends (partial removed, mismatch counted) just after the abort.
+        wait_until(lambda: not list((cache.data_dir / "fills").iterdir()))
+        counted = functools.partial(mismatches_are, cache.url, attempt)
+        wait_until(counted)
         assert not cache.blob_path(layer).exists()
-        assert not list((cache.data_dir / "fills").iterdir())
-        assert scrape(cache.url).value(MISMATCHES, kind="blob") == attempt
     head = http.request("HEAD", url)  # not held: answered from upstream's metadata
     assert head.status == 200 and head.headers["Content-Length"] == str(size)
 

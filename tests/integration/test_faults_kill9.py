@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import urllib3
 
 from tests.harness.cache import CacheServer, run_cli, safe_upstream_args
@@ -31,6 +30,7 @@ from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
 
 MiB = 1 << 20
 ROUNDS = 5
@@ -85,7 +85,7 @@ def cache_verify(cache: CacheServer) -> dict[str, object]:
     return report
 
 
-@pytest.mark.skipif(not skopeo_available(), reason="skopeo missing")
+@needs(skopeo_available(), "skopeo missing")
 def test_kill9_during_fills_in_a_loop_then_verify_and_pull_everything(
     upstream: UpstreamRegistry,
     proxy: FaultProxy,

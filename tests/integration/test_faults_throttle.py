@@ -25,6 +25,7 @@ from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.wait import wait_tag_expired
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -118,7 +119,8 @@ def test_throttled_upstream_tags_served_stale_digests_from_cache(setup: Setup) -
     ]
     for path in warm:
         assert setup.get(path)[0].status == 200
-    time.sleep(1.2)  # the tag's TTL is over: the next pull revalidates
+    tag = (setup.cache.data_dir, "docker.io", "library/app", "1.0", 1.0)
+    wait_tag_expired(*tag)  # the tag's TTL is over: the next pull revalidates
     assert setup.get("/v2/library/app/manifests/1.0")[0].status == 200  # REVALIDATED (HEAD)
     assert (
         scrape(setup.cache.url).value(
@@ -126,7 +128,7 @@ def test_throttled_upstream_tags_served_stale_digests_from_cache(setup: Setup) -
         )
         == 42
     )
-    time.sleep(1.2)
+    wait_tag_expired(*tag)  # renewed by that revalidation: wait for it again
 
     setup.proxy.clear()
     for status, headers in ((429, {"Retry-After": "60"}), (503, {})):
@@ -141,7 +143,7 @@ def test_throttled_upstream_tags_served_stale_digests_from_cache(setup: Setup) -
             assert response.status == 200 and took < 0.5, (path, response.status, took)
         assert [(s.method, s.status) for s in setup.proxy.log] == [("HEAD", status)]
         setup.proxy.rules.remove(rule)
-        time.sleep(1.2)  # stale answers do not renew the TTL; wait anyway to be sure
+        wait_tag_expired(*tag)  # stale answers do not renew the TTL: over already
     log = setup.cache.log_text()
     assert log.count("cache=STALE") == 2
     snapshot = scrape(setup.cache.url)

@@ -22,6 +22,7 @@ from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.wait import wait_for_log, wait_tag_expired
 
 http = urllib3.PoolManager(maxsize=4, retries=False, timeout=urllib3.Timeout(connect=5, read=40))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -82,7 +83,8 @@ def setup(upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer]) ->
     assert setup.get("/v2/library/app/manifests/1.0")[0].status == 200
     for path in setup.cached_paths():
         assert setup.get(path)[0].status == 200
-    time.sleep(1.2)  # the tag's TTL is over: the next pull must try upstream
+    # The tag's TTL is over: the next pull must try upstream.
+    wait_tag_expired(cache.data_dir, "docker.io", "library/app", "1.0", 1.0)
     yield setup
     proxy.stop()
 
@@ -91,7 +93,7 @@ def test_refused_cached_content_served_uncached_prompt_503(setup: Setup) -> None
     setup.proxy.stop()  # nothing listens on the port any more: connection refused
     setup.assert_cached_content_served()
     setup.assert_uncached_is_prompt_503(limit=3.0)
-    assert "cache=STALE" in setup.cache.log_text()
+    wait_for_log(setup.cache, "cache=STALE")
     snapshot = scrape(setup.cache.url)
     assert snapshot.value(ERRORS, upstream="docker.io", kind="unreachable") >= 3
     assert snapshot.value("registry_cache_stale_serves_total", upstream="docker.io") == 1

@@ -28,6 +28,7 @@ from tests.harness.certs import make_tls
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.tmpfs import in_mounts
+from tests.harness.wait import wait_for_log
 from tests.unit.test_clientconfig_deploy import healthcheck_argv
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=10))
@@ -108,7 +109,7 @@ def test_read_only_data_directory_is_not_ready_but_hits_flow(
         assert probe(cache, "/healthz").status == 200  # alive: no reason to restart it
         hit = http.request("GET", f"{cache.url}/v2/library/ready/blobs/{layer}")
         assert hit.status == 200 and "sha256:" + hashlib.sha256(hit.data).hexdigest() == layer
-        assert '"GET /readyz" 503' in cache.log_text()
+        wait_for_log(cache, '"GET /readyz" 503')
         unhealthy = docker_healthcheck(cache)
         assert unhealthy.returncode == 1
         assert unhealthy.stderr.startswith(f"not ready: {cache.url}/readyz: 503 ")

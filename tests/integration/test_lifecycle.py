@@ -25,6 +25,7 @@ from tests.harness.cache import CacheServer, run_cli, safe_upstream_args
 from tests.harness.images import Image, build_image, build_index, push
 from tests.harness.metrics import scrape
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.wait import wait_unused_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +72,11 @@ def grace_config(tmp_path: Path) -> Path:
     return path
 
 
+def used(image: Image) -> list[str]:
+    """The digests a pull of ``image`` touches: manifest, config, layers."""
+    return [image.digest, image.config.digest, *image.layer_digests]
+
+
 def _big(seed: str) -> Image:
     return build_image(seed, layers=2, layer_size=3 * MB)
 
@@ -91,7 +97,8 @@ def test_max_size_evicts_least_recently_used_and_refetches(
     )  # fmt: skip
     big_a = a.layer_digests[-1]
     assert pulled(cache, "reg.test/app/a:1").manifest_digest == a.digest
-    time.sleep(1.5)  # a is now older than the grace period
+    assert complete(cache, "app/a:1")
+    wait_unused_for(cache.data_dir, 1.0, used(a), [("reg.test", "app/a", "1")])  # past grace
     assert pulled(cache, "reg.test/app/b:1").manifest_digest == b.digest
     assert complete(cache, "app/b:1")
     # b's big layer announced its size before arriving: a went first, so the cap held.
@@ -104,7 +111,8 @@ def test_max_size_evicts_least_recently_used_and_refetches(
     assert upstream.blob_gets(big_a) == 1
     tag_gets = upstream.count("GET", "/v2/app/a/manifests/1")
 
-    time.sleep(1.5)
+    # b past the grace too: pulling a again must evict it to stay under the cap.
+    wait_unused_for(cache.data_dir, 1.0, used(b), [("reg.test", "app/b", "1")])
     assert pulled(cache, "reg.test/app/a:1").manifest_digest == a.digest
     assert upstream.blob_gets(big_a) == 2  # fetched again from upstream
     assert upstream.count("GET", "/v2/app/a/manifests/1") == tag_gets + 1  # tag resolved again
@@ -209,7 +217,7 @@ def test_prune_by_repository_then_by_age(
     assert set(report["objects"]) == {one.digest, one.config.digest, *one.layer_digests}
     assert set(listed(cache)) == {"app/two:1"}
 
-    time.sleep(1.2)
+    wait_unused_for(cache.data_dir, 1.0, used(two), [("reg.test", "app/two", "1")])
     report = cache_json(cache, "prune", "--older-than", "1s", "--grace", "0s")
     assert report["tags"] == ["reg.test/app/two:1"]
     assert listed(cache) == {}

@@ -21,8 +21,10 @@ from tests.harness.credentials import BASIC_PASSWORD, BASIC_USER, PULLER, PUSHER
 from tests.harness.images import ImageIndex, build_image, build_index, push
 from tests.harness.push import PushResult
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
+from tests.harness.wait import wait_for_log
 
-pytestmark = pytest.mark.skipif(not clients.skopeo_available(), reason="skopeo missing")
+pytestmark = needs(clients.skopeo_available(), "skopeo missing")
 DOMAIN = "registry.test"
 
 
@@ -114,14 +116,14 @@ def test_vhost_multi_arch_index_all_platforms(world: World, tmp_path: Path) -> N
     arm = index.for_platform("linux/arm64")
     out2 = tmp_path / "child"
     skopeo_copy(f"docker://{host}/library/multi@{arm.digest}", out2, hosts=world.vhosts)
-    assert f"ref={arm.digest} cache=HIT" in world.cache.log_text()
+    wait_for_log(world.cache, f"ref={arm.digest} cache=HIT")
 
 
 def test_vhost_second_upstream_with_basic_auth(world: World, tmp_path: Path) -> None:
     out = tmp_path / "ghcr"
     skopeo_copy(f"docker://ghcr.io.{DOMAIN}:{world.port}/org/app:3.1", out, hosts=world.vhosts)
     assert_pulled(out, world.ghcr_image)
-    assert "upstream=ghcr.io repo=org/app ref=3.1 cache=MISS" in world.cache.log_text()
+    wait_for_log(world.cache, "upstream=ghcr.io repo=org/app ref=3.1 cache=MISS")
 
 
 def test_path_prefix_registries_conf_mirror(world: World, tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from tests.harness.clients import pulled_blobs, skopeo_available, skopeo_copy
 from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import build_image, push
 from tests.harness.registry import UpstreamRegistry
+from tests.harness.require import needs
+from tests.harness.wait import wait_for_log, wait_tag_expired, wait_until
 
 http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 
@@ -26,7 +28,7 @@ def get(url: str, **headers: str) -> urllib3.BaseHTTPResponse:
     return http.request("GET", url, headers=headers)
 
 
-@pytest.mark.skipif(not skopeo_available(), reason="skopeo missing")
+@needs(skopeo_available(), "skopeo missing")
 def test_upstream_stopped_cached_pulls_still_work(
     upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer], tmp_path: Path
 ) -> None:
@@ -36,12 +38,13 @@ def test_upstream_stopped_cached_pulls_still_work(
     src = f"docker://127.0.0.1:{cache.port}/library/test"
     skopeo_copy(f"{src}:1.0", tmp_path / "warm")
     upstream.stop()
-    time.sleep(1.2)  # the tag's TTL is over: revalidation fails, the stale digest is served
+    # The tag's TTL is over: revalidation fails, the stale digest is served.
+    wait_tag_expired(cache.data_dir, "docker.io", "library/test", "1.0", 1.0)
     by_tag = tmp_path / "tag"
     skopeo_copy(f"{src}:1.0", by_tag)
     assert set(pushed.layer_digests) <= pulled_blobs(by_tag)
     skopeo_copy(f"{src}@{pushed.digest}", tmp_path / "digest")
-    assert "cache=STALE" in cache.log_text()
+    wait_for_log(cache, "cache=STALE")
     tags = get(f"{cache.url}/v2/library/test/tags/list")  # from what the cache holds
     assert tags.status == 200 and json.loads(tags.data)["tags"] == ["1.0"]
     started = time.monotonic()
@@ -75,10 +78,10 @@ def test_tampered_upstream_blob_is_never_stored_or_completed(
             received += chunk
     assert len(received) < size  # the client never saw a complete (corrupt) body
     response.release_conn()
-    time.sleep(0.2)
+    # The failed fill removes its partial as it ends, a moment after the client's abort.
+    wait_until(lambda: not list((cache.data_dir / "fills").glob("*.partial")))
+    wait_for_log(cache, "digest mismatch")
     assert not cache.blob_path(layer).exists()
-    assert not list((cache.data_dir / "fills").glob("*.partial"))
-    assert "digest mismatch" in cache.log_text()
     # The next request tries upstream again (and succeeds once upstream is repaired).
     data_file.write_bytes(original)
     gets_before = upstream.blob_gets(layer)

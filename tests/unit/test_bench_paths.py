@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from registry_cache.bench.paths import (
     IPERF_MODES,
@@ -13,6 +15,7 @@ from registry_cache.bench.paths import (
     IperfMissing,
     IperfNoServer,
     Thresholds,
+    compared_bytes,
     iperf_argv,
     parse_iperf,
     run_iperf,
@@ -68,6 +71,17 @@ def test_iperf_argv() -> None:
         "4",
     ]
     assert list(IPERF_MODES) == ["single", "-P 4", "-R -P 4"]
+    # With a byte count, iperf3 moves exactly what the HTTP downloads move.
+    argv = iperf_argv("iperf3", "h", 1, 5, "single", nbytes=1_500_000)
+    assert argv[argv.index("-J") + 1 : argv.index("--connect-timeout")] == ["-n", "1500000"]
+    assert "-t" not in argv
+
+
+def test_compared_bytes_is_the_smaller_file() -> None:
+    assert compared_bytes(1_500_000, 100_000_000) == 1_500_000
+    assert compared_bytes(300_000_000, 100_000_000) == 100_000_000
+    assert compared_bytes(1_500_000, None) == 1_500_000
+    assert compared_bytes(None, None) is None
 
 
 async def test_missing_binary() -> None:
@@ -87,6 +101,21 @@ def test_verdict_thresholds() -> None:
     assert keys(1 * GBIT, None, 1.5 * GBIT) == ["path-bottleneck"]  # exactly 1.5x
     assert keys(1 * GBIT, None, 1.49 * GBIT) == ["cache-not-slower"]
     assert keys(9 * GBIT, 10 * GBIT, 20 * GBIT) == ["network-limit", "path-bottleneck"]
+    # iperf3 says the path carries 5x what the cache serves: a faster CDN confirms the
+    # cache host, it does not blame the path (which used to print both).
+    assert keys(2 * GBIT, 10 * GBIT, 4 * GBIT) == ["cache-host", "cdn-faster"]
+
+
+RATES = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12, allow_nan=False))
+
+
+@given(cache=RATES, iperf=RATES, cdn=RATES)
+def test_verdicts_never_blame_two_places(
+    cache: float | None, iperf: float | None, cdn: float | None
+) -> None:
+    found = verdicts(cache, iperf, cdn)
+    assert len({v.blames for v in found} - {None}) <= 1, found
+    assert len({v.key for v in found}) == len(found)
 
 
 def test_verdicts_skip_missing_sides() -> None:

@@ -14,6 +14,8 @@ from registry_cache.bench.refs import (
     host_port,
     parse_image,
     path_style,
+    resolve_style,
+    virtual_host_upstream,
 )
 from registry_cache.bench.registry import NotFound
 
@@ -81,6 +83,39 @@ def test_cache_repository_styles() -> None:
     assert path_style("plain") == "plain"
     with pytest.raises(RefError):
         path_style("vhost")
+
+
+@pytest.mark.parametrize(
+    ("cache_host", "repo", "style", "repository"),
+    [
+        # The seed's invocation: a virtual host of Docker Hub asks for the plain name.
+        ("http://docker.io.example.test:5000", "library/nginx", "host", "library/nginx"),
+        ("http://DOCKER.IO.example.test.:5000", "nginx", "host", "library/nginx"),
+        ("http://ghcr.io.localhost:5000", "ghcr.io/org/img", "host", "org/img"),
+        ("http://127.0.0.1:5000", "library/nginx", "prefix", "docker.io/library/nginx"),
+        ("http://cache.lan:5000", "ghcr.io/org/img", "prefix", "ghcr.io/org/img"),
+        # "docker.io" itself, or a host merely containing the name, is no virtual host.
+        ("http://docker.io:5000", "nginx", "prefix", "docker.io/library/nginx"),
+        ("http://my-docker.io.lan:5000", "nginx", "prefix", "docker.io/library/nginx"),
+    ],
+)
+def test_auto_style_follows_virtual_hosts(
+    cache_host: str, repo: str, style: str, repository: str
+) -> None:
+    image = parse_image(repo)
+    chosen = resolve_style("auto", cache_host, image)
+    assert chosen == style
+    assert cache_repository(image, chosen) == repository
+
+
+def test_explicit_style_wins_and_foreign_virtual_host_is_refused() -> None:
+    image = parse_image("nginx")
+    assert resolve_style("prefix", "http://docker.io.x:5000", image) == "prefix"
+    assert resolve_style("plain", "http://127.0.0.1:5000", image) == "plain"
+    with pytest.raises(RefError, match=r"virtual host of quay\.io.*docker\.io"):
+        resolve_style("auto", "http://quay.io.example.test:5000", image)
+    # The longest registry name wins, as in the cache's own Host routing.
+    assert virtual_host_upstream("http://a.b.c.x:1", ["a.b", "a.b.c"]) == "a.b.c"
 
 
 def test_client_reference() -> None:

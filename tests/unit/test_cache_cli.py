@@ -340,7 +340,9 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = _cli(capsys, "cache", "ls", "--data-dir", str(tmp_path / "nope"))
     assert (
         code == 1
-        and err.strip() == f"registry-cache: data directory {tmp_path / 'nope'} does not exist"
+        and err.strip()
+        == f"registry-cache: data directory {tmp_path / 'nope'} (--data-dir {tmp_path / 'nope'}):"
+        " does not exist"
     )
     code, _, err = _cli(capsys, "cache", "du", "--data-dir", str(tmp_path))
     assert code == 1 and "not a cache data directory" in err

@@ -30,8 +30,8 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--tag-ttl", "soon"], "tag_ttl: invalid duration 'soon'"),
-        (["--listen", "nowhere"], "listen: invalid listen address"),
+        (["--tag-ttl", "soon"], "tag_ttl (--tag-ttl soon): invalid duration 'soon'"),
+        (["--listen", "nowhere"], "listen (--listen nowhere): invalid listen address"),
         (["--upstream", "docker.io=ftp://x"], "upstreams.docker.io.url"),
         (["--default-upstream", "nope.example"], "default_upstream"),
         (["--max-size", "lots"], "max_size"),

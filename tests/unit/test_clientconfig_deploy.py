@@ -8,10 +8,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from registry_cache.config import build_settings
+from tests.harness.require import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def test_compose_file_structure() -> None:
     assert doc["networks"]["registry-cache"]["name"] == "registry-cache"
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+@needs(shutil.which("docker-compose") is not None, "docker-compose not installed")
 def test_compose_file_validates(tmp_path: Path) -> None:
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
@@ -104,7 +104,7 @@ def test_systemd_unit() -> None:
     assert entries["ReadWritePaths"] == ["/var/lib/registry-cache"]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@needs(shutil.which("systemd-analyze") is not None, "no systemd-analyze (apt-get install systemd)")
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = tmp_path / "registry-cache.service"
     shutil.copy(ROOT / "deploy" / "registry-cache.service", unit)

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,15 @@ def test_plan_ties_break_by_digest_for_a_stable_order() -> None:
 # ------------------------------------------------------------------ executor
 
 Data = tuple[Layout, FileBlobStore, IndexFront]
+
+
+def _stored_access(layout: Layout, digest: Digest) -> float:
+    """``last_access`` as written in the index file (a connection of its own)."""
+    with closing(sqlite3.connect(layout.index)) as db:
+        row = db.execute(
+            "SELECT last_access FROM objects WHERE digest = ?", (str(digest),)
+        ).fetchone()
+    return float(row[0])
 
 
 @pytest.fixture
@@ -400,6 +410,9 @@ async def test_before_fill_from_a_fill_thread_counts_this_workers_unflushed_hits
     try:
         assert await task.run_once() is not None  # 800 of 1000 bytes: nothing to do
         index.touch(str(hit))  # a hit just now, not yet written to the index
+        # Not yet in the file, as another connection sees it: only the eviction's
+        # own flush can save the hit (else this test would pass without one).
+        assert _stored_access(layout, hit) < time.time() - 3600
         incoming = Digest.of(b"incoming")
         with live_fill(layout, incoming, 300):
             await asyncio.to_thread(task.before_fill, incoming, 300)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from urllib3.exceptions import ProtocolError
 
-from registry_cache.digest import Digest
+from registry_cache.digest import Digest, Hasher
 from registry_cache.errors import DigestMismatch
 from registry_cache.index.front import IndexFront
 from registry_cache.index.sqlite import SqliteIndex
@@ -25,6 +25,7 @@ from registry_cache.store.fill import (
     RemoteFill,
 )
 from registry_cache.store.layout import Layout
+from tests.harness.wait import until
 
 DATA = os.urandom(3 * (1 << 20) + 12345)
 DIGEST = Digest("sha256", hashlib.sha256(DATA).hexdigest())
@@ -120,7 +121,7 @@ async def test_one_fill_many_readers(tmp_path: Path) -> None:
     bodies = await asyncio.gather(*(read_all(reader) for reader, _ in results))
     assert all(body == DATA for body in bodies)
     assert opener.offsets == [0]  # exactly one upstream fetch
-    await asyncio.sleep(0.05)
+    await fills_finished(fills)  # the commit follows the last byte
     assert fills.store.stat_now(DIGEST) == len(DATA)
     assert not fills.layout.partial(DIGEST).exists()
 
@@ -147,24 +148,62 @@ async def test_upstream_ignoring_range_is_skipped(tmp_path: Path) -> None:
     await fills_finished(fills)
 
 
+class GatedHasher:
+    """sha256 whose final digest waits for ``gate``: holds a fill between its last
+    written byte and its verification, the window the hold-back exists for."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self._hash = hashlib.sha256()
+        self._gate = gate
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        assert self._gate.wait(10), "the test never let the hash finish"
+        return self._hash.hexdigest()
+
+
+def gated_digest(gate: threading.Event) -> Digest:
+    class GatedDigest(Digest):
+        __slots__ = ()
+
+        def hasher(self) -> Hasher:
+            return GatedHasher(gate)
+
+    return GatedDigest(DIGEST.algorithm, DIGEST.hex)
+
+
 async def test_digest_mismatch_never_releases_the_last_byte(tmp_path: Path) -> None:
+    """Every byte is in the file and the digest not yet known: readers get all but the
+    held-back byte; then the mismatch fails them. Each state is waited for, none assumed."""
     fills = await manager(tmp_path)
     bad = bytearray(DATA)
-    bad[-1] ^= 0xFF
-    joined = await fills.join_or_start(DIGEST, ORIGIN, Opener(data=bytes(bad)))
+    bad[-1] ^= 0xFF  # the damage is in the last byte: only the final hash can see it
+    verifying = threading.Event()
+    digest = gated_digest(verifying)
+    joined = await fills.join_or_start(digest, ORIGIN, Opener(data=bytes(bad)))
     assert joined is not None
     reader = joined[0]
-    size = len(DATA)
-    got = 0
+    fill = fills.in_process(digest)
+    assert fill is not None
+    size = await reader.wait_size()
+    assert size == len(DATA)
+    await until(lambda: fill.written == size, within=10)  # written, not yet verified
+    end = await reader.readable(0)
+    assert end == size - HOLDBACK  # all but the held-back byte, and not one more
+    handle = reader.open()
+    try:
+        assert os.pread(handle.fileno(), size, 0) == bytes(bad)  # the file has them all
+    finally:
+        handle.close()
+    verifying.set()  # the digest is computed: it does not match
     with pytest.raises(FillFailed) as info:
-        # The fill may already have failed by the time this task looks (small data).
-        assert await reader.wait_size() == size
-        while True:
-            got = await reader.readable(got)
+        async with asyncio.timeout(10):
+            await reader.readable(end)
     reader.detach()
     assert isinstance(info.value.error, DigestMismatch)
-    assert got <= size - HOLDBACK
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(fill.finished, 10)
     assert fills.store.stat_now(DIGEST) is None
     assert not fills.layout.partial(DIGEST).exists()
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.harness.missing import missing_tool
+from tests.harness.require import missing
 from tests.harness.sockets import Socket, is_loopback, off_loopback, pid_alive, sockets
 
 
@@ -15,17 +15,17 @@ from tests.harness.sockets import Socket, is_loopback, off_loopback, pid_alive, 
 def test_a_missing_engine_fails_under_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
     monkeypatch.setenv("CI", ci)
     with pytest.raises(pytest.fail.Exception, match="not installed"):
-        missing_tool("weed is not installed")
+        missing("weed is not installed")
 
 
-@pytest.mark.parametrize("ci", [None, "", "false", "1"])
+@pytest.mark.parametrize("ci", [None, "", "false", "no"])
 def test_a_missing_engine_skips_outside_ci(monkeypatch: pytest.MonkeyPatch, ci: str | None) -> None:
     if ci is None:
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", ci)
     with pytest.raises(pytest.skip.Exception, match="not installed"):
-        missing_tool("weed is not installed")
+        missing("weed is not installed")
 
 
 @pytest.mark.parametrize(

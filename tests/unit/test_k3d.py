@@ -122,6 +122,30 @@ def test_apply_dry_run_only_lists_nodes() -> None:
     assert "nothing changed" in result.output
 
 
+def test_apply_dry_run_previews_without_docker() -> None:
+    rec = RecordingRunner(missing=["docker", "k3d"])
+    result = invoke(rec, "apply", "dev", "--dry-run", "--host", "cache.lan")
+    assert result.exit_code == 0, result.output
+    assert rec.calls == []
+    lines = result.output.splitlines()
+    assert "# nodes not listed (docker not found on PATH); the real run lists them with:" in lines
+    assert f"+ {shlex.join(list_nodes_argv('dev'))}" in lines
+    assert any("<node>:/etc/rancher/k3s/registries.yaml" in line for line in lines)
+    assert "+ k3d cluster stop dev" in lines and "+ k3d cluster start dev" in lines
+    assert "http://cache.lan:5000" in result.output
+    assert lines[-1] == "dry run: nothing changed (nodes not listed of 'dev')"
+
+
+def test_apply_dry_run_previews_without_a_daemon_or_cluster() -> None:
+    rec = RecordingRunner(fail=["docker", "ps"], stderr="Cannot connect to the Docker daemon")
+    result = invoke(rec, "apply", "dev", "--dry-run", "--host", "cache.lan")
+    assert result.exit_code == 0, result.output
+    assert "Cannot connect to the Docker daemon" in result.output
+    nobody = RecordingRunner(ps_output="")  # docker answers, but no such cluster
+    result = invoke(nobody, "apply", "dev", "--dry-run", "--host", "cache.lan")
+    assert result.exit_code == 0 and "no k3d nodes found for cluster 'dev'" in result.output
+
+
 def test_apply_with_a_login_installs_it_and_the_dry_run_masks_it(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("n0de-pw\n")

@@ -127,6 +127,18 @@ def test_quick_policy_does_not_retry(server: Scripted) -> None:
     assert server.count("/v2/library/x/manifests/") == 1
 
 
+def test_digest_reference_written_with_at_in_errors(server: Scripted) -> None:
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(404, body=b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+    ]
+    with pytest.raises(ManifestUnknown) as info:
+        client_for(server.url).get_manifest("library/x", DIGEST, FAST)
+    assert f"library/x@{DIGEST}" in str(info.value)
+    with pytest.raises(ManifestUnknown) as info:
+        client_for(server.url).get_manifest("library/x", "1.0", FAST)
+    assert "library/x:1.0" in str(info.value)
+
+
 def test_not_found_mapping(server: Scripted) -> None:
     client = client_for(server.url)
     server.script["/v2/library/x/manifests/"] = [

@@ -5,7 +5,13 @@ the averages (thresholds in ``Thresholds``, printed with every verdict):
 
 * cache HTTP ≥ 80% of iperf3 → the network path is the limit, not the cache;
 * cache HTTP < 50% of iperf3 → look at the cache host (disk, CPU, NIC);
-* CDN ≥ 1.5x the cache → the path to the cache is the bottleneck.
+* CDN ≥ 1.5x the cache → the path to the cache is the bottleneck, unless iperf3
+  already showed that path carries far more than the cache serves: then the CDN
+  confirms the cache host (the verdicts never blame two different places).
+
+HTTP rates depend on how many bytes a download moves (TCP slow start, request
+latency), so both sides are timed over the same byte count: the smaller of the two
+files (``compared_bytes``), the larger download stopped there.
 
 The iperf3 reference is the ``-R -P 4`` run (the cache host sends to us, as in a
 pull); without it, the best iperf3 average. Rates are in bits per second.
@@ -69,7 +75,11 @@ def parse_iperf(text: str) -> float:
         raise IperfError("iperf3 JSON has no end.sum_received.bits_per_second") from None
 
 
-def iperf_argv(binary: str, host: str, port: int, duration: int, mode: str) -> list[str]:
+def iperf_argv(
+    binary: str, host: str, port: int, duration: int, mode: str, *, nbytes: int | None = None
+) -> list[str]:
+    """``-n nbytes`` (the HTTP downloads' byte count, so the rates compare) or ``-t``."""
+    amount = ["-n", str(nbytes)] if nbytes else ["-t", str(duration)]
     return [
         binary,
         "-c",
@@ -77,8 +87,7 @@ def iperf_argv(binary: str, host: str, port: int, duration: int, mode: str) -> l
         "-p",
         str(port),
         "-J",
-        "-t",
-        str(duration),
+        *amount,
         "--connect-timeout",
         "5000",
         *IPERF_MODES[mode],
@@ -86,14 +95,21 @@ def iperf_argv(binary: str, host: str, port: int, duration: int, mode: str) -> l
 
 
 async def run_iperf(
-    host: str, port: int, duration: int, mode: str, binary: str = "iperf3"
+    host: str,
+    port: int,
+    duration: int,
+    mode: str,
+    *,
+    binary: str = "iperf3",
+    nbytes: int | None = None,
 ) -> float:
-    """One iperf3 client run; bits/s received. Raises IperfMissing/IperfNoServer/IperfError."""
+    """One iperf3 client run (``nbytes`` or ``duration`` s; at most ``duration`` + 20 s);
+    bits/s received. Raises IperfMissing/IperfNoServer/IperfError."""
     path = shutil.which(binary)
     if path is None:
         raise IperfMissing(f"{binary} not found on PATH")
     proc = await asyncio.create_subprocess_exec(
-        *iperf_argv(path, host, port, duration, mode),
+        *iperf_argv(path, host, port, duration, mode, nbytes=nbytes),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -120,17 +136,35 @@ class Download:
         return self.bytes * 8 / self.seconds if self.seconds > 0 else 0.0
 
 
-async def download(client: RegistryClient, url: str, *, scope: str, what: str) -> Download:
-    """GET ``url`` to the last byte (discarded); time from the request to the last byte."""
+async def download(
+    client: RegistryClient, url: str, *, scope: str, what: str, limit: int | None = None
+) -> Download:
+    """GET ``url`` (bytes discarded); time from the request to the last byte, or to the
+    ``limit``-th byte when given (the rest is not read: the connection is dropped)."""
     received = 0
     started = time.perf_counter()
     async with client.get(url, scope=scope, what=what) as resp:
         async for chunk in resp.content.iter_chunked(CHUNK):
             received += len(chunk)
-    seconds = time.perf_counter() - started
+            if limit is not None and received >= limit:
+                received = limit
+                break
+        seconds = time.perf_counter() - started
     if received == 0:
         raise PullError(f"{what}: empty response from {url}")
     return Download(received, seconds)
+
+
+async def content_length(client: RegistryClient, url: str, *, scope: str, what: str) -> int | None:
+    """The size a GET of ``url`` announces (headers only; the body is not read)."""
+    async with client.get(url, scope=scope, what=what) as resp:
+        return resp.content_length
+
+
+def compared_bytes(cache_size: int | None, cdn_size: int | None) -> int | None:
+    """Both sides are timed over this many bytes: the smaller file (None: sizes unknown)."""
+    sizes = [size for size in (cache_size, cdn_size) if size]
+    return min(sizes) if sizes else None
 
 
 def open_client(url: str, *, verify_tls: bool = True) -> RegistryClient:
@@ -151,9 +185,11 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    key: str  # network-limit | cache-host | in-between | path-bottleneck | cache-not-slower
+    # network-limit | cache-host | in-between | path-bottleneck | cdn-faster | cache-not-slower
+    key: str
     message: str
     rule: str
+    blames: str | None = None  # "path" | "cache-host": where it puts the bottleneck
 
 
 def verdicts(
@@ -173,6 +209,7 @@ def verdicts(
                     "network-limit",
                     f"{pct}: the network path is the limit, not the cache",
                     f"cache >= {t.network_limit:.0%} of iperf3",
+                    "path",
                 )
             )
         elif ratio < t.cache_host:
@@ -181,6 +218,7 @@ def verdicts(
                     "cache-host",
                     f"{pct}: look at the cache host (disk, CPU, NIC)",
                     f"cache < {t.cache_host:.0%} of iperf3",
+                    "cache-host",
                 )
             )
         else:
@@ -194,13 +232,26 @@ def verdicts(
             )
     if cache_bps and cdn_bps is not None:
         factor = cdn_bps / cache_bps
-        if factor >= t.cdn_faster:
+        iperf_blames_host = any(v.blames == "cache-host" for v in out)
+        if factor >= t.cdn_faster and iperf_blames_host:
+            out.append(
+                Verdict(
+                    "cdn-faster",
+                    f"the CDN is {factor:.1f}x faster than the cache, and iperf3 shows the "
+                    "path carries far more than the cache serves: the cache host is the "
+                    "bottleneck, not the path",
+                    f"CDN >= {t.cdn_faster}x cache and cache < {t.cache_host:.0%} of iperf3",
+                    "cache-host",
+                )
+            )
+        elif factor >= t.cdn_faster:
             out.append(
                 Verdict(
                     "path-bottleneck",
                     f"the CDN is {factor:.1f}x faster than the cache: "
                     "the path to the cache is the bottleneck",
                     f"CDN >= {t.cdn_faster}x cache",
+                    "path",
                 )
             )
         else:

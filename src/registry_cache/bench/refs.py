@@ -3,13 +3,17 @@
 ``--repo`` follows docker's rules: a first component with a ``.`` or ``:`` (or
 ``localhost``) names the registry, anything else is Docker Hub, where one-word
 names live under ``library/``. The cache serves every upstream on one port and is
-addressed by path prefix (``/v2/<upstream>/<repo>/...``) or, for caches that
-mirror one upstream only (distribution's proxy), by the plain repository name.
+addressed by path prefix (``/v2/<upstream>/<repo>/...``), by virtual host
+(``--cache-host docker.io.<domain>:5000``: the Host header picks the upstream, so the
+path is the plain repository, exactly as the cache routes it: Host before prefix)
+or, for caches that mirror one upstream only (distribution's proxy), by the plain
+repository name.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -21,7 +25,9 @@ DOCKER_HUB = "docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
-PathStyle = Literal["prefix", "plain"]
+# "host": a virtual host <upstream>.<domain> names the upstream, the path is plain.
+PathStyle = Literal["prefix", "plain", "host"]
+STYLE_CHOICES = ("auto", "prefix", "plain")
 
 
 class RefError(ValueError):
@@ -112,6 +118,34 @@ def path_style(text: str) -> PathStyle:
     if text not in ("prefix", "plain"):
         raise RefError(f"invalid cache path style {text!r} (prefix or plain)")
     return "plain" if text == "plain" else "prefix"
+
+
+def virtual_host_upstream(cache_url: str, registries: Iterable[str]) -> str | None:
+    """The registry whose virtual host ``cache_url`` is (``docker.io.example:5000``
+    → ``docker.io``), the longest name first, as the cache itself matches; else None."""
+    host = (urlsplit(cache_url).hostname or "").rstrip(".").lower()
+    for name in sorted(registries, key=len, reverse=True):
+        if host.startswith(f"{name}.") and len(host) > len(name) + 1:
+            return name
+    return None
+
+
+def resolve_style(text: str, cache_url: str, image: ImageRef) -> PathStyle:
+    """``--cache-path-style``: ``auto`` picks ``host`` for a virtual host of the
+    image's registry, else ``prefix``. A virtual host of another registry is an error:
+    the cache routes by Host before path, so no path could reach the image there."""
+    if text != "auto":
+        return path_style(text)
+    named = virtual_host_upstream(cache_url, {image.registry, *DEFAULT_UPSTREAMS})
+    if named is None:
+        return "prefix"
+    if named != image.registry:
+        raise RefError(
+            f"--cache-host {host_port(cache_url)} is the virtual host of {named}, "
+            f"but {image.name} is on {image.registry} (use {image.registry}.<domain>, "
+            "or the cache's plain HOST:PORT)"
+        )
+    return "host"
 
 
 def cache_repository(image: ImageRef, style: PathStyle) -> str:

@@ -39,6 +39,7 @@ from pydantic import SecretStr
 from ..digest import Digest, Hasher
 from ..errors import DigestInvalid
 from ..mediatypes import IMAGE_TYPES, INDEX_TYPES, manifest_media_type
+from ..reference import display_reference
 from ..upstream.auth import Challenge, basic_header, parse_challenges
 from ..upstream.origin import CredentialPolicy, RealmUse, host_of
 
@@ -288,7 +289,7 @@ class RegistryClient:
     async def manifest(self, repository: str, reference: str) -> Manifest:
         """Fetch a manifest by tag or digest; its digest is checked against the request
         (by digest) or against ``Docker-Content-Digest`` (by tag, when sent)."""
-        what = f"manifest {repository}{'@' if ':' in reference else ':'}{reference}"
+        what = f"manifest {display_reference(repository, reference)}"
         url = f"{self.url}/v2/{repository}/manifests/{reference}"
         async with self.get(
             url, scope=pull_scope(repository), what=what, headers={"Accept": MANIFEST_ACCEPT}

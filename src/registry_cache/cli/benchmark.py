@@ -30,7 +30,7 @@ from ..bench.refs import (
     base_url,
     default_upstream_url,
     parse_image,
-    path_style,
+    resolve_style,
 )
 from ..bench.registry import Credentials, PullError
 from ..bench.report import BenchReport, header_lines, run_line, summary_lines
@@ -83,6 +83,7 @@ from .main import CliError
     help="Write pulled images here as an OCI layout (builtin) or dir: (skopeo).",
 )
 @cache_path_style_option(
+    "auto: plain paths on a virtual host --cache-host <upstream>.<domain>, else prefix; "
     "prefix: /v2/<upstream>/<repo>/... (registry-cache); plain: /v2/<repo>/... "
     "(a single-upstream mirror such as distribution's proxy)."
 )
@@ -132,11 +133,12 @@ def benchmark(  # noqa: PLR0917 - one parameter per click option
         if image.digest:
             raise RefError("give --repo a name (and --tag): the benchmark resolves the digest")
         parse_platform(platform)
+        cache_url = base_url(cache_host)
         config = BenchConfig(
             image=image,
             upstream_url=base_url(upstream_url or default_upstream_url(image.registry), "https"),
-            cache_url=base_url(cache_host),
-            cache_style=path_style(cache_path_style),
+            cache_url=cache_url,
+            cache_style=resolve_style(cache_path_style, cache_url, image),
             pulls=pulls,
             prune_between=prune_between,
             client=client_name,

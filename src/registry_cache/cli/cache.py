@@ -45,7 +45,7 @@ from ..store.maintenance import (
 from ..units import format_duration, format_size, parse_duration
 from .common import console, json_option
 from .main import CliError
-from .options import settings_from, settings_options
+from .options import data_dir, settings_from, settings_options
 
 machine_readable = json_option("Machine-readable output.")
 T = TypeVar("T")
@@ -68,18 +68,21 @@ class Data:
 def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Data]:
     """The configured data directory; CliError (one line) unless it holds a cache.
 
-    ``read_only`` commands still work on a directory they may not write to.
+    ``read_only`` commands also work on a directory nobody may write to (a read-only
+    copy or mount): the index is then opened read-only and immutable. A full disk is
+    no reason to refuse: gc and prune are how space comes back.
     """
     settings = settings_from(params)
-    layout = Layout(settings.data_dir)
-    if not layout.root.is_dir():
-        raise CliError(f"data directory {layout.root} does not exist")
+    checked = data_dir(settings, write=not read_only)
+    layout = Layout(checked.path)
     if not settings.clustered and not layout.index.is_file():
         raise CliError(f"{layout.root} is not a cache data directory (no {layout.index.name})")
     loop = asyncio.new_event_loop()
     try:
         try:
-            raw = loop.run_until_complete(open_index(settings))
+            # Nobody may write the directory (a read-only copy or mount): read-only,
+            # immutable (index/sqlite.py).
+            raw = loop.run_until_complete(open_index(settings, readonly=not checked.writable))
         except (IndexUnavailable, sqlite3.Error) as exc:
             if not read_only:
                 raise CliError(f"cannot open {layout.index}: {exc}") from None

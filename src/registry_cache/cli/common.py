@@ -7,6 +7,7 @@ so the server does not load rich.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,11 +44,11 @@ def image_options(repo_help: str) -> Callable[[F], F]:
 
 
 def cache_path_style_option(help: str) -> Callable[[F], F]:
-    """``--cache-path-style prefix|plain`` [prefix]."""
+    """``--cache-path-style auto|prefix|plain`` [auto]."""
     return click.option(
         "--cache-path-style",
-        type=click.Choice(["prefix", "plain"]),
-        default="prefix",
+        type=click.Choice(["auto", "prefix", "plain"]),
+        default="auto",
         show_default=True,
         help=help,
     )
@@ -58,7 +59,22 @@ def json_option(help: str = "Print only JSON (for scripts).") -> Callable[[F], F
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+# Piped or redirected output has no width to fit: tables keep whole names (rich would
+# cut cells at 80 columns with "…"), plain columns without colour.
+PIPE_WIDTH = 100_000
+
+
 def console(*, stderr: bool = False, quiet: bool = False) -> Console:
     """The commands' rich console: no soft wrapping, no highlighting; stdout unless
-    ``stderr`` (with ``--json`` the document owns stdout)."""
-    return Console(soft_wrap=True, highlight=False, stderr=stderr, quiet=quiet)
+    ``stderr`` (with ``--json`` the document owns stdout). Not a terminal: no width
+    limit and no styles, so a table is plain columns with nothing truncated."""
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = stream.isatty()
+    return Console(
+        soft_wrap=True,
+        highlight=False,
+        stderr=stderr,
+        quiet=quiet,
+        width=None if terminal else PIPE_WIDTH,
+        no_color=None if terminal else True,
+    )

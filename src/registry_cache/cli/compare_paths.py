@@ -3,6 +3,10 @@
 Replaces the seed's ``compare-paths.sh`` (``./compare-paths.sh`` still runs it).
 iperf3 needs ``iperf3 -s`` on the cache host; without the binary or a server the
 HTTP part still runs. The seed's interpretation guidelines are computed verdicts.
+
+Every rate compared is taken over the same byte count (``compared_bytes``: the
+smaller of the cache blob and the CDN file; iperf3 moves it too, with ``-n``), so a
+verdict does not follow from one file being larger than the other.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ from ..bench.paths import (
     IperfNoServer,
     Thresholds,
     Verdict,
+    compared_bytes,
+    content_length,
     download,
     open_client,
     run_iperf,
     verdicts,
 )
 from ..bench.pullclient import DEFAULT_PLATFORM, image_blobs, parse_platform, resolve
-from ..bench.refs import RefError, base_url, cache_repository, parse_image, path_style
+from ..bench.refs import RefError, base_url, cache_repository, parse_image, resolve_style
 from ..bench.registry import PullError, RegistryClient, pull_scope
+from ..reference import display_reference
 from .common import cache_host_option, cache_path_style_option, console, image_options, json_option
 from .main import CliError
 
@@ -44,6 +51,9 @@ class PathsResult:
     cache_url: str
     blob_url: str
     cdn_url: str
+    cache_size: int | None = None  # bytes of the cache blob
+    cdn_size: int | None = None  # bytes the CDN announced (None: no Content-Length / failed)
+    compared: int | None = None  # bytes every timed transfer moves
     iperf: dict[str, list[float]] = field(default_factory=dict)  # mode → bits/s per run
     cache: list[Download] = field(default_factory=list)
     cdn: list[Download] = field(default_factory=list)
@@ -55,9 +65,15 @@ class PathsResult:
             return REFERENCE_MODE, avgs[REFERENCE_MODE]
         return max(avgs.items(), key=lambda kv: kv[1]) if avgs else None
 
+    def cdn_comparable(self) -> bool:
+        """Every cache and CDN run moved the same bytes (a smaller CDN file would not)."""
+        moved = {d.bytes for d in (*self.cache, *self.cdn)}
+        return bool(self.cache and self.cdn) and len(moved) == 1
+
     def verdicts(self) -> list[Verdict]:
         ref = self.iperf_reference()
-        return verdicts(_avg(self.cache), ref[1] if ref else None, _avg(self.cdn))
+        cdn = _avg(self.cdn) if self.cdn_comparable() else None
+        return verdicts(_avg(self.cache), ref[1] if ref else None, cdn)
 
     def to_json(self) -> dict[str, Any]:
         ref = self.iperf_reference()
@@ -72,6 +88,7 @@ class PathsResult:
                 if v
             },
             "iperf3_reference": ref[0] if ref else None,
+            "sizes": {"cache": self.cache_size, "cdn": self.cdn_size, "compared": self.compared},
             "http": {
                 name: {
                     "runs": [
@@ -88,7 +105,8 @@ class PathsResult:
                 "cdn_faster": t.cdn_faster,
             },
             "verdicts": [
-                {"key": v.key, "message": v.message, "rule": v.rule} for v in self.verdicts()
+                {"key": v.key, "message": v.message, "rule": v.rule, "blames": v.blames}
+                for v in self.verdicts()
             ],
             "notes": self.notes,
         }
@@ -109,9 +127,9 @@ class PathsResult:
 @click.option(
     "--duration",
     type=click.IntRange(1, 300),
-    default=5,
+    default=40,
     show_default=True,
-    help="Seconds per iperf3 run (-t).",
+    help="iperf3 moves the compared byte count (-n); a run may take this + 20 s at most.",
 )
 @click.option(
     "--cdn-url",
@@ -153,6 +171,7 @@ def compare_paths(  # noqa: PLR0917 - one parameter per click option
     try:
         cache_url = base_url(cache_host)
         image = parse_image(repo, tag)
+        style = resolve_style(cache_path_style, cache_url, image)
         parse_platform(platform)
         base_url(cdn_url, "https")
     except (RefError, ValueError) as exc:
@@ -163,10 +182,10 @@ def compare_paths(  # noqa: PLR0917 - one parameter per click option
         out.print(line, markup=False)
 
     async def main() -> PathsResult:
+        size: int | None
         if cache_blob_url:
-            blob_url, scope = cache_blob_url, _scope_of(cache_blob_url)
+            blob_url, scope, size = cache_blob_url, _scope_of(cache_blob_url), None
         else:
-            style = path_style(cache_path_style)
             blob_url, scope, size = await _largest_layer(
                 cache_url, cache_repository(image, style), image.reference, platform
             )
@@ -174,12 +193,13 @@ def compare_paths(  # noqa: PLR0917 - one parameter per click option
         result = PathsResult(cache_url, blob_url, cdn_url)
         say(f"[paths] cache blob URL: {blob_url}")
         say(f"[paths] CDN URL: {cdn_url}")
+        await _sizes(result, scope, size, say)
         host = urlsplit(cache_url).hostname or "localhost"
         if skip_iperf:
             result.notes.append("iperf3 skipped (--skip-iperf)")
             say("[iperf3] skipped (--skip-iperf)")
         else:
-            say(f"[iperf3] {host}:{iperf_port}, {duration} s per run")
+            say(f"[iperf3] {host}:{iperf_port}, {_mb(result.compared)} per run (-n)")
             await _iperf(result, host=host, port=iperf_port, duration=duration, runs=runs, say=say)
         await _http(result, scope, runs, say)
         return result
@@ -205,9 +225,37 @@ async def _largest_layer(
         except PullError as exc:
             raise type(exc)(f"cache {exc}") from None
         if not layers:
-            raise PullError(f"{repository} {reference} has no layers to download")
+            raise PullError(f"{display_reference(repository, reference)} has no layers to download")
         largest = max(layers, key=lambda d: d.size)
         return client.blob_url(repository, largest.digest), pull_scope(repository), largest.size
+
+
+async def _sizes(
+    result: PathsResult, scope: str, cache_size: int | None, say: Callable[[str], None]
+) -> None:
+    """Learn both sizes (headers only) and the byte count every measurement moves."""
+    async with open_client(_origin(result.blob_url), verify_tls=False) as cache:
+        if cache_size is None:
+            try:
+                cache_size = await content_length(
+                    cache, result.blob_url, scope=scope, what="cache blob"
+                )
+            except PullError as exc:
+                raise type(exc)(f"cache {exc}") from None
+    if not cache_size:
+        raise PullError(f"cache blob {result.blob_url} announces no size (Content-Length)")
+    result.cache_size = cache_size
+    async with open_client(_origin(result.cdn_url)) as cdn:
+        try:
+            result.cdn_size = await content_length(cdn, result.cdn_url, scope="", what="CDN file")
+        except PullError:
+            pass  # the timed download reports the failure
+    result.compared = compared_bytes(result.cache_size, result.cdn_size)
+    cdn_text = _mb(result.cdn_size) if result.cdn_size else "size unknown"
+    say(
+        f"[paths] sizes: cache blob {_mb(result.cache_size)}, CDN file {cdn_text}; "
+        f"every transfer is timed over the same {_mb(result.compared)}"
+    )
 
 
 async def _iperf(
@@ -222,7 +270,7 @@ async def _iperf(
     for mode in IPERF_MODES:
         for index in range(1, runs + 1):
             try:
-                bps = await run_iperf(host, port, duration, mode)
+                bps = await run_iperf(host, port, duration, mode, nbytes=result.compared)
             except IperfMissing as exc:
                 note = (
                     f"{exc}: iperf3 part skipped "
@@ -252,8 +300,11 @@ async def _http(result: PathsResult, scope: str, runs: int, say: Callable[[str],
     cdn_ok = True
     async with cache, cdn:
         for index in range(1, runs + 1):  # A/B interleaved: both see the same conditions
+            limit = result.compared
             try:
-                got = await download(cache, result.blob_url, scope=scope, what="cache blob")
+                got = await download(
+                    cache, result.blob_url, scope=scope, what="cache blob", limit=limit
+                )
             except PullError as exc:
                 raise type(exc)(f"cache {exc}") from None
             result.cache.append(got)
@@ -261,7 +312,7 @@ async def _http(result: PathsResult, scope: str, runs: int, say: Callable[[str],
             if not cdn_ok:
                 continue
             try:
-                got = await download(cdn, result.cdn_url, scope="", what="CDN file")
+                got = await download(cdn, result.cdn_url, scope="", what="CDN file", limit=limit)
             except PullError as exc:
                 cdn_ok = False
                 result.notes.append(f"CDN download failed: {exc}")
@@ -269,10 +320,22 @@ async def _http(result: PathsResult, scope: str, runs: int, say: Callable[[str],
                 continue
             result.cdn.append(got)
             say(f"[http] cdn      run {index}/{runs}  {_dl(got)}")
+        if result.cache and result.cdn and not result.cdn_comparable():
+            note = (
+                "the CDN file ended before the compared byte count "
+                f"({_mb(result.cdn[-1].bytes)} < {_mb(result.cache[-1].bytes)}): "
+                "no CDN verdict, the rates would not compare"
+            )
+            result.notes.append(note)
+            say(f"[http] {note}")
 
 
 def _summary(result: PathsResult) -> list[str]:
-    lines = ["[averages] Mbit/s = 10^6 bits per second"]
+    lines = [
+        "[averages] Mbit/s = 10^6 bits per second, every transfer "
+        f"{_mb(result.compared)} (cache blob {_mb(result.cache_size)}, CDN file "
+        f"{_mb(result.cdn_size) if result.cdn_size else 'size unknown'})"
+    ]
     for mode, values in result.iperf.items():
         if values:
             lines.append(f"iperf3 {mode:<9} {_stats(values)}")
@@ -303,6 +366,10 @@ def _stats(values: list[float]) -> str:
 
 def _avg(runs: list[Download]) -> float | None:
     return statistics.fmean(d.bits_per_second for d in runs) if runs else None
+
+
+def _mb(nbytes: int | None) -> str:
+    return f"{(nbytes or 0) / 1e6:.1f} MB"
 
 
 def _mbit(bps: float) -> str:

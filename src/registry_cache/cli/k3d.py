@@ -122,10 +122,32 @@ def apply_plan(cluster: str, nodes: Sequence[str], source: str) -> list[list[str
     return plan
 
 
+PLACEHOLDER_NODE = "<node>"
+
+
+def preview_nodes(runner: Runner, cluster: str) -> tuple[list[str], str | None]:
+    """For a dry run: the real nodes when docker answers, else a placeholder and why
+    not (no docker binary, no daemon, no such cluster): a preview needs neither."""
+    if not runner.available("docker"):
+        return [PLACEHOLDER_NODE], "docker not found on PATH"
+    try:
+        return list_nodes(runner, cluster), None
+    except CliError as exc:
+        return [PLACEHOLDER_NODE], str(exc)
+
+
 def apply_registries(runner: Runner, cluster: str, text: str, *, dry_run: bool = False) -> None:
     """Install ``text`` as every node's registries.yaml, restart, and verify."""
-    require(runner, *(("docker",) if dry_run else ("docker", "k3d")))
-    nodes = list_nodes(runner, cluster)
+    unlisted: str | None = None
+    if dry_run:
+        nodes, unlisted = preview_nodes(runner, cluster)
+    else:
+        require(runner, "docker", "k3d")
+        nodes = list_nodes(runner, cluster)
+    if unlisted is not None:
+        click.echo(f"# nodes not listed ({unlisted}); the real run lists them with:")
+        click.echo(f"+ {shlex.join(list_nodes_argv(cluster))}")
+        click.echo(f"# and runs the {PLACEHOLDER_NODE} commands for each server and agent")
     with tempfile.TemporaryDirectory(prefix="registry-cache-k3d-") as tmp:
         source = Path(tmp) / "registries.yaml"
         source.write_text(text, encoding="utf-8")
@@ -141,7 +163,8 @@ def apply_registries(runner: Runner, cluster: str, text: str, *, dry_run: bool =
         if check(runner.run(argv)).stdout != text:
             raise CliError(f"{node}: {K3S_REGISTRIES} differs from what was written")
     if dry_run:
-        click.echo(f"dry run: nothing changed ({len(nodes)} node(s) of {cluster!r})")
+        shown = "nodes not listed" if unlisted is not None else f"{len(nodes)} node(s)"
+        click.echo(f"dry run: nothing changed ({shown} of {cluster!r})")
     else:
         click.echo(f"registries.yaml installed and verified on {len(nodes)} node(s)")
 

@@ -49,6 +49,14 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, spec[1])
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from COMMANDS' one-line helps: click's own would import
+        every command module (aiohttp, rich, pydantic...) just to print ``--help``."""
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     @staticmethod
     def _available(name: str) -> bool:
         module = COMMANDS[name][0]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ..config import Settings, build_settings
+from ..config import Settings, build_settings, read_environment, unknown_env_warnings
+from ..datadir import DataDir, DataDirError, check
+from .main import CliError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +27,8 @@ _SETTING_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--data-dir",),
         {
-            "type": click.Path(file_okay=False, path_type=Path),
+            # Not file_okay=False: datadir.check says what is wrong, in one line.
+            "type": click.Path(path_type=Path),
             "help": "Where blobs and the index live [./data].",
         },
     ),
@@ -90,8 +94,27 @@ def settings_from(params: dict[str, Any], **extra: Any) -> Settings:
         "index_password_file": params.pop("index_password_file", None),
         **extra,
     }
-    return build_settings(
+    settings = build_settings(
         config_file=params.pop("config_file", None),
         flags=flags,
         upstream_flags=list(params.pop("upstreams", None) or ()),
     )
+    for line in unknown_env_warnings(read_environment(os.environ, Path(".env"))):
+        click.echo(f"registry-cache: warning: {line}", err=True)
+    return settings
+
+
+def data_dir(
+    settings: Settings, *, write: bool, create: bool = False, need_space: bool = False
+) -> DataDir:
+    """``datadir.check`` of the configured data directory; CliError (one line) if unusable."""
+    try:
+        return check(
+            settings.data_dir,
+            origin=settings.origin("data_dir"),
+            write=write,
+            create=create,
+            need_space=need_space,
+        )
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None

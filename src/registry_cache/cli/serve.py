@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
+from ..errors import ConfigError
 from ..htpasswd import load as load_htpasswd
 from ..logs import setup_logging
 from ..server import ServeError
 from ..server import serve as run_server
 from ..tls import server_context
 from .main import CliError
-from .options import settings_from, settings_options
+from .options import data_dir, settings_from, settings_options
 
 log = logging.getLogger("registry_cache.server")
 
@@ -105,10 +106,14 @@ def serve(**params: Any) -> None:
     if settings.clustered:
         settings.cluster_key()  # unreadable or too short: one line, exit 2
         settings.index_secret()
-    # A bad certificate or htpasswd file stops us here, in one line.
+    # A bad certificate, htpasswd file or data directory stops us here, in one line.
     server_context(settings)
     if settings.htpasswd is not None:
-        load_htpasswd(settings.htpasswd)
+        try:
+            load_htpasswd(settings.htpasswd)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({settings.origin('htpasswd')})") from None
+    data_dir(settings, write=True, create=True, need_space=True)
     setup_logging(settings)
     if settings.htpasswd is not None and settings.tls_cert is None:
         log.warning(

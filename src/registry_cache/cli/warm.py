@@ -35,7 +35,7 @@ from ..warming import WarmResult, read_image_list, warm_directly, warm_through_c
 from .clientconfig import login_from, login_options
 from .common import console, json_option
 from .main import CliError
-from .options import settings_from, settings_options
+from .options import data_dir, settings_from, settings_options
 
 
 class _Bars:
@@ -130,6 +130,8 @@ def warm(  # noqa: PLR0917 - one parameter per click option
     except RefError as exc:
         raise click.BadParameter(str(exc)) from None
     settings = settings_from(params)
+    if url is None:  # filling the data directory in this process
+        data_dir(settings, write=True, create=True, need_space=True)
     chosen = None if all_platforms else platform or DEFAULT_PLATFORM
     out = console(stderr=as_json)
     columns = (

@@ -114,7 +114,7 @@ class FillFailed(Exception):
 class FillReader(Protocol):
     """What the web layer needs to stream a blob that is still arriving.
 
-    ``FillManager.join_or_start`` hands out readers already attached; whoever
+    ``FillCoordinator.join_or_start`` hands out readers already attached; whoever
     holds one calls ``detach()`` exactly once when done with it.
     """
 

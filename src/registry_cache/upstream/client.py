@@ -49,6 +49,7 @@ from ..errors import (
     Unavailable,
 )
 from ..mediatypes import UPSTREAM_ACCEPT
+from ..reference import display_reference
 from ..units import format_size
 from .auth import Authenticator, RealmRefused, TokenError
 from .origin import CredentialPolicy, host_of, origin_of
@@ -269,7 +270,7 @@ class UpstreamClient:
             headers={"Accept": UPSTREAM_ACCEPT},
             retry=retry,
             unknown=ManifestUnknown,
-            what=f"{repo}{'@' if ':' in reference else ':'}{reference}",
+            what=display_reference(repo, reference),
             cap=self._caps.manifest if method == "GET" else 0,
             body_kind="manifest",
         )
