@@ -36,6 +36,7 @@ from .blobs import FileBlobStore
 from .inflight import incoming
 from .layout import Layout
 from .pipes import CHUNK, HashPipe, ReadSizer, WritePipe, rehash_existing
+from .progress import FillProgress
 
 log = logging.getLogger("registry_cache.fill")
 
@@ -440,6 +441,13 @@ class FillManager:
 
     def local(self, digest: Digest) -> Fill | None:
         return self.fills.get(digest)
+
+    def progress(self) -> list[FillProgress]:
+        """A snapshot of this process's fills in flight (read-only, for the dashboard)."""
+        return [
+            FillProgress(str(d), f.size, f.written, max(0, f._clients))
+            for d, f in list(self.fills.items())
+        ]
 
     def join_or_start(self, digest: Digest, opener: Opener) -> tuple[FillReader, bool] | None:
         """(reader, started_here), or None when the blob got committed meanwhile."""

@@ -18,6 +18,7 @@ from ..config import Settings
 from ..htpasswd import Htpasswd
 from ..proxy.context import ProxyContext
 from ..proxy.eviction import EvictionTask
+from ..stats import Recorder, StatsDB, StatsService
 from ..store.blobs import FileBlobStore
 from ..store.fill import FillManager
 from ..store.index import Index
@@ -25,14 +26,19 @@ from ..store.layout import Layout
 from ..upstream.client import UpstreamClient
 from .clientauth import ClientAuth
 from .clientauth import middleware as client_auth
+from .dashboard import STATS_KEY
+from .dashboard import add_routes as add_dashboard
 from .handlers import api
 from .keys import SETTINGS_KEY
 from .middleware import access_log, add_api_version, registry_errors
+from .observe import mark_response, observe
 from .services import SERVICES_KEY, Services
 
 log = logging.getLogger("registry_cache.app")
 
 TOUCH_FLUSH_INTERVAL = 5.0
+RECORDER_KEY = web.AppKey("recorder", Recorder)
+STATS_FILE = "stats.sqlite3"  # the dashboard's history (stats/history.py), not the index
 
 
 def build_context(settings: Settings) -> ProxyContext:
@@ -58,7 +64,9 @@ def build_context(settings: Settings) -> ProxyContext:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     ctx = build_context(app[SETTINGS_KEY])
     app[SERVICES_KEY] = Services.build(ctx)
-    flusher = asyncio.create_task(_flush_touches(ctx))
+    db = StatsDB(ctx.settings.data_dir / STATS_FILE)
+    stats = app[STATS_KEY] = StatsService(ctx, app[RECORDER_KEY], db)
+    flusher = asyncio.create_task(_flush_touches(ctx, stats))
     evictor = EvictionTask.start(ctx)  # None when the cache is unbounded
     log.debug("worker %d ready", os.getpid())
     yield
@@ -67,14 +75,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await flusher
     if evictor is not None:
         await evictor.stop()
+    await stats.flush()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
+    db.close()
     ctx.index.close()
 
 
-async def _flush_touches(ctx: ProxyContext) -> None:
+async def _flush_touches(ctx: ProxyContext, stats: StatsService) -> None:
     """Access times are written in batches so hits never wait for a write lock; the same
     beat drops remembered tags and links once eviction or ``cache prune``/``gc`` removed
-    rows (``Index.refresh_memos``)."""
+    rows (``Index.refresh_memos``), and hands the dashboard's counters to its history."""
     while True:
         await asyncio.sleep(TOUCH_FLUSH_INTERVAL)
         try:
@@ -85,6 +95,7 @@ async def _flush_touches(ctx: ProxyContext) -> None:
                 )
         except Exception:
             log.exception("could not record access times")
+        await stats.flush()  # never raises; the write itself runs off the loop
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -95,19 +106,25 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    middlewares: list[Middleware] = [access_log, registry_errors]
+    recorder = Recorder()
+    middlewares: list[Middleware] = [access_log, registry_errors, observe(recorder)]
+    auth: ClientAuth | None = None
     if settings.htpasswd is not None:
         # Only when configured: an open cache pays nothing per request.
-        middlewares.append(client_auth(ClientAuth(Htpasswd(settings.htpasswd))))
+        auth = ClientAuth(Htpasswd(settings.htpasswd))
+        middlewares.append(client_auth(auth))
     app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
+    app[RECORDER_KEY] = recorder
     app.on_response_prepare.append(add_api_version)
+    app.on_response_prepare.append(mark_response(recorder))
     app.cleanup_ctx.append(_services)
     from .health import add_routes as add_health
     from .pages import add_routes as add_pages
 
     add_pages(app)
     add_health(app)
+    add_dashboard(app, auth if settings.dashboard_login else None)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_route("*", "/v2", api)
     app.router.add_route("*", "/v2/{tail:.*}", api)

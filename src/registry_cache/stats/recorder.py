@@ -1,0 +1,291 @@
+"""Per-worker, in-memory aggregation of what the registry API answered.
+
+The hot path (``Recorder.answered``, called once per ``/v2`` request by the
+``web.observe`` middleware) only adds to a few dictionaries; nothing is written,
+locked or formatted there. Every few seconds ``take()`` swaps the pending deltas
+out (on the loop thread, so no lock is needed) and ``stats.history`` adds them
+to the shared file off the loop.
+
+Definitions (the README's "Dashboard" section repeats them):
+
+- a *content request* is a GET or HEAD of a manifest or blob;
+- a *hit* is a content request answered from the cache: ``HIT``, ``STALE``,
+  ``REVALIDATED`` (a HEAD upstream, no body) or ``COALESCED`` (joined a fill
+  another request started: upstream sent those bytes once);
+- a *miss* needed upstream for its body: ``MISS``, ``UPSTREAM``;
+- an *upstream request saved* is a ``HIT`` or ``COALESCED`` (no upstream request at all);
+- *bytes from cache* are the body bytes of hits, *bytes from upstream* what the
+  upstream client read (``metrics``: retries and resumes included);
+- an *error* is an answer >= 400 other than the bare 401 challenge a client
+  gets before it sends credentials;
+- a *pull* is a GET of a manifest by tag (each ``pull repo:tag`` makes exactly one).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+HITS = frozenset({"HIT", "STALE", "REVALIDATED", "COALESCED"})
+MISSES = frozenset({"MISS", "UPSTREAM"})
+SAVED = frozenset({"HIT", "COALESCED"})
+# Statuses that say the upstream itself failed (only counted for requests that
+# were routed to an upstream: a policy 403 or a client-login 401 happens before).
+UPSTREAM_FAILURES = frozenset({401, 403, 429, 502, 503, 504})
+RECENT = 50  # kept in memory between flushes, per kind
+
+# Columns of a history bucket, in this order everywhere (stats.history's tables).
+COUNTERS = (
+    "requests",
+    "hits",
+    "misses",
+    "saved",
+    "errors",
+    "stale",
+    "pulls",
+    "bytes_served",
+    "bytes_cache",
+    "bytes_upstream",
+    "upstream_errors",
+    "evictions",
+    "evicted_bytes",
+)
+_IDX = {name: i for i, name in enumerate(COUNTERS)}
+REQUESTS, HITS_I, MISSES_I, SAVED_I, ERRORS, STALE_I, PULLS = range(7)
+BYTES_SERVED, BYTES_CACHE = _IDX["bytes_served"], _IDX["bytes_cache"]
+
+
+def new_counts() -> list[int]:
+    return [0] * len(COUNTERS)
+
+
+@dataclass
+class UpstreamEvents:
+    """The latest thing seen of one upstream, with wall-clock times."""
+
+    ok_at: float | None = None
+    error_at: float | None = None
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of "recent pulls" or "recent errors" (never a client address or user)."""
+
+    kind: str  # "pull" or "error"
+    at: float
+    method: str
+    upstream: str
+    repository: str
+    reference: str
+    status: int
+    cache: str
+    bytes: int
+    duration_ms: float
+    error: str  # OCI code or exception name; "" for pulls
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FillOrigin:
+    upstream: str
+    repository: str
+    started_at: float
+
+
+@dataclass
+class Pending:
+    """Deltas since the last flush. Keys of ``minutes``: (minute start, upstream)."""
+
+    minutes: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    repos: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # hour: pulls,bytes
+    upstreams: dict[str, UpstreamEvents] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.minutes or self.repos or self.upstreams or self.events)
+
+
+class Recorder:
+    """One per worker process; every method runs on the event loop thread."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self._pending = Pending()
+        self.origins: dict[str, FillOrigin] = {}
+
+    # ------------------------------------------------------------ hot path
+
+    def answered(
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        fields: dict[str, Any],
+        duration: float,
+        error: str = "",
+        message: str = "",
+        challenge: bool = False,
+    ) -> None:
+        """One registry API request finished (``challenge``: the bare 401 before login)."""
+        now = self._clock()
+        upstream = fields.get("upstream", "") or ""
+        if upstream == "-":
+            upstream = ""
+        key = (int(now // 60) * 60, upstream)
+        counts = self._pending.minutes.get(key)
+        if counts is None:
+            counts = self._pending.minutes[key] = new_counts()
+        counts[REQUESTS] += 1
+        cache = fields.get("cache")
+        sent = fields.get("bytes", 0) if method != "HEAD" else 0
+        if not isinstance(sent, int):
+            sent = 0
+        counts[BYTES_SERVED] += sent
+        content = "/manifests/" in path or "/blobs/" in path
+        if content and cache is not None and status < 400:
+            if cache in HITS:
+                counts[HITS_I] += 1
+                counts[BYTES_CACHE] += sent
+                if cache in SAVED:
+                    counts[SAVED_I] += 1
+                elif cache == "STALE":
+                    counts[STALE_I] += 1
+            elif cache in MISSES:
+                counts[MISSES_I] += 1
+        failed = status >= 400 and not challenge
+        if failed:
+            counts[ERRORS] += 1
+        if not upstream:
+            if failed:
+                self._event(
+                    "error",
+                    now,
+                    method=method,
+                    fields=fields,
+                    status=status,
+                    duration=duration,
+                    error=error,
+                    message=message,
+                )
+            return
+        repo = fields.get("repo", "")
+        is_pull = method == "GET" and "/manifests/" in path and ":" not in fields.get("ref", ":")
+        if status < 400:
+            hour = int(now // 3600) * 3600
+            rkey = (hour, upstream, repo)
+            per_repo = self._pending.repos.get(rkey)
+            if per_repo is None:
+                per_repo = self._pending.repos[rkey] = [0, 0]
+            per_repo[1] += sent
+            if is_pull:
+                counts[PULLS] += 1
+                per_repo[0] += 1
+                self._event(
+                    "pull",
+                    now,
+                    method=method,
+                    fields=fields,
+                    status=status,
+                    duration=duration,
+                    error="",
+                    message="",
+                )
+            if cache in ("MISS", "REVALIDATED", "UPSTREAM") or status == 404:
+                self._upstream(upstream).ok_at = now
+            elif cache == "STALE":
+                self._upstream_error(upstream, now, "stale", "revalidation failed: served stale")
+        else:
+            if status in UPSTREAM_FAILURES and not challenge:
+                self._upstream_error(upstream, now, error or str(status), message)
+            elif status == 404:
+                self._upstream(upstream).ok_at = now  # upstream answered: it is not there
+            if failed:
+                self._event(
+                    "error",
+                    now,
+                    method=method,
+                    fields=fields,
+                    status=status,
+                    duration=duration,
+                    error=error,
+                    message=message,
+                )
+
+    def _upstream(self, name: str) -> UpstreamEvents:
+        events = self._pending.upstreams.get(name)
+        if events is None:
+            events = self._pending.upstreams[name] = UpstreamEvents()
+        return events
+
+    def _upstream_error(self, name: str, now: float, kind: str, message: str) -> None:
+        events = self._upstream(name)
+        events.error_at, events.error_kind, events.error = now, kind, message[:300]
+
+    def _event(
+        self,
+        kind: str,
+        now: float,
+        *,
+        method: str,
+        fields: dict[str, Any],
+        status: int,
+        duration: float,
+        error: str,
+        message: str,
+    ) -> None:
+        event = Event(
+            kind=kind,
+            at=now,
+            method=method,
+            upstream=str(fields.get("upstream", "") or ""),
+            repository=str(fields.get("repo", "") or "")[:256],
+            reference=str(fields.get("ref", "") or "")[:160],
+            status=status,
+            cache=str(fields.get("cache", "") or ""),
+            bytes=fields.get("bytes", 0) if isinstance(fields.get("bytes", 0), int) else 0,
+            duration_ms=round(duration * 1000, 1),
+            error=error[:64],
+            message=message[:300],
+        )
+        self._pending.events.append(event)
+        if len(self._pending.events) > 2 * RECENT:
+            del self._pending.events[:RECENT]  # a burst between flushes: keep the latest
+
+    # ------------------------------------------------------------ fills
+
+    def fill_started(self, digest: str, upstream: str, repository: str) -> None:
+        """A request started the fill of ``digest`` (a MISS): remember who and when."""
+        self.origins[digest] = FillOrigin(upstream, repository, self._clock())
+
+    def forget_origins(self, live: set[str]) -> None:
+        for digest in [d for d in self.origins if d not in live]:
+            del self.origins[digest]
+
+    # ------------------------------------------------------------ flush side
+
+    def add_counts(self, upstream: str, deltas: dict[str, int]) -> None:
+        """Counters measured elsewhere (``metrics`` deltas) for the current minute."""
+        if not any(deltas.values()):
+            return
+        key = (int(self._clock() // 60) * 60, upstream)
+        counts = self._pending.minutes.get(key)
+        if counts is None:
+            counts = self._pending.minutes[key] = new_counts()
+        for name, value in deltas.items():
+            counts[_IDX[name]] += value
+
+    def heard_of(self, upstream: str) -> bool:
+        """Whether a request since the last flush told anything about ``upstream``."""
+        return upstream in self._pending.upstreams
+
+    def upstream_error(self, upstream: str, kind: str, message: str) -> None:
+        self._upstream_error(upstream, self._clock(), kind, message)
+
+    def take(self) -> Pending:
+        """The deltas since the last call (the recorder starts over)."""
+        pending, self._pending = self._pending, Pending()
+        return pending
