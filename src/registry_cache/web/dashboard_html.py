@@ -21,7 +21,7 @@ from typing import Any
 from ..units import format_size
 
 PARTS = ("summary", "charts", "upstreams", "fills", "disk", "top", "recent")
-CHART_W, CHART_H = 640, 170
+CHART_W, CHART_H = 560, 170
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 12, 12, 28
 
 
@@ -87,11 +87,12 @@ def table(
 
 def summary_part(doc: dict[str, Any]) -> str:
     tiles = []
-    for name, label in (("hour", "last hour"), ("day", "last 24 hours")):
+    for name, label in (("hour", "Last hour"), ("day", "Last 24 hours")):
         w = doc["summary"][name]
         p = f"summary.{name}"
+        tiles.append(f'<h3 class="window">{label}</h3>')
         tiles.append(
-            f'<div class="tile"><h3>Hit ratio, {label}</h3>'
+            f'<div class="tile"><h4>Hit ratio</h4>'
             f'<p class="big">{stat(p + ".hit_ratio", w["hit_ratio"], pct(w["hit_ratio"]))}</p>'
             f"<p>{stat(p + '.hits', w['hits'], count(w['hits']))} hits, "
             f"{stat(p + '.misses', w['misses'], count(w['misses']))} misses, "
@@ -104,7 +105,7 @@ def summary_part(doc: dict[str, Any]) -> str:
             p + ".bytes_from_upstream", w["bytes_from_upstream"], size(w["bytes_from_upstream"])
         )
         tiles.append(
-            f'<div class="tile"><h3>Bytes, {label}</h3>'
+            f'<div class="tile"><h4>Bytes</h4>'
             f'<p class="big">{from_cache} <small>from cache</small></p>'
             f"<p>{from_up} fetched from upstream</p></div>"
         )
@@ -118,7 +119,7 @@ def summary_part(doc: dict[str, Any]) -> str:
         )
         errors = stat(p + ".errors", w["errors"], count(w["errors"]))
         tiles.append(
-            f'<div class="tile"><h3>Upstream saved, {label}</h3>'
+            f'<div class="tile"><h4>Upstream saved</h4>'
             f'<p class="big">{saved_bytes}</p>'
             f"<p>{saved_requests} requests not sent upstream; {errors} errors</p></div>"
         )
@@ -191,7 +192,7 @@ def chart(
     desc = "; ".join(described)
     return (
         f'<figure class="chart"><svg viewBox="0 0 {CHART_W} {CHART_H}" role="img" '
-        f'aria-labelledby="{chart_id}-t {chart_id}-d" preserveAspectRatio="none">'
+        f'aria-labelledby="{chart_id}-t {chart_id}-d">'
         f'<title id="{chart_id}-t">{esc(title)}</title><desc id="{chart_id}-d">{esc(desc)}</desc>'
         + "".join(grid)
         + "".join(lines)
@@ -413,7 +414,7 @@ def recent_part(doc: dict[str, Any]) -> str:
         for e in doc["recent"]["errors"]
     ]
     return (
-        '<div class="pair"><div class="half">'
+        '<div class="stack"><div>'
         + table(
             "Most recent pulls",
             ["when", "image", "cache", "status", "bytes", "time"],
@@ -421,7 +422,7 @@ def recent_part(doc: dict[str, Any]) -> str:
             "No pulls yet.",
             "Recent pulls",
         )
-        + '</div><div class="half">'
+        + "</div><div>"
         + table(
             "Most recent errors",
             ["when", "request", "status", "code", "message"],
