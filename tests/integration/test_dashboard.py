@@ -12,6 +12,9 @@ progress move on the page.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +24,7 @@ from typing import Any
 import urllib3
 
 from tests.harness.browser import Console, open_browser, require_browser
-from tests.harness.cache import CacheServer
+from tests.harness.cache import CacheServer, cli_env, run_cli
 from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import ALL_MANIFEST_TYPES, Image, build_image, push
 from tests.harness.registry import UpstreamRegistry
@@ -58,6 +61,10 @@ def pull(cache: CacheServer, repo: str, tag: str, image: Image) -> list[str]:
 
 def image_bytes(image: Image) -> int:
     return image.manifest.size + sum(b.size for b in image.blobs)
+
+
+def cache_cli(cache: CacheServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cache.cwd, timeout=60)
 
 
 def lookup(doc: Any, path: str) -> Any:
@@ -287,3 +294,58 @@ def test_names_from_requests_are_escaped(
     body = get(cache.url + "/").data.decode()
     assert "<img" not in body
     assert "library/a:&lt;img src=x onerror=alert(1)&gt;" in body
+
+
+def test_status_prints_the_same_picture_in_a_pipe(
+    upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    from tests.integration.test_client_auth import PASSWORD, htpasswd_file
+
+    long_repo = "team/" + "very-long-repository-name-" * 6 + "end"
+    image = build_image("dash-status", layers=1)
+    push(upstream.url, long_repo, "1.0", image)
+    users = htpasswd_file(tmp_path / "htpasswd", "ops")
+    cache = make_cache("--upstream", f"docker.io={upstream.url}", "--htpasswd", str(users))
+    login = urllib3.make_headers(basic_auth=f"ops:{PASSWORD}")
+    assert get(f"{cache.url}/v2/{long_repo}/manifests/1.0", **login).status == 200
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    creds = ["--login", "ops", "--password-file", str(password_file)]
+
+    refused = cache_cli(cache, "status", "--cache", cache.url)
+    assert refused.returncode == 1 and "asks for a login" in refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stderr.count("\n") == 1
+
+    shown = cache_cli(cache, "status", "--cache", cache.url, *creds)
+    assert shown.returncode == 0, shown.stderr
+    assert f"docker.io/{long_repo}" in shown.stdout  # whole, though far wider than 80 columns
+    assert "…" not in shown.stdout
+    assert "reachable" in shown.stdout and "Traffic" in shown.stdout
+
+    as_json = cache_cli(cache, "status", "--cache", cache.url, "--json", *creds)
+    doc = json.loads(as_json.stdout)
+    assert doc["summary"]["hour"]["pulls"] == 1
+    assert doc["top_images"]["by_pulls"][0]["repository"] == long_repo
+
+    watched = cache_cli(
+        cache, "status", "--cache", cache.url, "--watch", "--count", "2", "--interval", "1", *creds
+    )
+    assert watched.returncode == 0 and watched.stdout.count("Traffic") == 2
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "registry_cache", "status", "--cache", cache.url, "--watch", *creds],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        cwd=tmp_path,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "Traffic" in proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
