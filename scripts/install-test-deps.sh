@@ -9,8 +9,9 @@ PACKAGES=(
   nginx iperf3 wrk  # fault injection, "CDN", path comparison, load generation
   apache2-utils     # htpasswd for the Basic-auth upstream
   uidmap util-linux iproute2 curl jq ca-certificates
+  chromium          # the dashboard's browser tests (driven by Playwright for Python)
 )
-BINARIES=(docker-registry skopeo containerd ctr podman dockerd umoci nginx iperf3 wrk htpasswd unshare curl jq)
+BINARIES=(docker-registry skopeo containerd ctr podman dockerd umoci nginx iperf3 wrk htpasswd unshare curl jq chromium)
 
 missing=0
 for bin in "${BINARIES[@]}"; do

@@ -95,7 +95,7 @@ def test_api_and_page_report_a_known_set_of_pulls(
     assert pull(cache, "library/test", "1.0", test) == ["HIT"] * 4
     assert pull(cache, "org/app", "2.0", app) == ["MISS"] * 3
     missing = get(f"{cache.url}/v2/library/nope/manifests/9.9")
-    assert missing.status == 404 and missing.headers["X-Registry-Cache"] == "NONE"
+    assert missing.status == 404 and "X-Registry-Cache" not in missing.headers  # errors: no mark
     assert get(cache.url + "/v2/").headers["X-Registry-Cache"] == "NONE"
 
     doc = api(cache)

@@ -66,7 +66,7 @@ def test_hits_misses_saved_and_pulls_follow_the_definitions(tmp_path: Path) -> N
         method="GET", path="/v2/", status=401, fields={}, duration=0, challenge=True
     )
     rec.answered(
-        method="GET", path="/v2/", status=401, fields={}, duration=0, error="UNAUTHORIZED"
+        method="GET", path="/v2/", status=401, fields={"error": "UNAUTHORIZED"}, duration=0
     )  # a refused login is
     answer(rec, **hub("manifests", "nope", None), status=404)
     db = StatsDB(tmp_path / "stats.sqlite3")
@@ -114,15 +114,9 @@ def test_the_newest_upstream_event_wins_whoever_wrote_it(tmp_path: Path) -> None
     answer(a, **hub("manifests", "1", "MISS"))  # ok at T0
     clock.now = T0 + 5
     request = hub("manifests", "2", None)
-    b.answered(
-        method="GET",
-        path=request.pop("path"),
-        status=503,
-        fields=request,
-        duration=0.0,
-        error="UNAVAILABLE",
-        message="upstream docker.io unreachable (connection refused)",
-    )
+    request["error"] = "UNAVAILABLE"
+    request["message"] = "upstream docker.io unreachable (connection refused)"
+    b.answered(method="GET", path=request.pop("path"), status=503, fields=request, duration=0.0)
     apply(db, b, T0 + 5, pid=2, ratelimits={"docker.io": "76;w=21600"})
     apply(db, a, T0 + 6, pid=1)  # flushed later, but its event is older
     row = db.upstreams()["docker.io"]

@@ -24,11 +24,13 @@ Definitions (the README's "Dashboard" section repeats them):
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 HITS = frozenset({"HIT", "STALE", "REVALIDATED", "COALESCED"})
 MISSES = frozenset({"MISS", "UPSTREAM"})
+OK_UPSTREAM = frozenset({"MISS", "REVALIDATED", "UPSTREAM"})  # upstream answered this one
 SAVED = frozenset({"HIT", "COALESCED"})
 # Statuses that say the upstream itself failed (only counted for requests that
 # were routed to an upstream: a policy 403 or a client-login 401 happens before).
@@ -95,6 +97,10 @@ class FillOrigin:
     started_at: float
 
 
+# What the hot path keeps of a recent pull or error; an ``Event`` is made at flush time.
+RawEvent = tuple[str, float, str, dict[str, Any], int, float]
+
+
 @dataclass
 class Pending:
     """Deltas since the last flush. Keys of ``minutes``: (minute start, upstream)."""
@@ -102,10 +108,16 @@ class Pending:
     minutes: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     repos: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # hour: pulls,bytes
     upstreams: dict[str, UpstreamEvents] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
+    # Bounded: a burst of pulls between two flushes keeps only the latest (errors apart).
+    pulls: deque[RawEvent] = field(default_factory=lambda: deque(maxlen=RECENT))
+    errors: deque[RawEvent] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+    @property
+    def events(self) -> list[Event]:
+        return sorted((_event(*raw) for raw in (*self.pulls, *self.errors)), key=lambda e: e.at)
 
     def empty(self) -> bool:
-        return not (self.minutes or self.repos or self.upstreams or self.events)
+        return not (self.minutes or self.repos or self.upstreams or self.pulls or self.errors)
 
 
 class Recorder:
@@ -115,38 +127,59 @@ class Recorder:
         self._clock = clock
         self._pending = Pending()
         self.origins: dict[str, FillOrigin] = {}
+        # The current minute's and hour's rows, so a request does no arithmetic on keys.
+        self._minute_end = 0.0
+        self._minute = 0
+        self._hour = 0
+        self._current: dict[str, list[int]] = {}
+
+    def _roll(self, now: float) -> None:
+        self._minute = int(now // 60) * 60
+        self._hour = self._minute - self._minute % 3600
+        self._minute_end = self._minute + 60.0
+        self._current = {}
+
+    def _counts(self, upstream: str) -> list[int]:
+        key = (self._minute, upstream)
+        counts = self._pending.minutes.get(key)
+        if counts is None:
+            counts = self._pending.minutes[key] = new_counts()
+        self._current[upstream] = counts
+        return counts
 
     # ------------------------------------------------------------ hot path
 
-    def answered(
+    def answered(  # noqa: PLR0917 - called positionally: keywords cost on the hot path
         self,
-        *,
         method: str,
         path: str,
         status: int,
         fields: dict[str, Any],
         duration: float,
-        error: str = "",
-        message: str = "",
         challenge: bool = False,
     ) -> None:
-        """One registry API request finished (``challenge``: the bare 401 before login)."""
+        """One registry API request finished (``challenge``: the bare 401 before login).
+
+        ``fields`` are the access log's (``web.handlers.note``): upstream, repo, ref,
+        cache, bytes; for a failure also error (its OCI code) and message.
+        """
         now = self._clock()
-        upstream = fields.get("upstream", "") or ""
+        if now >= self._minute_end or now < self._minute:
+            self._roll(now)
+        get = fields.get
+        upstream = get("upstream") or ""
         if upstream == "-":
             upstream = ""
-        key = (int(now // 60) * 60, upstream)
-        counts = self._pending.minutes.get(key)
-        if counts is None:
-            counts = self._pending.minutes[key] = new_counts()
+        counts = self._current.get(upstream) or self._counts(upstream)
         counts[REQUESTS] += 1
-        cache = fields.get("cache")
-        sent = fields.get("bytes", 0) if method != "HEAD" else 0
-        if not isinstance(sent, int):
+        cache = get("cache")
+        sent = get("bytes", 0) if method != "HEAD" else 0
+        if type(sent) is not int:
             sent = 0
         counts[BYTES_SERVED] += sent
-        content = "/manifests/" in path or "/blobs/" in path
-        if content and cache is not None and status < 400:
+        manifest = "/manifests/" in path
+        ok = status < 400
+        if ok and cache is not None and (manifest or "/blobs/" in path):
             if cache in HITS:
                 counts[HITS_I] += 1
                 counts[BYTES_CACHE] += sent
@@ -156,64 +189,30 @@ class Recorder:
                     counts[STALE_I] += 1
             elif cache in MISSES:
                 counts[MISSES_I] += 1
-        failed = status >= 400 and not challenge
+        failed = not ok and not challenge
         if failed:
             counts[ERRORS] += 1
+            self._pending.errors.append(("error", now, method, fields, status, duration))
         if not upstream:
-            if failed:
-                self._event(
-                    "error",
-                    now,
-                    method=method,
-                    fields=fields,
-                    status=status,
-                    duration=duration,
-                    error=error,
-                    message=message,
-                )
             return
-        repo = fields.get("repo", "")
-        is_pull = method == "GET" and "/manifests/" in path and ":" not in fields.get("ref", ":")
-        if status < 400:
-            hour = int(now // 3600) * 3600
-            rkey = (hour, upstream, repo)
+        if ok:
+            rkey = (self._hour, upstream, get("repo", ""))
             per_repo = self._pending.repos.get(rkey)
             if per_repo is None:
                 per_repo = self._pending.repos[rkey] = [0, 0]
             per_repo[1] += sent
-            if is_pull:
+            if manifest and method == "GET" and ":" not in get("ref", ":"):
                 counts[PULLS] += 1
                 per_repo[0] += 1
-                self._event(
-                    "pull",
-                    now,
-                    method=method,
-                    fields=fields,
-                    status=status,
-                    duration=duration,
-                    error="",
-                    message="",
-                )
-            if cache in ("MISS", "REVALIDATED", "UPSTREAM") or status == 404:
+                self._pending.pulls.append(("pull", now, method, fields, status, duration))
+            if cache in OK_UPSTREAM or status == 404:
                 self._upstream(upstream).ok_at = now
             elif cache == "STALE":
                 self._upstream_error(upstream, now, "stale", "revalidation failed: served stale")
-        else:
-            if status in UPSTREAM_FAILURES and not challenge:
-                self._upstream_error(upstream, now, error or str(status), message)
-            elif status == 404:
-                self._upstream(upstream).ok_at = now  # upstream answered: it is not there
-            if failed:
-                self._event(
-                    "error",
-                    now,
-                    method=method,
-                    fields=fields,
-                    status=status,
-                    duration=duration,
-                    error=error,
-                    message=message,
-                )
+        elif status in UPSTREAM_FAILURES and not challenge:
+            self._upstream_error(upstream, now, get("error") or str(status), get("message", ""))
+        elif status == 404:
+            self._upstream(upstream).ok_at = now  # upstream answered: it is not there
 
     def _upstream(self, name: str) -> UpstreamEvents:
         events = self._pending.upstreams.get(name)
@@ -224,36 +223,6 @@ class Recorder:
     def _upstream_error(self, name: str, now: float, kind: str, message: str) -> None:
         events = self._upstream(name)
         events.error_at, events.error_kind, events.error = now, kind, message[:300]
-
-    def _event(
-        self,
-        kind: str,
-        now: float,
-        *,
-        method: str,
-        fields: dict[str, Any],
-        status: int,
-        duration: float,
-        error: str,
-        message: str,
-    ) -> None:
-        event = Event(
-            kind=kind,
-            at=now,
-            method=method,
-            upstream=str(fields.get("upstream", "") or ""),
-            repository=str(fields.get("repo", "") or "")[:256],
-            reference=str(fields.get("ref", "") or "")[:160],
-            status=status,
-            cache=str(fields.get("cache", "") or ""),
-            bytes=fields.get("bytes", 0) if isinstance(fields.get("bytes", 0), int) else 0,
-            duration_ms=round(duration * 1000, 1),
-            error=error[:64],
-            message=message[:300],
-        )
-        self._pending.events.append(event)
-        if len(self._pending.events) > 2 * RECENT:
-            del self._pending.events[:RECENT]  # a burst between flushes: keep the latest
 
     # ------------------------------------------------------------ fills
 
@@ -288,4 +257,26 @@ class Recorder:
     def take(self) -> Pending:
         """The deltas since the last call (the recorder starts over)."""
         pending, self._pending = self._pending, Pending()
+        self._current = {}
         return pending
+
+
+def _event(  # noqa: PLR0917 - the fields of a RawEvent, in order
+    kind: str, at: float, method: str, fields: dict[str, Any], status: int, duration: float
+) -> Event:
+    nbytes = fields.get("bytes", 0)
+    upstream = str(fields.get("upstream", "") or "")
+    return Event(
+        kind=kind,
+        at=at,
+        method=method,
+        upstream=upstream if upstream != "-" else "",
+        repository=str(fields.get("repo", "") or "")[:256],
+        reference=str(fields.get("ref", "") or "")[:160],
+        status=status,
+        cache=str(fields.get("cache", "") or ""),
+        bytes=nbytes if type(nbytes) is int else 0,
+        duration_ms=round(duration * 1000, 1),
+        error=str(fields.get("error", "") if kind == "error" else "")[:64],
+        message=str(fields.get("message", "") if kind == "error" else "")[:300],
+    )

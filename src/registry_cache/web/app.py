@@ -29,15 +29,13 @@ from .clientauth import middleware as client_auth
 from .dashboard import STATS_KEY
 from .dashboard import add_routes as add_dashboard
 from .handlers import api
-from .keys import SETTINGS_KEY
+from .keys import RECORDER_KEY, SETTINGS_KEY
 from .middleware import access_log, add_api_version, registry_errors
-from .observe import mark_response, observe
 from .services import SERVICES_KEY, Services
 
 log = logging.getLogger("registry_cache.app")
 
 TOUCH_FLUSH_INTERVAL = 5.0
-RECORDER_KEY = web.AppKey("recorder", Recorder)
 STATS_FILE = "stats.sqlite3"  # the dashboard's history (stats/history.py), not the index
 
 
@@ -107,7 +105,7 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings) -> web.Application:
     recorder = Recorder()
-    middlewares: list[Middleware] = [access_log, registry_errors, observe(recorder)]
+    middlewares: list[Middleware] = [access_log, registry_errors]
     auth: ClientAuth | None = None
     if settings.htpasswd is not None:
         # Only when configured: an open cache pays nothing per request.
@@ -117,7 +115,6 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[RECORDER_KEY] = recorder
     app.on_response_prepare.append(add_api_version)
-    app.on_response_prepare.append(mark_response(recorder))
     app.cleanup_ctx.append(_services)
     from .health import add_routes as add_health
     from .pages import add_routes as add_pages

@@ -12,6 +12,7 @@ from aiohttp import web
 from .. import metrics
 from ..errors import InsufficientStorage, NameUnknown, RegistryError, Unsupported
 from ..store.fill import FillFailed
+from .keys import RECORDER_KEY
 
 log = logging.getLogger("registry_cache.web")
 access = logging.getLogger("registry_cache.access")
@@ -34,11 +35,13 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except RegistryError as error:
-        request.setdefault("log", {})["error"] = error.code
+        fields = request.setdefault("log", {})
+        fields["error"], fields["message"] = error.code, error.message  # message: dashboard
         return error_response(error)
     except FillFailed as failed:
         # Only reached when headers were already sent: the transport is aborted.
-        request.setdefault("log", {})["error"] = type(failed.error).__name__
+        fields = request.setdefault("log", {})
+        fields["error"], fields["message"] = type(failed.error).__name__, str(failed.error)
         raise
     except web.HTTPException as exc:
         if exc.status == 405:
@@ -72,6 +75,15 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
+        if request.path.startswith("/v2"):
+            request.app[RECORDER_KEY].answered(  # the dashboard's counters: a few additions
+                request.method,
+                request.path,
+                status,
+                fields,
+                duration_ms / 1000,
+                status == 401 and "Authorization" not in request.headers,
+            )
         if request.path not in PROBES or status >= 400:
             access.info(
                 '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s%s',
