@@ -191,3 +191,20 @@ def test_the_renderer_escapes_names_and_breaks_lines_at_gaps() -> None:
     svg = chart("t", points, [("v", "v", "s1")], ratio=True, ticks=("a", "b", "c"), chart_id="x")
     assert svg.count("<circle") == 1 and svg.count("<polyline") == 1  # a gap splits the line
     assert "latest 100.0%, lowest 25.0%" in svg
+
+
+def test_dashboard_auth_follows_htpasswd_and_needs_it(tmp_path: Path) -> None:
+    import pytest
+
+    from registry_cache.config import build_settings
+    from registry_cache.errors import ConfigError
+
+    users = tmp_path / "htpasswd"
+    users.write_text("")
+    env: dict[str, str] = {}
+    assert not build_settings(environ=env, dotenv=None).dashboard_login
+    assert build_settings(environ=env, dotenv=None, flags={"htpasswd": users}).dashboard_login
+    off = {"REGISTRY_CACHE_DASHBOARD_AUTH": "false", "REGISTRY_CACHE_HTPASSWD": str(users)}
+    assert not build_settings(environ=off, dotenv=None).dashboard_login
+    with pytest.raises(ConfigError, match="dashboard_auth: true needs htpasswd"):
+        build_settings(environ={"REGISTRY_CACHE_DASHBOARD_AUTH": "true"}, dotenv=None)

@@ -140,42 +140,62 @@ class StatsService:
             out.append(fill)
         return out
 
+    def _collect(self) -> dict[str, Any]:
+        """What this worker has to hand over now (on the loop thread)."""
+        deltas, kinds = self._deltas.read()
+        for upstream, columns in deltas.items():
+            self.recorder.add_counts(upstream, columns)
+        for upstream, kind in kinds.items():
+            if not self.recorder.heard_of(upstream):
+                # Failures no request saw (a fill's retries after its client left).
+                message = f"upstream request failed ({kind})"
+                self.recorder.upstream_error(upstream, kind, message)
+        ratelimits = {}
+        for name, client in self.ctx.clients.items():
+            value = client.ratelimit_remaining
+            if value is not None and self._ratelimits.get(name) != value:
+                ratelimits[name] = value
+        return {
+            "pending": self.recorder.take(),
+            "pid": self._pid,
+            "started_at": self._started_at,
+            "now": self._clock(),
+            "ratelimits": ratelimits,
+            "fills": self.own_fills(),
+        }
+
+    def _written(self, args: dict[str, Any], error: Exception | None) -> None:
+        if error is not None:  # stats must never disturb serving
+            if not self._failing:
+                log.warning("could not write the dashboard's stats: %s", error)
+            self._failing = True
+            return
+        self._failing = False
+        self._ratelimits.update(args["ratelimits"])
+
     async def flush(self) -> None:
         """Hand this worker's deltas to the shared file (off the loop); never raises."""
         async with self._lock:
-            deltas, kinds = self._deltas.read()
-            for upstream, columns in deltas.items():
-                self.recorder.add_counts(upstream, columns)
-            for upstream, kind in kinds.items():
-                if not self.recorder.heard_of(upstream):
-                    # Failures no request saw (a fill's retries after its client left).
-                    message = f"upstream request failed ({kind})"
-                    self.recorder.upstream_error(upstream, kind, message)
-            pending = self.recorder.take()
-            ratelimits = {}
-            for name, client in self.ctx.clients.items():
-                value = client.ratelimit_remaining
-                if value is not None and self._ratelimits.get(name) != value:
-                    ratelimits[name] = value
-            fills = self.own_fills()
-            now = self._clock()
+            args = self._collect()
+            pending = args.pop("pending")
             try:
-                await self.ctx.call(
-                    self.db.apply,
-                    pending,
-                    pid=self._pid,
-                    started_at=self._started_at,
-                    now=now,
-                    ratelimits=ratelimits,
-                    fills=fills,
-                )
-            except Exception as exc:  # stats must never disturb serving
-                if not self._failing:
-                    log.warning("could not write the dashboard's stats: %s", exc)
-                self._failing = True
+                await self.ctx.call(self.db.apply, pending, **args)
+            except Exception as exc:
+                self._written(args, exc)
                 return
-            self._failing = False
-            self._ratelimits.update(ratelimits)
+            self._written(args, None)
+
+    def flush_now(self) -> None:
+        """The last flush at shutdown, on the loop thread (no await: it must not give
+        the loop a turn between the fills' end and the index closing)."""
+        args = self._collect()
+        pending = args.pop("pending")
+        try:
+            self.db.apply(pending, **args)
+        except Exception as exc:
+            self._written(args, exc)
+            return
+        self._written(args, None)
 
     # ------------------------------------------------------------ documents
 
@@ -340,9 +360,10 @@ class StatsService:
         except (OSError, RegistryError):
             return None
 
-    async def history(self, name: str) -> dict[str, Any]:
+    async def history(self, name: str, *, flush: bool = True) -> dict[str, Any]:
         table, step, points = RANGES[name]
-        await self.flush()
+        if flush:
+            await self.flush()
         now = self._clock()
         end = int(now // step) * step
         start = end - (points - 1) * step

@@ -36,6 +36,7 @@ from .services import SERVICES_KEY, Services
 log = logging.getLogger("registry_cache.app")
 
 TOUCH_FLUSH_INTERVAL = 5.0
+FILL_COMMIT_WAIT = 2.0
 STATS_FILE = "stats.sqlite3"  # the dashboard's history (stats/history.py), not the index
 
 
@@ -73,7 +74,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await flusher
     if evictor is not None:
         await evictor.stop()
-    await stats.flush()
+    # A fill whose last client just finished is still fsyncing and committing: let it
+    # record its object before the index closes (bounded; an abandoned fill is not waited for).
+    committing = [f.finished for f in list(ctx.fills.fills.values()) if f.verified]
+    if committing:
+        await asyncio.wait(committing, timeout=FILL_COMMIT_WAIT)
+    stats.flush_now()
     ctx.executor.shutdown(wait=False, cancel_futures=True)
     db.close()
     ctx.index.close()

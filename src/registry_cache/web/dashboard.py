@@ -88,8 +88,8 @@ def _links(request: web.Request) -> list[tuple[str, str]]:
 
 async def page(request: web.Request) -> web.StreamResponse:
     stats = request.app[STATS_KEY]
-    doc = await stats.stats()
-    hour, day = await stats.history("hour"), await stats.history("day")
+    doc = await stats.stats()  # flushes this worker's counters first; the charts need not again
+    hour, day = await stats.history("hour", flush=False), await stats.history("day", flush=False)
     text = render_page(doc, hour, day, _links(request))
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
 
@@ -106,7 +106,8 @@ async def parts(request: web.Request) -> web.StreamResponse:
         hour = day = {}
     else:
         doc = await stats.stats()
-        hour, day = await stats.history("hour"), await stats.history("day")
+        hour = await stats.history("hour", flush=False)
+        day = await stats.history("day", flush=False)
     return web.json_response(render_parts(doc, hour, day, wanted), headers=NO_STORE)
 
 

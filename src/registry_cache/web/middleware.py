@@ -76,14 +76,17 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
         if request.path.startswith("/v2"):
-            request.app[RECORDER_KEY].answered(  # the dashboard's counters: a few additions
-                request.method,
-                request.path,
-                status,
-                fields,
-                duration_ms / 1000,
-                status == 401 and "Authorization" not in request.headers,
-            )
+            try:
+                request.app[RECORDER_KEY].answered(  # the dashboard's counters: a few additions
+                    request.method,
+                    request.path,
+                    status,
+                    fields,
+                    duration_ms / 1000,
+                    status == 401 and "Authorization" not in request.headers,
+                )
+            except Exception:  # the dashboard must never cost a request its answer
+                log.exception("could not count %s for the dashboard", request.path)
         if request.path not in PROBES or status >= 400:
             access.info(
                 '%s "%s %s" %d upstream=%s repo=%s ref=%s cache=%s bytes=%s duration=%.1fms%s%s',
