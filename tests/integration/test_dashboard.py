@@ -91,6 +91,8 @@ def test_api_and_page_report_a_known_set_of_pulls(
     cache = make_cache("--upstream", f"docker.io={upstream.url}", "--max-size", "1GiB")
 
     assert pull(cache, "library/test", "1.0", test) == ["MISS"] * 4
+    for blob in test.blobs:  # committed a moment after the client's last byte
+        assert cache.wait_for_blob(blob.digest, 10).exists()
     assert pull(cache, "library/test", "1.0", test) == ["HIT"] * 4
     assert pull(cache, "library/test", "1.0", test) == ["HIT"] * 4
     assert pull(cache, "org/app", "2.0", app) == ["MISS"] * 3
