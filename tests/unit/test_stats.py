@@ -208,3 +208,26 @@ def test_dashboard_auth_follows_htpasswd_and_needs_it(tmp_path: Path) -> None:
     assert not build_settings(environ=off, dotenv=None).dashboard_login
     with pytest.raises(ConfigError, match="dashboard_auth: true needs htpasswd"):
         build_settings(environ={"REGISTRY_CACHE_DASHBOARD_AUTH": "true"}, dotenv=None)
+
+
+def _luminance(hex_colour: str) -> float:
+    if len(hex_colour) == 4:  # #abc
+        hex_colour = "#" + "".join(c * 2 for c in hex_colour[1:])
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_the_dashboard_colours_keep_wcag_aa_contrast() -> None:
+    import re
+    from importlib import resources
+
+    css = resources.files("registry_cache.web").joinpath("static", "dashboard.css").read_text()
+    colours = dict(re.findall(r"--([a-z0-9]+): (#[0-9a-f]{6}|#[0-9a-f]{3});", css))
+    for text in ("fg", "muted", "accent", "s1", "s2", "ok", "bad", "warn"):
+        for background in ("bg", "panel"):
+            lighter, darker = sorted(
+                (_luminance(colours[text]), _luminance(colours[background])), reverse=True
+            )
+            ratio = (lighter + 0.05) / (darker + 0.05)
+            assert ratio >= 4.5, f"--{text} on --{background}: {ratio:.2f}:1"

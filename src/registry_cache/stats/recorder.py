@@ -1,10 +1,10 @@
 """Per-worker, in-memory aggregation of what the registry API answered.
 
-The hot path (``Recorder.answered``, called once per ``/v2`` request by the
-``web.observe`` middleware) only adds to a few dictionaries; nothing is written,
-locked or formatted there. Every few seconds ``take()`` swaps the pending deltas
-out (on the loop thread, so no lock is needed) and ``stats.history`` adds them
-to the shared file off the loop.
+The hot path (``Recorder.answered``, called once per ``/v2`` request by
+``web.middleware.access_log``, next to the Prometheus counter) only adds to a few
+dictionaries; nothing is written, locked or formatted there. Every few seconds
+``take()`` swaps the pending deltas out (on the loop thread, so no lock is needed)
+and ``stats.history`` adds them to the shared file off the loop.
 
 Definitions (the README's "Dashboard" section repeats them):
 
@@ -115,9 +115,6 @@ class Pending:
     @property
     def events(self) -> list[Event]:
         return sorted((_event(*raw) for raw in (*self.pulls, *self.errors)), key=lambda e: e.at)
-
-    def empty(self) -> bool:
-        return not (self.minutes or self.repos or self.upstreams or self.pulls or self.errors)
 
 
 class Recorder:
