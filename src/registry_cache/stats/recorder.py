@@ -124,16 +124,20 @@ class Recorder:
         self._clock = clock
         self._pending = Pending()
         self.origins: dict[str, FillOrigin] = {}
-        # The current minute's and hour's rows, so a request does no arithmetic on keys.
+        # The current minute's rows and the current hour's repositories, by upstream,
+        # so a request builds no key: two dictionary lookups find its counters.
         self._minute_end = 0.0
         self._minute = 0
         self._hour = 0
         self._current: dict[str, list[int]] = {}
+        self._repos: dict[str, dict[str, list[int]]] = {}
 
     def _roll(self, now: float) -> None:
-        self._minute = int(now // 60) * 60
-        self._hour = self._minute - self._minute % 3600
-        self._minute_end = self._minute + 60.0
+        minute = int(now // 60) * 60
+        hour = minute - minute % 3600
+        if hour != self._hour:
+            self._repos = {}
+        self._minute, self._hour, self._minute_end = minute, hour, minute + 60.0
         self._current = {}
 
     def _counts(self, upstream: str) -> list[int]:
@@ -142,6 +146,14 @@ class Recorder:
         if counts is None:
             counts = self._pending.minutes[key] = new_counts()
         self._current[upstream] = counts
+        return counts
+
+    def _repo(self, upstream: str, repo: str) -> list[int]:
+        per_upstream = self._repos.get(upstream)
+        if per_upstream is None:
+            per_upstream = self._repos[upstream] = {}
+        counts = per_upstream[repo] = [0, 0]  # pulls, bytes
+        self._pending.repos[(self._hour, upstream, repo)] = counts
         return counts
 
     # ------------------------------------------------------------ hot path
@@ -164,19 +176,23 @@ class Recorder:
         if now >= self._minute_end or now < self._minute:
             self._roll(now)
         get = fields.get
-        upstream = get("upstream") or ""
-        if upstream == "-":
-            upstream = ""
-        counts = self._current.get(upstream) or self._counts(upstream)
+        upstream = get("upstream", "")
+        counts = self._current.get(upstream)
+        if counts is None:
+            if upstream == "-":  # the catalog of every upstream
+                upstream = ""
+            counts = self._counts(upstream)
         counts[REQUESTS] += 1
-        cache = get("cache")
-        sent = get("bytes", 0) if method != "HEAD" else 0
-        if type(sent) is not int:
+        if status >= 400:
+            self._failed(now, method, status, fields, duration, challenge, counts, upstream)
+            return
+        sent = get("bytes", 0)
+        if method == "HEAD" or type(sent) is not int:
             sent = 0
         counts[BYTES_SERVED] += sent
+        cache = get("cache")
         manifest = "/manifests/" in path
-        ok = status < 400
-        if ok and cache is not None and (manifest or "/blobs/" in path):
+        if cache is not None and (manifest or "/blobs/" in path):
             if cache in HITS:
                 counts[HITS_I] += 1
                 counts[BYTES_CACHE] += sent
@@ -184,30 +200,46 @@ class Recorder:
                     counts[SAVED_I] += 1
                 elif cache == "STALE":
                     counts[STALE_I] += 1
+                    self._upstream_error(
+                        upstream, now, "stale", "revalidation failed: served stale"
+                    )
             elif cache in MISSES:
                 counts[MISSES_I] += 1
-        failed = not ok and not challenge
-        if failed:
-            counts[ERRORS] += 1
-            self._pending.errors.append(("error", now, method, fields, status, duration))
+            if cache in OK_UPSTREAM:
+                self._upstream(upstream).ok_at = now
         if not upstream:
             return
-        if ok:
-            rkey = (self._hour, upstream, get("repo", ""))
-            per_repo = self._pending.repos.get(rkey)
-            if per_repo is None:
-                per_repo = self._pending.repos[rkey] = [0, 0]
-            per_repo[1] += sent
-            if manifest and method == "GET" and ":" not in get("ref", ":"):
-                counts[PULLS] += 1
-                per_repo[0] += 1
-                self._pending.pulls.append(("pull", now, method, fields, status, duration))
-            if cache in OK_UPSTREAM or status == 404:
-                self._upstream(upstream).ok_at = now
-            elif cache == "STALE":
-                self._upstream_error(upstream, now, "stale", "revalidation failed: served stale")
-        elif status in UPSTREAM_FAILURES and not challenge:
-            self._upstream_error(upstream, now, get("error") or str(status), get("message", ""))
+        repo = get("repo", "")
+        per_upstream = self._repos.get(upstream)
+        per_repo = per_upstream.get(repo) if per_upstream is not None else None
+        if per_repo is None:
+            per_repo = self._repo(upstream, repo)
+        per_repo[1] += sent
+        if manifest and method == "GET" and ":" not in get("ref", ":"):
+            counts[PULLS] += 1
+            per_repo[0] += 1
+            self._pending.pulls.append(("pull", now, method, fields, status, duration))
+
+    def _failed(  # noqa: PLR0917 - the hot path's locals, handed over as they are
+        self,
+        now: float,
+        method: str,
+        status: int,
+        fields: dict[str, Any],
+        duration: float,
+        challenge: bool,
+        counts: list[int],
+        upstream: str,
+    ) -> None:
+        if challenge:
+            return  # the 401 every client gets before it sends credentials
+        counts[ERRORS] += 1
+        self._pending.errors.append(("error", now, method, fields, status, duration))
+        if not upstream:
+            return
+        if status in UPSTREAM_FAILURES:
+            error, message = fields.get("error") or str(status), fields.get("message", "")
+            self._upstream_error(upstream, now, error, message)
         elif status == 404:
             self._upstream(upstream).ok_at = now  # upstream answered: it is not there
 
@@ -254,7 +286,7 @@ class Recorder:
     def take(self) -> Pending:
         """The deltas since the last call (the recorder starts over)."""
         pending, self._pending = self._pending, Pending()
-        self._current = {}
+        self._current, self._repos = {}, {}
         return pending
 
 
