@@ -66,6 +66,7 @@ ENV_SETTINGS = (
     "advertise",
     "cluster_secret",
     "cluster_secret_file",
+    "dashboard_auth",
 )
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -226,6 +227,8 @@ class Settings(BaseModel):
     evict_to_percent: float = Field(default=90.0, gt=0, le=100)
     # Clients must authenticate (HTTP Basic) against these bcrypt entries; None: open.
     htpasswd: Path | None = None
+    # The dashboard and /api/v1 ask for those logins too (None: yes when htpasswd is set).
+    dashboard_auth: bool | None = None
     # Serve HTTPS with this certificate (chain) and key, both PEM; None: plain HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -377,6 +380,17 @@ class Settings(BaseModel):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together (both or neither)")
         return self
+
+    @model_validator(mode="after")
+    def _dashboard_auth_needs_logins(self) -> Settings:
+        if self.dashboard_auth and self.htpasswd is None:
+            raise ValueError("dashboard_auth: true needs htpasswd (there are no logins to ask for)")
+        return self
+
+    @property
+    def dashboard_login(self) -> bool:
+        """Whether the dashboard asks for the clients' logins."""
+        return self.htpasswd is not None and self.dashboard_auth is not False
 
     @property
     def scheme(self) -> str:

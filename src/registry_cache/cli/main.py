@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare-paths": ("compare_paths", "compare_paths", "Compare network paths (iperf3, HTTP)."),
     "cache": ("cache", "cache", "Inspect and maintain the cache's data directory."),
     "warm": ("warm", "warm", "Pre-pull images into the cache."),
+    "status": ("status", "status", "Show a running cache's dashboard in the terminal."),
+    "doctor": ("doctor", "doctor", "Check that this node pulls through the cache, and prove it."),
     "bench-suite": ("bench_suite", "bench_suite", "Side-by-side performance suite."),
 }
 

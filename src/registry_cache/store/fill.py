@@ -42,6 +42,7 @@ from .blobs import FileBlobStore
 from .inflight import incoming
 from .layout import Layout
 from .pipes import CHUNK, HashPipe, ReadSizer, WritePipe, rehash_existing
+from .progress import FillProgress
 
 log = logging.getLogger("registry_cache.fill")
 
@@ -53,6 +54,7 @@ NOTIFY_EVERY = 4 << 20
 NOTIFY_INTERVAL = 0.05
 HOLDBACK = 1  # bytes kept from readers until the digest checks out
 MAX_RESUMES = 5
+COMMIT_WAIT = 2.0  # at shutdown, for verified fills to commit
 REMOTE_POLL = 0.005
 
 
@@ -90,19 +92,6 @@ class FillListener(Protocol):
 
     def after_fill(self, fill: Fill) -> None:
         """On the loop thread once a fill ended (committed or failed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FillProgress:
-    """A fill in flight, for the dashboard and ``status``."""
-
-    digest: str
-    upstream: str
-    repository: str
-    size: int | None
-    written: int
-    started_at: float  # wall clock
-    followers: int  # clients streaming it in this process
 
 
 class FillFailed(Exception):
@@ -521,17 +510,18 @@ class LocalFills:
         return self.fills.get(digest)
 
     def progress(self) -> list[FillProgress]:
+        """A snapshot of this process's fills in flight (read-only, for the dashboard)."""
         return [
             FillProgress(
-                str(fill.digest),
-                fill.origin.upstream,
-                fill.origin.repository,
+                str(digest),
                 fill.size,
                 fill.written,
-                fill.started_at,
                 fill.followers,
+                fill.origin.upstream,
+                fill.origin.repository,
+                fill.started_at,
             )
-            for fill in self.fills.values()
+            for digest, fill in list(self.fills.items())
         ]
 
     async def join_or_start(
@@ -631,6 +621,11 @@ class LocalFills:
             await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
+        # A fill whose last byte is verified is fsyncing and committing: let it record
+        # its object before the index closes (bounded; an abandoned fill is not awaited).
+        committing = [fill.finished for fill in list(self.fills.values()) if fill.verified]
+        if committing:
+            await asyncio.wait(committing, timeout=COMMIT_WAIT)
         if self._records:
             await asyncio.gather(*self._records.values(), return_exceptions=True)
         # Fill threads are left to end by themselves (their fill_timeout bounds them).

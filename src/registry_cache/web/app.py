@@ -16,24 +16,30 @@ from ..config import Settings
 from ..htpasswd import Htpasswd
 from ..proxy.build import build
 from ..proxy.context import ProxyContext
+from ..stats import Recorder, StatsDB, StatsService
 from .clientauth import ClientAuth
 from .clientauth import middleware as client_auth
+from .dashboard import STATS_KEY
+from .dashboard import add_routes as add_dashboard
 from .handlers import api
-from .keys import SETTINGS_KEY
+from .keys import RECORDER_KEY, SETTINGS_KEY
 from .middleware import access_log, add_standard_headers, registry_errors
 from .services import SERVICES_KEY, Services
 
 log = logging.getLogger("registry_cache.app")
 
 TOUCH_FLUSH_INTERVAL = 5.0
+STATS_FILE = "stats.sqlite3"  # the dashboard's history (stats/history.py), not the index
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     components = await build(app[SETTINGS_KEY])
     ctx = components.ctx
     app[SERVICES_KEY] = Services.build(ctx, components.flight)
+    db = StatsDB(ctx.settings.data_dir / STATS_FILE)
+    stats = app[STATS_KEY] = StatsService(ctx, app[RECORDER_KEY], db)
     background = [
-        asyncio.create_task(_flush_touches(ctx), name="flush-touches"),
+        asyncio.create_task(_flush_touches(ctx, stats), name="flush-touches"),
         asyncio.create_task(ctx.index.watch(TOUCH_FLUSH_INTERVAL), name="index-watch"),
     ]
     components.start()
@@ -44,17 +50,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     for task in background:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    stats.flush_now()
+    db.close()
     await components.close()
 
 
-async def _flush_touches(ctx: ProxyContext) -> None:
-    """Access times are written in batches so hits never wait for a write lock."""
+async def _flush_touches(ctx: ProxyContext, stats: StatsService) -> None:
+    """Access times are written in batches so hits never wait for a write lock; the same
+    beat hands the dashboard's counters to its history."""
     while True:
         await asyncio.sleep(TOUCH_FLUSH_INTERVAL)
         try:
             await ctx.index.flush()
         except Exception:
             log.exception("could not record access times")
+        await stats.flush()  # never raises; the write itself runs off the loop
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -65,12 +75,16 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
+    recorder = Recorder()
     middlewares: list[Middleware] = [access_log, registry_errors]
+    auth: ClientAuth | None = None
     if settings.htpasswd is not None:
         # Only when configured: an open cache pays nothing per request.
-        middlewares.append(client_auth(ClientAuth(Htpasswd(settings.htpasswd))))
+        auth = ClientAuth(Htpasswd(settings.htpasswd))
+        middlewares.append(client_auth(auth))
     app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
+    app[RECORDER_KEY] = recorder
     app.on_response_prepare.append(add_standard_headers)
     app.cleanup_ctx.append(_services)
     from .health import add_routes as add_health
@@ -78,6 +92,7 @@ def build_app(settings: Settings) -> web.Application:
 
     add_pages(app)
     add_health(app)
+    add_dashboard(app, auth if settings.dashboard_login else None)
     app.router.add_get("/metrics", metrics_page)
     if settings.clustered:
         from .internal import add_routes as add_internal

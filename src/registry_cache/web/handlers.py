@@ -10,9 +10,10 @@ from aiohttp import web
 
 from ..digest import Digest
 from ..errors import ManifestUnknown, NameUnknown, TagInvalid, Unsupported
+from ..proxy.policy import CacheStatus
 from ..reference import validate_tag
 from ..routing import Route, host_upstream, route
-from .keys import SETTINGS_KEY
+from .keys import CACHE_HEADER, RECORDER_KEY, SETTINGS_KEY, UPSTREAM_HEADER
 from .responses import ByteRange, blob_headers, parse_range, send_body
 from .services import SERVICES_KEY
 
@@ -35,7 +36,7 @@ async def api(request: web.Request) -> web.StreamResponse:
             _check_reference(match.group("ref"))
         raise Unsupported(f"{request.method} is not supported: this cache is read-only")
     if path in ("/v2", "/v2/"):
-        return web.json_response({})
+        return web.json_response({}, headers={CACHE_HEADER: "NONE"})
     if path == "/v2/_catalog":
         return await catalog(request)
     if match is None:
@@ -76,6 +77,8 @@ async def manifest(request: web.Request, where: Route, reference: str) -> web.St
     headers = {
         "Docker-Content-Digest": result.digest,
         "ETag": f'"{result.digest}"',
+        CACHE_HEADER: result.status.value,
+        UPSTREAM_HEADER: where.upstream.name,
     }
     if _not_modified(request, result.digest):
         return web.Response(status=304, headers=headers)
@@ -93,6 +96,7 @@ async def blob(request: web.Request, where: Route, digest: Digest) -> web.Stream
         answer = await services.blobs.head(where, digest)
         note(request, cache=answer.status.value)
         headers = blob_headers(digest_text, answer.size or 0, None)
+        headers[CACHE_HEADER], headers[UPSTREAM_HEADER] = answer.status.value, where.upstream.name
         response = web.StreamResponse(status=200, headers=headers)
         if answer.size is not None:
             response.content_length = answer.size
@@ -101,16 +105,19 @@ async def blob(request: web.Request, where: Route, digest: Digest) -> web.Stream
         return response
     answer = await services.blobs.get(where, digest)
     note(request, cache=answer.status.value)
+    if answer.status is CacheStatus.MISS:  # this request started the fill: the dashboard shows it
+        request.app[RECORDER_KEY].fill_started(digest_text, where.upstream.name, where.repository)
+    mark = {CACHE_HEADER: answer.status.value, UPSTREAM_HEADER: where.upstream.name}
     body = answer.body
     assert body is not None
     try:
         size = answer.size if answer.size is not None else 0
         if _not_modified(request, digest_text):
-            return web.Response(status=304, headers=blob_headers(digest_text, size, None))
+            return web.Response(status=304, headers=blob_headers(digest_text, size, None) | mark)
         span = parse_range(request.headers.get("Range"), size)
         whole = span or ByteRange(0, size)
         response = web.StreamResponse(
-            status=206 if span else 200, headers=blob_headers(digest_text, size, span)
+            status=206 if span else 200, headers=blob_headers(digest_text, size, span) | mark
         )
         response.content_length = whole.length
         sent = await send_body(request, response, body, whole)

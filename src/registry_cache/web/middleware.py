@@ -20,6 +20,7 @@ from ..errors import (
 )
 from ..logs import AccessEntry
 from ..store.fill import FillFailed
+from .keys import RECORDER_KEY
 
 log = logging.getLogger("registry_cache.web")
 access = logging.getLogger("registry_cache.access")
@@ -53,7 +54,8 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except RegistryError as error:
-        request.setdefault("log", {})["error"] = error.code
+        fields = request.setdefault("log", {})
+        fields["error"], fields["message"] = error.code, error.message  # message: dashboard
         return error_response(error)
     except DigestMismatch as mismatch:
         # A fill of unknown size (chunked) fails before its first byte reaches anyone.
@@ -61,7 +63,8 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(BadGateway(f"upstream sent wrong bytes for {mismatch.expected}"))
     except FillFailed as failed:
         # Only reached when headers were already sent: the client is cut off.
-        request.setdefault("log", {})["error"] = type(failed.error).__name__
+        fields = request.setdefault("log", {})
+        fields["error"], fields["message"] = type(failed.error).__name__, str(failed.error)
         return cut_off(request)
     except web.HTTPException as exc:
         if exc.status == 405:
@@ -99,6 +102,18 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
+        if request.path.startswith("/v2"):
+            try:
+                request.app[RECORDER_KEY].answered(  # the dashboard's counters: a few additions
+                    request.method,
+                    request.path,
+                    status,
+                    fields,
+                    duration_ms / 1000,
+                    status == 401 and "Authorization" not in request.headers,
+                )
+            except Exception:  # the dashboard must never cost a request its answer
+                log.exception("could not count %s for the dashboard", request.path)
         if (request.path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
             entry = AccessEntry(
                 remote=request.remote or "-",

@@ -1,0 +1,1 @@
+"""``registry-cache doctor``: read a node's runtime configuration, prove its pulls."""
