@@ -14,7 +14,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
 
-echo "== ruff"; .venv/bin/ruff check src tests && .venv/bin/ruff format --check src tests
+echo "== ruff"; .venv/bin/ruff check src tests benchmarks && .venv/bin/ruff format --check src tests benchmarks
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 export PATH="$PATH:/usr/sbin:/sbin"

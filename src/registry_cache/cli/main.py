@@ -29,7 +29,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare-paths": ("compare_paths", "compare_paths", "Compare network paths (iperf3, HTTP)."),
     "cache": ("cache", "cache", "Inspect and maintain the cache's data directory."),
     "warm": ("warm", "warm", "Pre-pull images into the cache."),
-    "bench-suite": ("bench_suite", "bench_suite", "Side-by-side performance suite."),
 }
 
 

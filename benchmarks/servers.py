@@ -35,8 +35,9 @@ from typing import Any
 
 import yaml
 
-from ...digest import Digest
-from ...store.layout import Layout
+from registry_cache.digest import Digest
+from registry_cache.store.layout import Layout
+
 from .tlscerts import Certificate, client_context
 
 LOOPBACK = "127.0.0.1"

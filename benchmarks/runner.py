@@ -57,7 +57,7 @@ class SuiteOptions:
     herd_clients: int = 16
     max_noise: float = 0.25
     retries: int = 2
-    command: str = "registry-cache bench-suite"
+    command: str = "python -m benchmarks"
     tmpdir: Path | None = None
 
 
@@ -145,7 +145,7 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
 
 def _meta(options: SuiteOptions, sizes: Sizes) -> dict[str, Any]:
     return {
-        "suite": "registry-cache bench-suite",
+        "suite": "python -m benchmarks",
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": options.command,
         "revision": revision(),

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from registry_cache.bench.suite.content import write_layer
-from registry_cache.bench.suite.load import LoadError, parse_wrk
-from registry_cache.bench.suite.measure import UpstreamLog, requests_per_process
-from registry_cache.bench.suite.report import (
+from benchmarks.content import write_layer
+from benchmarks.load import LoadError, parse_wrk
+from benchmarks.measure import UpstreamLog, requests_per_process
+from benchmarks.report import (
     BLOB_SIZE_RATIO,
     Target,
     memory_summary,
@@ -21,8 +21,8 @@ from registry_cache.bench.suite.report import (
     to_markdown,
     verdicts,
 )
-from registry_cache.bench.suite.results import Figure, ScenarioResult
-from registry_cache.bench.suite.scenarios import RSS, rotated
+from benchmarks.results import Figure, ScenarioResult
+from benchmarks.scenarios import RSS, rotated
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
   2 threads and 32 connections
@@ -121,7 +121,7 @@ def test_report_markdown_and_json() -> None:
     results["memory"] = memory
     meta = {
         "started": "2026-01-01 00:00 UTC",
-        "command": "registry-cache bench-suite",
+        "command": "python -m benchmarks",
         "revision": "abc1234",
         "seconds": 300.0,
         "machine": {"description": "2 x CPU"},

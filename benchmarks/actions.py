@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..pullclient import pull
+from registry_cache.bench.pullclient import pull
+
 from .content import Blob
 from .httpio import Transfer, download
 from .results import GB

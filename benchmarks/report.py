@@ -130,7 +130,7 @@ def to_json(meta: Mapping[str, Any], results: Mapping[str, ScenarioResult]) -> d
 def to_markdown(meta: Mapping[str, Any], results: Mapping[str, ScenarioResult]) -> str:
     machine, config = meta["machine"], meta["config"]
     lines = [
-        f"### registry-cache bench-suite, {meta['started']}",
+        f"### registry-cache benchmark suite (python -m benchmarks), {meta['started']}",
         "",
         f"- machine: {machine['description']}",
         f"- command: `{meta['command']}` (wall time {meta['seconds']:.0f} s)"

@@ -1,4 +1,7 @@
-"""``registry-cache bench-suite``: registry-cache against its peers, side by side.
+"""The benchmark suite (``python -m benchmarks``): registry-cache against its peers, side by side.
+
+Not part of the product: ``registry_cache`` never imports this package (a unit
+test checks), and the image does not ship it.
 
 One run on loopback starts a local upstream (docker-registry), CNCF distribution
 in proxy mode over it, registry-cache over it, and nginx serving the same blob
