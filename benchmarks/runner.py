@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import registry_cache
+
 from .lab import Lab, Sizes
 from .load import wrk_available
 from .report import memory_summary, to_json, to_markdown, verdicts
@@ -205,7 +207,7 @@ def machine() -> dict[str, Any]:
 def core_fingerprint() -> str:
     """sha256 (12 hex) of the cache's own sources, benchmark tools excluded: runs with the
     same fingerprint measured the same server code, whatever the commit says."""
-    package = Path(__file__).resolve().parents[2]
+    package = Path(registry_cache.__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package).as_posix()
@@ -217,7 +219,7 @@ def core_fingerprint() -> str:
 
 def revision() -> str | None:
     """The checkout measured: commit, plus "+dirty" when the working tree has changes."""
-    root = Path(__file__).resolve().parents[4]
+    root = Path(__file__).resolve().parents[1]  # benchmarks/ sits at the repository's root
 
     def git(*args: str) -> str:
         return subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from benchmarks.report import (
     verdicts,
 )
 from benchmarks.results import Figure, ScenarioResult
+from benchmarks.runner import core_fingerprint, revision
 from benchmarks.scenarios import RSS, rotated
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
@@ -160,3 +162,17 @@ def test_write_layer_is_a_valid_gzip_tar(tmp_path: Path) -> None:
         assert (member.name, member.size) == ("data/random.bin", 3 * (1 << 20) + 7)
     other = write_layer(tmp_path, "unit/1", 3 * (1 << 20) + 7)
     assert other.digest != layer.digest
+
+
+def test_revision_is_this_checkout() -> None:
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    measured = revision()
+    assert measured is not None
+    assert measured.removesuffix("+dirty") == head
+    assert len(core_fingerprint()) == 12
