@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+import registry_cache
 from registry_cache.digest import Digest
 from registry_cache.store.layout import Layout
 
@@ -396,7 +397,8 @@ class Cache(Server):
 
     def env(self) -> dict[str, str]:
         env = clean_env()
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])  # this checkout's src
+        # The directory the measured registry_cache was imported from (a checkout's src).
+        env["PYTHONPATH"] = str(Path(registry_cache.__file__).resolve().parents[1])
         return env
 
     def cwd(self) -> Path:

@@ -25,6 +25,7 @@ from benchmarks.report import (
 from benchmarks.results import Figure, ScenarioResult
 from benchmarks.runner import core_fingerprint, revision
 from benchmarks.scenarios import RSS, rotated
+from benchmarks.servers import Cache
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
   2 threads and 32 connections
@@ -176,3 +177,10 @@ def test_revision_is_this_checkout() -> None:
     assert measured is not None
     assert measured.removesuffix("+dirty") == head
     assert len(core_fingerprint()) == 12
+
+
+def test_the_measured_cache_imports_this_checkouts_product(tmp_path: Path) -> None:
+    env = Cache(tmp_path, "http://127.0.0.1:1").env()
+    src = Path(env["PYTHONPATH"])
+    assert (src / "registry_cache" / "__init__.py").is_file()
+    assert src == Path(__file__).resolve().parents[2] / "src"
