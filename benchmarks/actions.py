@@ -17,7 +17,8 @@ from pathlib import Path
 from registry_cache.bench.pullclient import pull
 
 from .content import Blob
-from .httpio import Transfer, download
+from .httpio import HttpError, Transfer, download
+from .readers import MIB_READS, Readers
 from .results import GB
 from .servers import Cache, Registry, Server, clean_env, find_binary
 
@@ -30,8 +31,12 @@ def blob_url(server: Server, repo: str, digest: str) -> str:
     return f"{server.url}/v2/{repo}/blobs/{digest}"
 
 
-def fetch(url: str, size: int) -> Transfer:
-    got = download(url)
+def fetch(url: str, size: int, readers: Readers | None = None, reader: str = MIB_READS) -> Transfer:
+    """GET ``url`` with ``reader`` (readers.py; default the 1 MiB Python reader), checked."""
+    try:
+        got = download(url) if readers is None else readers.get(reader, url)
+    except HttpError as exc:
+        raise ScenarioError(str(exc)) from None
     if not got.complete or got.bytes != size:
         raise ScenarioError(f"GET {url}: HTTP {got.status}, {got.bytes} of {size} bytes")
     return got

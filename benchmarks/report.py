@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .readers import CURL, GO_READS
 from .results import Figure, ScenarioResult
 from .scenarios import CACHE, PROXY, RSS
 
@@ -50,6 +51,18 @@ class Target:
 TARGETS: tuple[Target, ...] = (
     Target("warm-blob", "vs nginx", ">=", 0.9, "warm blob GET vs nginx sendfile"),
     Target("warm-blob", f"vs {PROXY}", ">=", 1.0, "warm blob GET vs distribution proxy"),
+    Target("warm-blob", f"vs nginx, {GO_READS}", ">=", 0.9, f"warm blob GET vs nginx, {GO_READS}"),
+    Target(
+        "warm-blob",
+        f"vs {PROXY}, {GO_READS}",
+        ">=",
+        1.1,
+        f"warm blob GET vs distribution proxy, {GO_READS}",
+    ),
+    Target("warm-blob", f"vs nginx, {CURL}", ">=", 0.9, "warm blob GET vs nginx, curl"),
+    Target(
+        "warm-blob", f"vs {PROXY}, {CURL}", ">=", 1.1, "warm blob GET vs distribution proxy, curl"
+    ),
     Target("cold-blob", f"vs {PROXY}", ">=", 1.2, "cold blob GET vs distribution proxy"),
     Target("cold-blob", "vs upstream", ">=", 0.6, "cold blob GET vs direct upstream"),
     Target("herd", f"{CACHE} upstream bytes", "==", 1.0, "herd: upstream bytes", True),

@@ -9,8 +9,9 @@ PACKAGES=(
   nginx iperf3 wrk  # fault injection, "CDN", path comparison, load generation
   apache2-utils     # htpasswd for the Basic-auth upstream
   uidmap util-linux iproute2 curl jq ca-certificates
+  gcc libc6-dev     # the benchmark suite builds its small C helpers (benchmarks/native) at run time
 )
-BINARIES=(docker-registry skopeo containerd ctr podman dockerd umoci nginx iperf3 wrk htpasswd unshare curl jq)
+BINARIES=(docker-registry skopeo containerd ctr podman dockerd umoci nginx iperf3 wrk htpasswd unshare curl jq gcc)
 
 missing=0
 for bin in "${BINARIES[@]}"; do
