@@ -72,10 +72,11 @@ class SuiteTimeout(Exception):
 )
 @click.option(
     "--pull-client",
-    type=click.Choice(["auto", "skopeo", "builtin"]),
+    type=click.Choice(["auto", "skopeo", "ctr", "builtin"]),
     default="auto",
     show_default=True,
-    help="Client of the whole-image pull (auto: skopeo when installed).",
+    help="Clients of the whole-image pull (auto: skopeo dir: and oci:, ctr content fetch "
+    "and ctr pull, each where installed; builtin: the project's own pull client).",
 )
 @click.option(
     "--drop-caches",

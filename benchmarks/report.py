@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .pullers import CTR_FETCH, CTR_PULL, SKOPEO_OCI
 from .readers import CURL, GO_READS
 from .results import Figure, ScenarioResult
 from .scenarios import CACHE, PROXY, RSS
@@ -62,6 +63,16 @@ TARGETS: tuple[Target, ...] = (
     Target("warm-blob", f"vs nginx, {CURL}", ">=", 0.9, "warm blob GET vs nginx, curl"),
     Target(
         "warm-blob", f"vs {PROXY}, {CURL}", ">=", 1.1, "warm blob GET vs distribution proxy, curl"
+    ),
+    *(
+        Target(
+            "image-pull",
+            f"speed-up vs {PROXY}, {client}",
+            ">=",
+            1.0,
+            f"warm image pull vs distribution proxy, {client}",
+        )
+        for client in (SKOPEO_OCI, CTR_FETCH, CTR_PULL)
     ),
     Target("cold-blob", f"vs {PROXY}", ">=", 1.2, "cold blob GET vs distribution proxy"),
     Target("cold-blob", "vs upstream", ">=", 0.6, "cold blob GET vs direct upstream"),

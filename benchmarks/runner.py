@@ -240,6 +240,9 @@ def tool_versions(options: SuiteOptions) -> dict[str, str]:
         "nginx": ["-v"],
         "wrk": ["-v"],
         "skopeo": ["--version"],
+        "containerd": ["--version"],
+        "curl": ["--version"],
+        "gcc": ["--version"],
     }
     versions: dict[str, str] = {}
     for name, args in probes.items():
@@ -260,5 +263,5 @@ def tool_versions(options: SuiteOptions) -> dict[str, str]:
 def _version(line: str) -> str:
     for word in line.replace("/", " ").split():
         if word[:1].isdigit():
-            return word.rstrip(",")
+            return word.rstrip(",)")
     return line[:40]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from . import pullers
 from .actions import (
     ScenarioError,
     await_stored,
@@ -30,7 +31,6 @@ from .actions import (
     concurrent_gets,
     drop_caches,
     fetch,
-    pull_image,
     tmpfs_with_room,
     write_speed,
 )
@@ -39,9 +39,10 @@ from .httpio import Transfer, request
 from .lab import Lab
 from .load import LoadResult, run_load
 from .measure import NoiseMonitor, RssMonitor, UpstreamLog, log_mark, requests_per_process
+from .pullers import BUILTIN, CTR_FETCH, CTR_PULL, SKOPEO_DIR, SKOPEO_OCI
 from .readers import MIB_READS
 from .results import GB, ScenarioResult
-from .servers import Cache, Server, find_binary
+from .servers import Cache, Server
 
 CACHE = "registry-cache"
 PROXY = "distribution-proxy"
@@ -64,7 +65,7 @@ class Plan:
     herd_clients: int = 16
     load_seconds: float = 5.0
     load_tool: str = "auto"  # wrk | builtin | auto
-    pull_client: str = "auto"  # skopeo | builtin | auto
+    pull_client: str = "auto"  # auto | skopeo | ctr | builtin (PULL_CLIENTS)
     drop_caches: bool = False
     max_noise: float = 0.25  # cores other processes may take before a repetition is redone
     retries: int = 2
@@ -379,41 +380,59 @@ def workers(lab: Lab, plan: Plan) -> ScenarioResult:
 # ---------------------------------------------------------------- whole image
 
 
+PULL_CLIENTS = {
+    "auto": (SKOPEO_DIR, SKOPEO_OCI, CTR_FETCH, CTR_PULL),
+    "skopeo": (SKOPEO_DIR, SKOPEO_OCI),
+    "ctr": (CTR_FETCH, CTR_PULL),
+    "builtin": (BUILTIN,),
+}
+
+
 def image_pull(lab: Lab, plan: Plan) -> ScenarioResult:
     image, repo = lab.content.image, lab.content.repo
-    tool = plan.pull_client
-    if tool == "auto":
-        tool = "skopeo" if find_binary("skopeo") else "builtin"
-    title = f"Warm pull of a {len(image.layers)}-layer image ({_size(image.size)}) with {tool}"
-    result = ScenarioResult("image-pull", title)
-    servers: dict[str, Server] = {CACHE: lab.cache, PROXY: lab.proxy}
     # The client writes what it pulls: on tmpfs, so that the data disk's erratic write
     # speed (see cold-blob) does not decide between the contenders.
-    tmpfs = tmpfs_with_room(4 * image.size)
-    out_dir = lab.scratch(tmpfs) / "pulls"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.note(f"the client writes the image to {'tmpfs' if tmpfs else 'the data disk'}")
+    tmpfs = tmpfs_with_room(6 * image.size)
+    work = lab.scratch(tmpfs) / "pulls"
+    clients: list[str] = []
+    left_out: list[str] = []
+    for client in PULL_CLIENTS[plan.pull_client]:
+        why = pullers.missing(client, work)
+        if why is None:
+            clients.append(client)
+        elif plan.pull_client == "auto":
+            left_out.append(f"{client}: left out ({why})")
+        else:
+            raise ScenarioError(f"{client}: {why}")
+    clients = clients or [BUILTIN]
+    size = f"{len(image.layers)}-layer image ({_size(image.size)})"
+    result = ScenarioResult("image-pull", f"Warm pull of a {size}: {', '.join(clients)}")
+    for line in left_out:
+        result.note(line)
+    servers: dict[str, Server] = {CACHE: lab.cache, PROXY: lab.proxy}
+    result.note(f"the clients write the image to {'tmpfs' if tmpfs else 'the data disk'}")
 
-    def pull(who: str, name: str) -> float:
-        return pull_image(tool, servers[who], repo, image.tag, work=out_dir, target=out_dir / name)
+    def pull(who: str, client: str) -> float:
+        return pullers.pull(client, servers[who].url, repo, image.tag, work=work / who)
 
     for who, server in servers.items():
-        pull(who, f"warmup-{who}")  # fills the proxy
+        pull(who, BUILTIN)  # fills the proxy
         for blob in (image.config, *image.layers):
             await_stored(server, blob)
 
     def one(rep: int, out: ScenarioResult) -> None:
-        took: dict[str, float] = {}
-        for who in rotated(list(servers), rep):
-            if who == CACHE:
-                with RssMonitor(lab.cache.pid) as rss:
-                    took[who] = pull(who, f"{who}-{rep}")
-                out.add(RSS, "MB", rss.peak_mb)
-            else:
-                took[who] = pull(who, f"{who}-{rep}")
-        for who, seconds in took.items():
-            out.add(f"{who} pull", "s", seconds)
-        out.add(f"speed-up vs {PROXY}", "x", took[PROXY] / took[CACHE])
+        for client in clients:
+            took: dict[str, float] = {}
+            for who in rotated(list(servers), rep):
+                if who == CACHE:
+                    with RssMonitor(lab.cache.pid) as rss:
+                        took[who] = pull(who, client)
+                    out.add(RSS, "MB", rss.peak_mb)
+                else:
+                    took[who] = pull(who, client)
+            for who, seconds in took.items():
+                out.add(f"{who} pull, {client}", "s", seconds)
+            out.add(f"speed-up vs {PROXY}, {client}", "x", took[PROXY] / took[CACHE])
 
     repeat(plan, result, one)
     return result

@@ -115,6 +115,30 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+def spawn(
+    argv: list[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session, output appended to ``log``; stopped by
+    ``terminate`` (or ``stop_all``) by its PID's process group."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env if env is not None else clean_env(),
+            start_new_session=True,
+        )
+    _live.append(proc)
+    return proc
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM ``proc``'s process group, SIGKILL after ``grace`` s; reaped either way."""
+    _terminate(proc, grace)
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     # Only while unreaped, so the pid (= its process group: own session) is still ours.
     with contextlib.suppress(ProcessLookupError, PermissionError):

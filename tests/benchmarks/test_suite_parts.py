@@ -143,6 +143,13 @@ def test_report_markdown_and_json() -> None:
     unmeasured = {(v.target.scenario, v.target.figure) for v in verdicts(results) if not v.figure}
     assert unmeasured == {
         ("warm-blob", "vs distribution-proxy"),
+        ("warm-blob", "vs nginx, 32 KiB reads"),
+        ("warm-blob", "vs distribution-proxy, 32 KiB reads"),
+        ("warm-blob", "vs nginx, curl"),
+        ("warm-blob", "vs distribution-proxy, curl"),
+        ("image-pull", "speed-up vs distribution-proxy, skopeo oci:"),
+        ("image-pull", "speed-up vs distribution-proxy, ctr fetch"),
+        ("image-pull", "speed-up vs distribution-proxy, ctr pull"),
         ("cold-blob", "vs distribution-proxy"),
         ("cold-blob", "vs upstream"),
         ("herd", "registry-cache upstream bytes"),

@@ -58,6 +58,8 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert ("warm-blob", "vs nginx") in verdicts
     assert ("warm-blob", "vs nginx, 32 KiB reads") in verdicts  # built and ran httpget.c
     assert ("warm-blob", "vs distribution-proxy, curl") in verdicts
+    for client in ("skopeo oci:", "ctr fetch", "ctr pull"):  # real clients, hermetic
+        assert ("image-pull", f"speed-up vs distribution-proxy, {client}") in verdicts
     assert ("workers", "2 vs 1 workers") in verdicts
     assert all(t["pass"] in (True, False) for t in verdicts.values())
     assert report["config"]["quick"] is True
