@@ -74,6 +74,10 @@ TARGETS: tuple[Target, ...] = (
         )
         for client in (SKOPEO_OCI, CTR_FETCH, CTR_PULL)
     ),
+    Target("cli-startup", "registry-cache --help", "<", 0.3, "`registry-cache --help` start-up"),
+    Target(
+        "cli-startup", "registry-cache registries", "<", 0.3, "`registry-cache registries` start-up"
+    ),
     Target("cold-blob", f"vs {PROXY}", ">=", 1.2, "cold blob GET vs distribution proxy"),
     Target("cold-blob", "vs upstream", ">=", 0.6, "cold blob GET vs direct upstream"),
     Target("herd", f"{CACHE} upstream bytes", "==", 1.0, "herd: upstream bytes", True),

@@ -18,6 +18,9 @@ before each cold GET.
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,7 @@ from .measure import NoiseMonitor, RssMonitor, UpstreamLog, log_mark, requests_p
 from .pullers import BUILTIN, CTR_FETCH, CTR_PULL, SKOPEO_DIR, SKOPEO_OCI
 from .readers import MIB_READS
 from .results import GB, ScenarioResult
-from .servers import Cache, Server
+from .servers import Cache, Server, clean_env
 
 CACHE = "registry-cache"
 PROXY = "distribution-proxy"
@@ -438,6 +441,50 @@ def image_pull(lab: Lab, plan: Plan) -> ScenarioResult:
     return result
 
 
+# ---------------------------------------------------------------- CLI start-up
+
+CLI_COMMANDS = {
+    "registry-cache --help": ["--help"],
+    "registry-cache registries": ["registries", "--domain", "cache.internal"],
+}
+CLI_RUNS = 5  # per command and repetition; the median counts
+
+
+def cli_startup(lab: Lab, plan: Plan) -> ScenarioResult:
+    """Wall time of CLI commands a person types first (issue 13 item 17: lazy imports)."""
+    result = ScenarioResult("cli-startup", "CLI start-up: wall time of one command")
+    argv0 = cli_command()
+    result.note(f"run as {' '.join(argv0)}, from an empty directory, no REGISTRY_* variables")
+    cwd = lab.scratch(None) / "cli-cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        for label, args in rotated(list(CLI_COMMANDS.items()), rep):
+            times = [_timed([*argv0, *args], cwd) for _ in range(CLI_RUNS)]
+            out.add(label, "s", statistics.median(times))
+
+    repeat(plan, result, one)
+    return result
+
+
+def cli_command() -> list[str]:
+    """The console script beside this interpreter (what ``pip install`` made), else
+    ``python -m registry_cache``."""
+    script = Path(sys.executable).parent / "registry-cache"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "registry_cache"]
+
+
+def _timed(argv: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv, capture_output=True, cwd=cwd, env=clean_env(), timeout=60, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise ScenarioError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr[-300:]!r}")
+    return seconds
+
+
 def _size(size: int) -> str:
     mib = size / (1 << 20)
     return f"{mib / 1024:.0f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
@@ -452,4 +499,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "manifest-digest": manifest_digest,
     "image-pull": image_pull,
     "workers": workers,
+    "cli-startup": cli_startup,
 }
