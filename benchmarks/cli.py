@@ -20,6 +20,7 @@ import click
 from . import SCENARIOS, SuiteError, SuiteOptions, run_suite
 
 PROG = "python -m benchmarks"
+ARGV0 = ["python", "-m", "benchmarks"]
 
 
 class CliError(Exception):
@@ -55,6 +56,12 @@ class SuiteTimeout(Exception):
     multiple=True,
     type=click.Choice(list(SCENARIOS)),
     help="Run only this scenario (repeatable) [all].",
+)
+@click.option(
+    "--wan-reps",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="Repetitions of each WAN scenario (a minute or two each) [2; 1 with --quick].",
 )
 @click.option("--keep", is_flag=True, help="Keep the temporary directories (data, logs).")
 @click.option(
@@ -111,6 +118,7 @@ def bench_suite(  # noqa: PLR0917 - one parameter per click option
     quick: bool,
     out: Path,
     scenarios: tuple[str, ...],
+    wan_reps: int | None,
     keep: bool,
     load_seconds: float | None,
     load_tool: str,
@@ -136,13 +144,14 @@ def bench_suite(  # noqa: PLR0917 - one parameter per click option
         scenarios=scenarios or tuple(SCENARIOS),
         out=out,
         keep=keep,
+        wan_reps=wan_reps or (1 if quick else 2),
         load_seconds=load_seconds or (2.0 if quick else 5.0),
         load_tool=load_tool,
         pull_client=pull_client,
         drop_caches=drop_caches,
         max_noise=max_noise,
         retries=retries,
-        command=shlex.join([PROG, *sys.argv[1:]]),
+        command=shlex.join([*ARGV0, *sys.argv[1:]]),
         tmpdir=tmpdir,
     )
     started = time.monotonic()

@@ -66,12 +66,17 @@ class Readers:
 
 
 def parse_httpget(line: str) -> Transfer:
-    """``STATUS BYTES SECONDS TTFB CONTENT_LENGTH`` (httpget.c's one line) → Transfer."""
+    """``STATUS BYTES SECONDS TTFB CONTENT_LENGTH CONNECT`` (httpget.c's line) → Transfer."""
     try:
-        status, body, seconds, ttfb, length = line.split()
+        status, body, seconds, ttfb, length, connect = line.split()
         expected = int(length)
         return Transfer(
-            int(status), int(body), float(seconds), float(ttfb), None if expected < 0 else expected
+            int(status),
+            int(body),
+            float(seconds),
+            float(ttfb),
+            None if expected < 0 else expected,
+            float(connect),
         )
     except ValueError:
         raise HttpError(f"httpget printed {line!r}") from None

@@ -78,6 +78,28 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "cli-startup", "registry-cache registries", "<", 0.3, "`registry-cache registries` start-up"
     ),
+    *(
+        target
+        for wan in ("wan-far", "wan-near")
+        for target in (
+            Target(wan, f"{CACHE} cold pull vs direct", "<=", 1.05, f"{wan}: cold pull vs direct"),
+            Target(
+                wan,
+                f"rollout: {CACHE} cold vs warm",
+                "<=",
+                1.15,
+                f"{wan}: rollout of 8, cold vs warm",
+            ),
+            Target(
+                wan,
+                f"rollout: {CACHE} upstream bytes",
+                "==",
+                1.0,
+                f"{wan}: rollout of 8, upstream bytes",
+                True,
+            ),
+        )
+    ),
     Target("cold-blob", f"vs {PROXY}", ">=", 1.2, "cold blob GET vs distribution proxy"),
     Target("cold-blob", "vs upstream", ">=", 0.6, "cold blob GET vs direct upstream"),
     Target("herd", f"{CACHE} upstream bytes", "==", 1.0, "herd: upstream bytes", True),

@@ -59,6 +59,7 @@ class SuiteOptions:
     herd_clients: int = 16
     max_noise: float = 0.25
     retries: int = 2
+    wan_reps: int = 2
     command: str = "python -m benchmarks"
     tmpdir: Path | None = None
 
@@ -107,6 +108,8 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
         max_noise=options.max_noise,
         retries=options.retries,
         memory_pause=0.0 if options.quick else MEMORY_PAUSE,
+        wan_reps=options.wan_reps,
+        quick=options.quick,
         progress=progress,
     )
     started = time.monotonic()
@@ -168,6 +171,7 @@ def _meta(options: SuiteOptions, sizes: Sizes) -> dict[str, Any]:
             "drop_caches": options.drop_caches,
             "max_noise_cores": options.max_noise,
             "retries": options.retries,
+            "wan_reps": options.wan_reps,
         },
         "seconds": 0.0,
     }

@@ -17,6 +17,7 @@ before each cold GET.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,8 @@ class Plan:
     max_noise: float = 0.25  # cores other processes may take before a repetition is redone
     retries: int = 2
     memory_pause: float = MEMORY_PAUSE  # quiet before the "fresh memory" write probe (0: skip)
+    wan_reps: int = 2  # WAN scenarios: each repetition takes a minute or two
+    quick: bool = False
     progress: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -441,6 +444,58 @@ def image_pull(lab: Lab, plan: Plan) -> ScenarioResult:
     return result
 
 
+# ---------------------------------------------------------------- WAN
+
+WAN_TIMEOUT = 40 * 60.0  # seconds for one profile's child process, all repetitions
+
+
+def wan_far(lab: Lab, plan: Plan) -> ScenarioResult:
+    return _wan(lab, plan, "far")
+
+
+def wan_near(lab: Lab, plan: Plan) -> ScenarioResult:
+    return _wan(lab, plan, "near")
+
+
+def _wan(lab: Lab, plan: Plan, profile: str) -> ScenarioResult:
+    """Run ``benchmarks.wan`` for ``profile`` in a private network namespace (its own
+    child process: the namespace dies with it) and take its figures."""
+    from . import wan
+    from .netns import netns_id
+
+    name = f"wan-{profile}"
+    why = wan.unavailable(lab.workdir)
+    if why is not None:
+        raise ScenarioError(why)
+    where = lab.scratch(None) / name
+    where.mkdir(parents=True, exist_ok=True)
+    out = where / "result.json"
+    job = wan.Job(
+        profile=profile,
+        reps=plan.wan_reps,
+        quick=plan.quick,
+        max_noise=plan.max_noise,
+        retries=0 if plan.quick else min(plan.retries, 1),
+        workdir=str(where / "work"),
+        out=str(out),
+        outer_netns=netns_id(),
+    )
+    plan.progress(f"{name}: {plan.wan_reps} repetition(s) in a private network namespace")
+    done = subprocess.run(
+        wan.command(job.save(where / "job.json")),
+        env=wan.child_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=WAN_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0 or not out.is_file():
+        raise ScenarioError(f"{name}: the namespace's run exited with {done.returncode}")
+    result = ScenarioResult.from_json(name, json.loads(out.read_text()))
+    if result.error:
+        raise ScenarioError(result.error)
+    return result
+
+
 # ---------------------------------------------------------------- CLI start-up
 
 CLI_COMMANDS = {
@@ -500,4 +555,6 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "image-pull": image_pull,
     "workers": workers,
     "cli-startup": cli_startup,
+    "wan-far": wan_far,
+    "wan-near": wan_near,
 }

@@ -83,10 +83,11 @@ def test_build_reports_a_missing_source(tmp_path: Path) -> None:
 
 
 def test_parsers() -> None:
-    got = parse_httpget("200 1048576 0.250000 0.001000 1048576\n")
+    got = parse_httpget("200 1048576 0.250000 0.001000 1048576 0.000100\n")
     assert (got.status, got.bytes, got.expected) == (200, 1048576, 1048576)
+    assert got.connect == pytest.approx(0.0001)
     assert got.rate == pytest.approx(1048576 / 0.25)
-    assert parse_httpget("200 10 0.1 0.01 -1").expected is None
+    assert parse_httpget("200 10 0.1 0.01 -1 0.0").expected is None
     assert parse_curl("200 1024 0.5 0.1").bytes == 1024
     with pytest.raises(HttpError):
         parse_httpget("garbage")

@@ -59,6 +59,10 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     assert ("warm-blob", "vs nginx, 32 KiB reads") in verdicts  # built and ran httpget.c
     assert ("warm-blob", "vs distribution-proxy, curl") in verdicts
     assert ("cli-startup", "registry-cache --help") in verdicts
+    for name in ("wan-far", "wan-near"):  # behind the shaped link: single flight holds
+        rollout = report["scenarios"][name]["figures"]["rollout: registry-cache upstream bytes"]
+        assert rollout["values"] == [1.0]
+        assert (name, "registry-cache cold pull vs direct") in verdicts
     for client in ("skopeo oci:", "ctr fetch", "ctr pull"):  # real clients, hermetic
         assert ("image-pull", f"speed-up vs distribution-proxy, {client}") in verdicts
     assert ("workers", "2 vs 1 workers") in verdicts
