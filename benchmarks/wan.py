@@ -234,6 +234,8 @@ def measure(
         "waits forever"
     )
     size = wan.image.size
+    wire = size * 8 / (profile.rate_mbit * 1e6)  # the image's bytes at the link's rate
+    result.note(f"the image takes {wire:.2f} s on the link at its rate (no slow start, no RTT)")
 
     def one(rep: int, out: ScenarioResult) -> None:
         lab.progress(f"cold pulls, repetition {rep + 1}")
@@ -272,6 +274,9 @@ def measure(
                     warm = lab.rollout(who, server, clients)
                     out.add(f"rollout: {CACHE} warm", "s", warm)
                     out.add(f"rollout: {CACHE} cold vs warm", "x", cold / warm)
+                    # What K clients cost over one: single flight streams one fetch to all.
+                    out.add(f"rollout: {CACHE} cold vs one cold pull", "x", cold / took[CACHE])
+                    out.add(f"rollout: {CACHE} cold vs the link's time", "x", cold / wire)
 
         lab.progress(f"cold blob, loss, stall, dead connection; repetition {rep + 1}")
         clean: dict[str, float] = {}
