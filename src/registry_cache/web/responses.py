@@ -1,9 +1,15 @@
-"""Zero-copy blob responses: committed files and fills that are still growing.
+"""Blob responses: committed files (hits) and fills that are still growing.
 
-Both go through ``loop.sendfile`` (``os.sendfile`` on the default asyncio loop):
-the bytes never enter Python. uvloop is deliberately not used: it has no
-``loop.sendfile`` and aiohttp silently falls back to read+write copies there
-(measured at a third of the speed; see README design notes).
+Hits are read from the page cache in 512 KiB pieces and written to the socket
+(``os.pread`` on the loop, a 1 MiB transport buffer), TLS or not. ``sendfile``
+would save the server one copy, but the client then copies every byte from cold
+page-cache pages: measured here with a 32 KiB reader (what Go clients do), the
+server used as much CPU either way and the client a third less with the copy
+(the bytes reach it from the CPU's cache), so the copy is faster wherever the
+cores are shared (README design notes). Fills go through ``loop.sendfile``
+(``os.sendfile`` on the default asyncio loop): their pages were just written, so
+they are in the CPU's cache anyway, and a cold GET's CPU goes to hashing.
+uvloop is deliberately not used: it has no ``loop.sendfile``.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from ..store.fill import FillFailed, FillReader
 
 log = logging.getLogger("registry_cache.web")
 
-# Upper bound of one sendfile call, so a huge hit does not monopolise the loop.
+# Upper bound of one sendfile call (fills), so a huge one does not monopolise the loop.
 SENDFILE_SPAN = 16 << 20
-# TLS hits: read this much at a time, and let the transport buffer this much.
-TLS_CHUNK = 512 << 10
-TLS_BUFFER = 1 << 20
+# Hits (and anything over TLS): read this much at a time (it stays in a core's L2
+# cache on its way to the socket), and let the transport buffer this much.
+COPY_CHUNK = 512 << 10
+COPY_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +103,7 @@ async def send_file(
 
     # Opening a local file is a metadata lookup, not I/O worth a thread hop.
     with open(path, "rb") as handle:  # noqa: ASYNC230
-        return await _send(request, response, handle, span, whole)
+        return await _send(request, response, handle, span, whole, copy=True)
 
 
 async def send_fill(
@@ -109,7 +116,7 @@ async def send_fill(
     never a complete corrupt one.
     """
     with reader.open() as handle:
-        return await _send(request, response, handle, span, reader.readable)
+        return await _send(request, response, handle, span, reader.readable, copy=False)
 
 
 async def _send(
@@ -118,8 +125,11 @@ async def _send(
     handle: BinaryIO,
     span: ByteRange,
     readable: Callable[[int], Awaitable[int]],
+    *,
+    copy: bool,
 ) -> int:
-    """sendfile ``span`` of ``handle`` as ``readable(pos)`` allows; returns bytes sent."""
+    """Send ``span`` of ``handle`` as ``readable(pos)`` allows, read and written
+    (``copy``, and always over TLS) or with sendfile; returns bytes sent."""
     await response.prepare(request)
     if request.method == "HEAD" or span.length == 0:
         await response.write_eof()
@@ -128,11 +138,11 @@ async def _send(
     if transport is None:
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
-    tls = transport.get_extra_info("sslcontext") is not None
-    if tls:
-        # Big writes, a deep buffer: asyncio's own fallback hops to a thread per
-        # 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
-        transport.set_write_buffer_limits(high=TLS_BUFFER)
+    copy = copy or transport.get_extra_info("sslcontext") is not None  # no sendfile in TLS
+    if copy:
+        # Big writes, a deep buffer: asyncio's own sendfile fallback hops to a thread
+        # per 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
+        transport.set_write_buffer_limits(high=COPY_BUFFER)
     pos = span.start
     while pos < span.end:
         try:
@@ -142,8 +152,8 @@ async def _send(
             transport.abort()
             raise
         count = min(end, span.end, pos + SENDFILE_SPAN) - pos
-        if tls:
-            done = await _write_tls(response, handle, pos, min(count, TLS_CHUNK))
+        if copy:
+            done = await _write_copy(response, handle, pos, min(count, COPY_CHUNK))
         else:
             done = await loop.sendfile(transport, handle, pos, count)
         if done == 0:
@@ -153,8 +163,8 @@ async def _send(
     return pos - span.start
 
 
-async def _write_tls(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
-    """No sendfile through TLS: read from the page cache and write through the SSL object.
+async def _write_copy(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
+    """Read ``count`` bytes at ``pos`` and write them to the client (plain or TLS).
 
     The read runs on the loop: the file is a hit or a fill's written part, so in
     the page cache; a thread hop per chunk cost more than the copy.
