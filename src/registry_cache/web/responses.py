@@ -1,20 +1,23 @@
 """Blob responses: committed files (hits) and fills that are still growing.
 
-Hits are read from the page cache in 512 KiB pieces and written to the socket
-(``os.pread`` on the loop, a 1 MiB transport buffer), TLS or not. ``sendfile``
-would save the server one copy, but the client then copies every byte from cold
-page-cache pages: measured here with a 32 KiB reader (what Go clients do), the
-server used as much CPU either way and the client a third less with the copy
-(the bytes reach it from the CPU's cache), so the copy is faster wherever the
-cores are shared (README design notes). Fills go through ``loop.sendfile``
-(``os.sendfile`` on the default asyncio loop): their pages were just written, so
-they are in the CPU's cache anyway, and a cold GET's CPU goes to hashing.
-uvloop is deliberately not used: it has no ``loop.sendfile``.
+Hits to a client on this host (a loopback peer, or one that connected to its own
+address: containerd on the node, a local build) are read from the page cache in
+512 KiB pieces and written to the socket (``os.pread`` on the loop, a 1 MiB
+transport buffer). ``sendfile`` would save the server one copy, but such a
+client then copies every byte from cold page-cache pages: measured here with a
+32 KiB reader (what Go clients do), the server used as much CPU either way and
+the client a third less with the copy (the bytes reach it from the CPU's cache),
+so the copy is faster wherever the cores are shared (README design notes). A
+client on another host reads from its own NIC, so hits to it stay zero-copy
+(``loop.sendfile``: ``os.sendfile`` on the default asyncio loop), as do fills,
+whose pages were just written and are in the CPU's cache anyway. TLS has no
+sendfile: always the copy. uvloop is deliberately not used: no ``loop.sendfile``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -129,7 +132,8 @@ async def _send(
     copy: bool,
 ) -> int:
     """Send ``span`` of ``handle`` as ``readable(pos)`` allows, read and written
-    (``copy``, and always over TLS) or with sendfile; returns bytes sent."""
+    (``copy`` to a client on this host, and always over TLS) or with sendfile;
+    returns bytes sent."""
     await response.prepare(request)
     if request.method == "HEAD" or span.length == 0:
         await response.write_eof()
@@ -138,7 +142,9 @@ async def _send(
     if transport is None:
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
-    copy = copy or transport.get_extra_info("sslcontext") is not None  # no sendfile in TLS
+    tls = transport.get_extra_info("sslcontext") is not None  # no sendfile through TLS
+    peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+    copy = tls or (copy and same_host(peer, local))
     if copy:
         # Big writes, a deep buffer: asyncio's own sendfile fallback hops to a thread
         # per 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
@@ -161,6 +167,26 @@ async def _send(
         pos += done
     await response.write_eof()
     return pos - span.start
+
+
+def same_host(peer: object, local: object) -> bool:
+    """Whether a socket's ``peername`` is this host: a loopback address, or the very
+    address the client connected to (a host talking to itself: loopback all the same)."""
+    peer_ip, local_ip = _ip(peer), _ip(local)
+    if peer_ip is None:
+        return False
+    if isinstance(peer_ip, ipaddress.IPv6Address) and peer_ip.ipv4_mapped is not None:
+        peer_ip = peer_ip.ipv4_mapped
+    return peer_ip.is_loopback or peer_ip == local_ip
+
+
+def _ip(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
+        return None  # e.g. a unix socket
+    try:
+        return ipaddress.ip_address(address[0].split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 async def _write_copy(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
