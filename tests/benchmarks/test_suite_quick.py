@@ -50,7 +50,9 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         assert scenario["figures"], name
         for key, figure in scenario["figures"].items():
             assert len(figure["values"]) >= 1, (name, key)
-            assert all(math.isfinite(v) and v >= 0 for v in figure["values"]), (name, key)
+            assert all(math.isfinite(v) for v in figure["values"]), (name, key)
+            if "extra" not in key:  # differences of two timings may come out negative
+                assert all(v >= 0 for v in figure["values"]), (name, key)
     herd = report["scenarios"]["herd"]["figures"]
     assert herd["registry-cache upstream bytes"]["values"] == [1.0]  # behaviour, not speed
 
