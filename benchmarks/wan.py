@@ -114,7 +114,9 @@ class WanLab:
         self._serial = 0
         self._content: WanContent | None = None
         tmpfs = tmpfs_with_room(2 << 30)
-        self.pulls = (tmpfs / workdir.name if tmpfs else workdir) / "pulls"
+        # What the clients write: on tmpfs when there is room, removed by close().
+        self._scratch = tmpfs / f"registry-cache-wan-{os.getpid()}" if tmpfs else None
+        self.pulls = (self._scratch or workdir) / "pulls"
 
     @property
     def content(self) -> WanContent:
@@ -209,7 +211,7 @@ class WanLab:
     def close(self) -> None:
         self.upstream.stop()
         self.link.stop()
-        shutil.rmtree(self.pulls, ignore_errors=True)
+        shutil.rmtree(self._scratch or self.pulls, ignore_errors=True)
 
 
 def blob_url_at(base: str, repo: str, digest: str) -> str:
