@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The performance suite on a fresh Debian machine: system packages (docker-registry,
-# nginx, wrk, skopeo, ...), the venv, then `registry-cache bench-suite` with your args.
+# nginx, wrk, skopeo, ...), the venv, then the suite (`python -m benchmarks`) with your args.
 # Usage: scripts/bench.sh [--quick] [--reps N] [--out DIR] [--scenario NAME]...
 # Run it on an idle machine: figures from a busy one are noise (check `uptime`).
 set -euo pipefail
@@ -16,4 +16,4 @@ fi
 
 export PATH="$PATH:/usr/sbin:/sbin"
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
-exec .venv/bin/registry-cache bench-suite "$@"
+exec .venv/bin/python -m benchmarks "$@"

@@ -17,7 +17,7 @@ ensure_venv "$PYTHON" .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
 
-echo "== ruff"; .venv/bin/ruff check src tests && .venv/bin/ruff format --check src tests
+echo "== ruff"; .venv/bin/ruff check src tests benchmarks && .venv/bin/ruff format --check src tests benchmarks
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 path="$PATH:/usr/sbin:/sbin"

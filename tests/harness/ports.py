@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 # One implementation for the tests and the benchmark suite (same range, same rules).
-from registry_cache.bench.suite.servers import LOOPBACK, free_port
+from benchmarks.servers import LOOPBACK, free_port
 
 __all__ = ["LOOPBACK", "free_port", "http_status", "port_is_open", "wait_http"]
 

@@ -31,7 +31,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "warm": ("warm", "warm", "Pre-pull images into the cache."),
     "status": ("status", "status", "Show a running cache's dashboard in the terminal."),
     "doctor": ("doctor", "doctor", "Check that this node pulls through the cache, and prove it."),
-    "bench-suite": ("bench_suite", "bench_suite", "Side-by-side performance suite."),
 }
 
 

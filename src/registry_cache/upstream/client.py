@@ -149,6 +149,13 @@ class BlobStream:
         return count
 
     def close(self) -> None:
+        # http.client closes its response itself once the whole body is in. Short of
+        # that (a read timed out, the fill stopped), the connection is unusable: closed
+        # here, so the pool never hands out a half-read or dead one (a Range resume on
+        # a dead flow would wait out the header timeout first).
+        fp = getattr(self._response, "_fp", None)
+        if fp is None or not fp.isclosed():
+            self._response.close()  # closes the connection too
         self._response.release_conn()
         self._response.close()
 

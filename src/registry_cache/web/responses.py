@@ -1,14 +1,23 @@
-"""Zero-copy blob responses: committed files and fills that are still growing.
+"""Blob responses: committed files (hits) and fills that are still growing.
 
-Both go through ``loop.sendfile`` (``os.sendfile`` on the default asyncio loop):
-the bytes never enter Python. uvloop is deliberately not used: it has no
-``loop.sendfile`` and aiohttp silently falls back to read+write copies there
-(measured at a third of the speed; see README design notes).
+Hits to a client on this host (a loopback peer, or one that connected to its own
+address: containerd on the node, a local build) are read from the page cache in
+512 KiB pieces and written to the socket (``os.pread`` on the loop, a 1 MiB
+transport buffer). ``sendfile`` would save the server one copy, but such a
+client then copies every byte from cold page-cache pages: measured here with a
+32 KiB reader (what Go clients do), the server used as much CPU either way and
+the client a third less with the copy (the bytes reach it from the CPU's cache),
+so the copy is faster wherever the cores are shared (README design notes). A
+client on another host reads from its own NIC, so hits to it stay zero-copy
+(``loop.sendfile``: ``os.sendfile`` on the default asyncio loop), as do fills,
+whose pages were just written and are in the CPU's cache anyway. TLS has no
+sendfile: always the copy. uvloop is deliberately not used: no ``loop.sendfile``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -23,11 +32,12 @@ from ..store.fill import FillFailed
 
 log = logging.getLogger("registry_cache.web")
 
-# Upper bound of one sendfile call, so a huge hit does not monopolise the loop.
+# Upper bound of one sendfile call (fills), so a huge one does not monopolise the loop.
 SENDFILE_SPAN = 16 << 20
-# TLS hits: read this much at a time, and let the transport buffer this much.
-TLS_CHUNK = 512 << 10
-TLS_BUFFER = 1 << 20
+# Hits (and anything over TLS): read this much at a time (it stays in a core's L2
+# cache on its way to the socket), and let the transport buffer this much.
+COPY_CHUNK = 512 << 10
+COPY_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +111,10 @@ async def send_body(
         async def whole(pos: int) -> int:
             return span.end
 
-        return await _send(request, response, body.file, span, whole)
+        return await _send(request, response, body.file, span, whole, copy=True)
     if isinstance(body, GrowingBody):
         with body.source.open() as handle:
-            return await _send(request, response, handle, span, body.source.readable)
+            return await _send(request, response, handle, span, body.source.readable, copy=False)
     if isinstance(body, RedirectBody):
         raise web.HTTPTemporaryRedirect(body.url)
     return await _send_stream(request, response, body, span)
@@ -143,8 +153,12 @@ async def _send(
     handle: BinaryIO,
     span: ByteRange,
     readable: Callable[[int], Awaitable[int]],
+    *,
+    copy: bool,
 ) -> int:
-    """sendfile ``span`` of ``handle`` as ``readable(pos)`` allows; returns bytes sent."""
+    """Send ``span`` of ``handle`` as ``readable(pos)`` allows, read and written
+    (``copy`` to a client on this host, and always over TLS) or with sendfile;
+    returns bytes sent."""
     await response.prepare(request)
     if request.method == "HEAD" or span.length == 0:
         await response.write_eof()
@@ -153,11 +167,13 @@ async def _send(
     if transport is None:
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
-    tls = transport.get_extra_info("sslcontext") is not None
-    if tls:
-        # Big writes, a deep buffer: asyncio's own fallback hops to a thread per
-        # 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
-        transport.set_write_buffer_limits(high=TLS_BUFFER)
+    tls = transport.get_extra_info("sslcontext") is not None  # no sendfile through TLS
+    peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+    copy = tls or (copy and same_host(peer, local))
+    if copy:
+        # Big writes, a deep buffer: asyncio's own sendfile fallback hops to a thread
+        # per 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
+        transport.set_write_buffer_limits(high=COPY_BUFFER)
     pos = span.start
     while pos < span.end:
         try:
@@ -167,8 +183,8 @@ async def _send(
             transport.abort()
             raise
         count = min(end, span.end, pos + SENDFILE_SPAN) - pos
-        if tls:
-            done = await _write_tls(response, handle, pos, min(count, TLS_CHUNK))
+        if copy:
+            done = await _write_copy(response, handle, pos, min(count, COPY_CHUNK))
         else:
             done = await loop.sendfile(transport, handle, pos, count)
         if done == 0:
@@ -178,8 +194,28 @@ async def _send(
     return pos - span.start
 
 
-async def _write_tls(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
-    """No sendfile through TLS: read from the page cache and write through the SSL object.
+def same_host(peer: object, local: object) -> bool:
+    """Whether a socket's ``peername`` is this host: a loopback address, or the very
+    address the client connected to (a host talking to itself: loopback all the same)."""
+    peer_ip, local_ip = _ip(peer), _ip(local)
+    if peer_ip is None:
+        return False
+    if isinstance(peer_ip, ipaddress.IPv6Address) and peer_ip.ipv4_mapped is not None:
+        peer_ip = peer_ip.ipv4_mapped
+    return peer_ip.is_loopback or peer_ip == local_ip
+
+
+def _ip(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
+        return None  # e.g. a unix socket
+    try:
+        return ipaddress.ip_address(address[0].split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+async def _write_copy(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
+    """Read ``count`` bytes at ``pos`` and write them to the client (plain or TLS).
 
     The read runs on the loop: the file is a hit or a fill's written part, so in
     the page cache; a thread hop per chunk cost more than the copy.

@@ -1,4 +1,10 @@
-"""``registry-cache bench-suite``: the side-by-side performance suite (bench/suite/)."""
+"""``python -m benchmarks``: the side-by-side performance suite's command line.
+
+The suite lives outside the product package (``registry_cache`` never imports it);
+it drives the product as a black box, next to nginx, docker-registry, wrk and the
+real clients. This module is the one place where its exceptions become exit codes:
+0 ok, 1 a scenario could not be measured or the run failed, 2 bad usage.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +17,21 @@ from types import FrameType
 
 import click
 
-from ..bench.suite import SCENARIOS, SuiteError, SuiteOptions, run_suite
-from .main import CliError
+from . import SCENARIOS, SuiteError, SuiteOptions, run_suite
+
+PROG = "python -m benchmarks"
+ARGV0 = ["python", "-m", "benchmarks"]
+
+
+class CliError(Exception):
+    """The run failed; printed as one line, exit 1."""
 
 
 class SuiteTimeout(Exception):
     pass
 
 
-@click.command("bench-suite")
+@click.command("benchmarks", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--reps",
     type=click.IntRange(1, 50),
@@ -45,6 +57,12 @@ class SuiteTimeout(Exception):
     type=click.Choice(list(SCENARIOS)),
     help="Run only this scenario (repeatable) [all].",
 )
+@click.option(
+    "--wan-reps",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="Repetitions of each WAN scenario (a minute or two each) [2; 1 with --quick].",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary directories (data, logs).")
 @click.option(
     "--load-seconds",
@@ -61,10 +79,11 @@ class SuiteTimeout(Exception):
 )
 @click.option(
     "--pull-client",
-    type=click.Choice(["auto", "skopeo", "builtin"]),
+    type=click.Choice(["auto", "skopeo", "ctr", "builtin"]),
     default="auto",
     show_default=True,
-    help="Client of the whole-image pull (auto: skopeo when installed).",
+    help="Clients of the whole-image pull (auto: skopeo dir: and oci:, ctr content fetch "
+    "and ctr pull, each where installed; builtin: the project's own pull client).",
 )
 @click.option(
     "--drop-caches",
@@ -99,6 +118,7 @@ def bench_suite(  # noqa: PLR0917 - one parameter per click option
     quick: bool,
     out: Path,
     scenarios: tuple[str, ...],
+    wan_reps: int | None,
     keep: bool,
     load_seconds: float | None,
     load_tool: str,
@@ -124,13 +144,14 @@ def bench_suite(  # noqa: PLR0917 - one parameter per click option
         scenarios=scenarios or tuple(SCENARIOS),
         out=out,
         keep=keep,
+        wan_reps=wan_reps or (1 if quick else 2),
         load_seconds=load_seconds or (2.0 if quick else 5.0),
         load_tool=load_tool,
         pull_client=pull_client,
         drop_caches=drop_caches,
         max_noise=max_noise,
         retries=retries,
-        command=shlex.join(["registry-cache", *sys.argv[1:]]),
+        command=shlex.join([*ARGV0, *sys.argv[1:]]),
         tmpdir=tmpdir,
     )
     started = time.monotonic()
@@ -161,3 +182,19 @@ def bench_suite(  # noqa: PLR0917 - one parameter per click option
         click.echo(f"targets not met: {'; '.join(run.failed_targets)}", err=True)
     if run.failed_scenarios:
         raise CliError(f"not measured: {', '.join(run.failed_scenarios)} (see {out}/results.md)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        bench_suite.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo(f"{PROG}: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CliError as exc:
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from registry_cache.bench.suite.content import write_layer
-from registry_cache.bench.suite.load import LoadError, parse_wrk
-from registry_cache.bench.suite.measure import UpstreamLog, requests_per_process
-from registry_cache.bench.suite.report import (
+from benchmarks.content import write_layer
+from benchmarks.load import LoadError, parse_wrk
+from benchmarks.measure import UpstreamLog, requests_per_process
+from benchmarks.report import (
     BLOB_SIZE_RATIO,
     Target,
     memory_summary,
@@ -21,8 +22,10 @@ from registry_cache.bench.suite.report import (
     to_markdown,
     verdicts,
 )
-from registry_cache.bench.suite.results import Figure, ScenarioResult
-from registry_cache.bench.suite.scenarios import RSS, rotated
+from benchmarks.results import Figure, ScenarioResult
+from benchmarks.runner import core_fingerprint, revision
+from benchmarks.scenarios import RSS, rotated
+from benchmarks.servers import Cache
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
   2 threads and 32 connections
@@ -121,7 +124,7 @@ def test_report_markdown_and_json() -> None:
     results["memory"] = memory
     meta = {
         "started": "2026-01-01 00:00 UTC",
-        "command": "registry-cache bench-suite",
+        "command": "python -m benchmarks",
         "revision": "abc1234",
         "seconds": 300.0,
         "machine": {"description": "2 x CPU"},
@@ -140,6 +143,13 @@ def test_report_markdown_and_json() -> None:
     unmeasured = {(v.target.scenario, v.target.figure) for v in verdicts(results) if not v.figure}
     assert unmeasured == {
         ("warm-blob", "vs distribution-proxy"),
+        ("warm-blob", "vs nginx, 32 KiB reads"),
+        ("warm-blob", "vs distribution-proxy, 32 KiB reads"),
+        ("warm-blob", "vs nginx, curl"),
+        ("warm-blob", "vs distribution-proxy, curl"),
+        ("image-pull", "speed-up vs distribution-proxy, skopeo oci:"),
+        ("image-pull", "speed-up vs distribution-proxy, ctr fetch"),
+        ("image-pull", "speed-up vs distribution-proxy, ctr pull"),
         ("cold-blob", "vs distribution-proxy"),
         ("cold-blob", "vs upstream"),
         ("herd", "registry-cache upstream bytes"),
@@ -160,3 +170,24 @@ def test_write_layer_is_a_valid_gzip_tar(tmp_path: Path) -> None:
         assert (member.name, member.size) == ("data/random.bin", 3 * (1 << 20) + 7)
     other = write_layer(tmp_path, "unit/1", 3 * (1 << 20) + 7)
     assert other.digest != layer.digest
+
+
+def test_revision_is_this_checkout() -> None:
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    measured = revision()
+    assert measured is not None
+    assert measured.removesuffix("+dirty") == head
+    assert len(core_fingerprint()) == 12
+
+
+def test_the_measured_cache_imports_this_checkouts_product(tmp_path: Path) -> None:
+    env = Cache(tmp_path, "http://127.0.0.1:1").env()
+    src = Path(env["PYTHONPATH"])
+    assert (src / "registry_cache" / "__init__.py").is_file()
+    assert src == Path(__file__).resolve().parents[2] / "src"

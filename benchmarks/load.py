@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..stats import percentile
+from registry_cache.bench.stats import percentile
+
 from .servers import find_binary
 
 CONNECTIONS = 32

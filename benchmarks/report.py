@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .pullers import CTR_FETCH, CTR_PULL, SKOPEO_OCI
+from .readers import CURL, GO_READS
 from .results import Figure, ScenarioResult
 from .scenarios import CACHE, PROXY, RSS
 
@@ -50,6 +52,54 @@ class Target:
 TARGETS: tuple[Target, ...] = (
     Target("warm-blob", "vs nginx", ">=", 0.9, "warm blob GET vs nginx sendfile"),
     Target("warm-blob", f"vs {PROXY}", ">=", 1.0, "warm blob GET vs distribution proxy"),
+    Target("warm-blob", f"vs nginx, {GO_READS}", ">=", 0.9, f"warm blob GET vs nginx, {GO_READS}"),
+    Target(
+        "warm-blob",
+        f"vs {PROXY}, {GO_READS}",
+        ">=",
+        1.1,
+        f"warm blob GET vs distribution proxy, {GO_READS}",
+    ),
+    Target("warm-blob", f"vs nginx, {CURL}", ">=", 0.9, "warm blob GET vs nginx, curl"),
+    Target(
+        "warm-blob", f"vs {PROXY}, {CURL}", ">=", 1.1, "warm blob GET vs distribution proxy, curl"
+    ),
+    *(
+        Target(
+            "image-pull",
+            f"speed-up vs {PROXY}, {client}",
+            ">=",
+            1.0,
+            f"warm image pull vs distribution proxy, {client}",
+        )
+        for client in (SKOPEO_OCI, CTR_FETCH, CTR_PULL)
+    ),
+    Target("cli-startup", "registry-cache --help", "<", 0.3, "`registry-cache --help` start-up"),
+    Target(
+        "cli-startup", "registry-cache registries", "<", 0.3, "`registry-cache registries` start-up"
+    ),
+    *(
+        target
+        for wan in ("wan-far", "wan-near")
+        for target in (
+            Target(wan, f"{CACHE} cold pull vs direct", "<=", 1.05, f"{wan}: cold pull vs direct"),
+            Target(
+                wan,
+                f"rollout: {CACHE} cold vs warm",
+                "<=",
+                1.15,
+                f"{wan}: rollout of 8, cold vs warm",
+            ),
+            Target(
+                wan,
+                f"rollout: {CACHE} upstream bytes",
+                "==",
+                1.0,
+                f"{wan}: rollout of 8, upstream bytes",
+                True,
+            ),
+        )
+    ),
     Target("cold-blob", f"vs {PROXY}", ">=", 1.2, "cold blob GET vs distribution proxy"),
     Target("cold-blob", "vs upstream", ">=", 0.6, "cold blob GET vs direct upstream"),
     Target("herd", f"{CACHE} upstream bytes", "==", 1.0, "herd: upstream bytes", True),
@@ -130,7 +180,7 @@ def to_json(meta: Mapping[str, Any], results: Mapping[str, ScenarioResult]) -> d
 def to_markdown(meta: Mapping[str, Any], results: Mapping[str, ScenarioResult]) -> str:
     machine, config = meta["machine"], meta["config"]
     lines = [
-        f"### registry-cache bench-suite, {meta['started']}",
+        f"### registry-cache benchmark suite (python -m benchmarks), {meta['started']}",
         "",
         f"- machine: {machine['description']}",
         f"- command: `{meta['command']}` (wall time {meta['seconds']:.0f} s)"

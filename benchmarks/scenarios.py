@@ -17,12 +17,17 @@ before each cold GET.
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from . import pullers
 from .actions import (
     ScenarioError,
     await_stored,
@@ -30,7 +35,6 @@ from .actions import (
     concurrent_gets,
     drop_caches,
     fetch,
-    pull_image,
     tmpfs_with_room,
     write_speed,
 )
@@ -39,8 +43,10 @@ from .httpio import Transfer, request
 from .lab import Lab
 from .load import LoadResult, run_load
 from .measure import NoiseMonitor, RssMonitor, UpstreamLog, log_mark, requests_per_process
+from .pullers import BUILTIN, CTR_FETCH, CTR_PULL, SKOPEO_DIR, SKOPEO_OCI
+from .readers import MIB_READS
 from .results import GB, ScenarioResult
-from .servers import Cache, Server, find_binary
+from .servers import Cache, Server, clean_env
 
 CACHE = "registry-cache"
 PROXY = "distribution-proxy"
@@ -63,11 +69,13 @@ class Plan:
     herd_clients: int = 16
     load_seconds: float = 5.0
     load_tool: str = "auto"  # wrk | builtin | auto
-    pull_client: str = "auto"  # skopeo | builtin | auto
+    pull_client: str = "auto"  # auto | skopeo | ctr | builtin (PULL_CLIENTS)
     drop_caches: bool = False
     max_noise: float = 0.25  # cores other processes may take before a repetition is redone
     retries: int = 2
     memory_pause: float = MEMORY_PAUSE  # quiet before the "fresh memory" write probe (0: skip)
+    wan_reps: int = 2  # WAN scenarios: each repetition takes a minute or two
+    quick: bool = False
     progress: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -119,32 +127,46 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
         urls[TLS_CACHE] = blob_url(tls, repo, blob.digest)
     else:
         result.note("no openssl command: the HTTPS figure is left out")
+    # Real clients read less at a time than the 1 MiB reader: 32 KiB (Go's io.Copy) and
+    # curl's default buffer. Each is measured against every plain-HTTP contender.
+    readers = [MIB_READS]
+    for reader, missing in lab.readers.available().items():
+        if reader == MIB_READS:
+            continue
+        if missing is None:
+            readers.append(reader)
+        else:
+            result.note(f"{reader}: left out ({missing})")
     plan.progress("warm-blob: filling the proxies")
     for who, server in ((CACHE, lab.cache), (PROXY, lab.proxy), (TLS_CACHE, tls)):
         if server is not None:
             fetch(urls[who], blob.size)
             await_stored(server, blob)
 
-    def warm_rate(url: str) -> float:
+    def warm_rate(url: str, reader: str) -> float:
         # A warm 1 GiB GET lasts 0.2-0.3 s, short enough for one scheduling hiccup to
         # halve it (or for a lucky run to double nginx's): the median of a few GETs.
-        return statistics.median(fetch(url, blob.size).rate for _ in range(WARM_GETS)) / GB
+        rates = [fetch(url, blob.size, lab.readers, reader).rate for _ in range(WARM_GETS)]
+        return statistics.median(rates) / GB
 
     def one(rep: int, out: ScenarioResult) -> None:
-        rates: dict[str, float] = {}
-        for who in rotated(list(urls), rep):
-            if who == CACHE:
-                with RssMonitor(lab.cache.pid) as rss:
-                    rates[who] = warm_rate(urls[who])
-                out.add(RSS, "MB", rss.peak_mb)
-            else:
-                rates[who] = warm_rate(urls[who])
-        for who in urls:
-            out.add(who, "GB/s", rates[who])
-        out.add("vs nginx", "x", rates[CACHE] / rates[NGINX])
-        out.add(f"vs {PROXY}", "x", rates[CACHE] / rates[PROXY])
-        if TLS_CACHE in rates:
-            out.add("HTTPS vs plain HTTP", "x", rates[TLS_CACHE] / rates[CACHE])
+        for reader in readers:
+            contenders = [w for w in urls if reader == MIB_READS or w != TLS_CACHE]
+            rates: dict[str, float] = {}
+            for who in rotated(contenders, rep):
+                if who == CACHE:
+                    with RssMonitor(lab.cache.pid) as rss:
+                        rates[who] = warm_rate(urls[who], reader)
+                    out.add(RSS, "MB", rss.peak_mb)
+                else:
+                    rates[who] = warm_rate(urls[who], reader)
+            suffix = "" if reader == MIB_READS else f", {reader}"
+            for who in contenders:
+                out.add(f"{who}{suffix}", "GB/s", rates[who])
+            out.add(f"vs nginx{suffix}", "x", rates[CACHE] / rates[NGINX])
+            out.add(f"vs {PROXY}{suffix}", "x", rates[CACHE] / rates[PROXY])
+            if TLS_CACHE in rates:
+                out.add("HTTPS vs plain HTTP", "x", rates[TLS_CACHE] / rates[CACHE])
 
     repeat(plan, result, one)
     return result
@@ -364,44 +386,158 @@ def workers(lab: Lab, plan: Plan) -> ScenarioResult:
 # ---------------------------------------------------------------- whole image
 
 
+PULL_CLIENTS = {
+    "auto": (SKOPEO_DIR, SKOPEO_OCI, CTR_FETCH, CTR_PULL),
+    "skopeo": (SKOPEO_DIR, SKOPEO_OCI),
+    "ctr": (CTR_FETCH, CTR_PULL),
+    "builtin": (BUILTIN,),
+}
+
+
 def image_pull(lab: Lab, plan: Plan) -> ScenarioResult:
     image, repo = lab.content.image, lab.content.repo
-    tool = plan.pull_client
-    if tool == "auto":
-        tool = "skopeo" if find_binary("skopeo") else "builtin"
-    title = f"Warm pull of a {len(image.layers)}-layer image ({_size(image.size)}) with {tool}"
-    result = ScenarioResult("image-pull", title)
-    servers: dict[str, Server] = {CACHE: lab.cache, PROXY: lab.proxy}
     # The client writes what it pulls: on tmpfs, so that the data disk's erratic write
     # speed (see cold-blob) does not decide between the contenders.
-    tmpfs = tmpfs_with_room(4 * image.size)
-    out_dir = lab.scratch(tmpfs) / "pulls"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.note(f"the client writes the image to {'tmpfs' if tmpfs else 'the data disk'}")
+    tmpfs = tmpfs_with_room(6 * image.size)
+    work = lab.scratch(tmpfs) / "pulls"
+    clients: list[str] = []
+    left_out: list[str] = []
+    for client in PULL_CLIENTS[plan.pull_client]:
+        why = pullers.missing(client, work)
+        if why is None:
+            clients.append(client)
+        elif plan.pull_client == "auto":
+            left_out.append(f"{client}: left out ({why})")
+        else:
+            raise ScenarioError(f"{client}: {why}")
+    clients = clients or [BUILTIN]
+    size = f"{len(image.layers)}-layer image ({_size(image.size)})"
+    result = ScenarioResult("image-pull", f"Warm pull of a {size}: {', '.join(clients)}")
+    for line in left_out:
+        result.note(line)
+    servers: dict[str, Server] = {CACHE: lab.cache, PROXY: lab.proxy}
+    result.note(f"the clients write the image to {'tmpfs' if tmpfs else 'the data disk'}")
 
-    def pull(who: str, name: str) -> float:
-        return pull_image(tool, servers[who], repo, image.tag, work=out_dir, target=out_dir / name)
+    def pull(who: str, client: str) -> float:
+        return pullers.pull(client, servers[who].url, repo, image.tag, work=work / who)
 
     for who, server in servers.items():
-        pull(who, f"warmup-{who}")  # fills the proxy
+        pull(who, BUILTIN)  # fills the proxy
         for blob in (image.config, *image.layers):
             await_stored(server, blob)
 
     def one(rep: int, out: ScenarioResult) -> None:
-        took: dict[str, float] = {}
-        for who in rotated(list(servers), rep):
-            if who == CACHE:
-                with RssMonitor(lab.cache.pid) as rss:
-                    took[who] = pull(who, f"{who}-{rep}")
-                out.add(RSS, "MB", rss.peak_mb)
-            else:
-                took[who] = pull(who, f"{who}-{rep}")
-        for who, seconds in took.items():
-            out.add(f"{who} pull", "s", seconds)
-        out.add(f"speed-up vs {PROXY}", "x", took[PROXY] / took[CACHE])
+        for client in clients:
+            took: dict[str, float] = {}
+            for who in rotated(list(servers), rep):
+                if who == CACHE:
+                    with RssMonitor(lab.cache.pid) as rss:
+                        took[who] = pull(who, client)
+                    out.add(RSS, "MB", rss.peak_mb)
+                else:
+                    took[who] = pull(who, client)
+            for who, seconds in took.items():
+                out.add(f"{who} pull, {client}", "s", seconds)
+            out.add(f"speed-up vs {PROXY}, {client}", "x", took[PROXY] / took[CACHE])
 
     repeat(plan, result, one)
     return result
+
+
+# ---------------------------------------------------------------- WAN
+
+WAN_TIMEOUT = 40 * 60.0  # seconds for one profile's child process, all repetitions
+
+
+def wan_far(lab: Lab, plan: Plan) -> ScenarioResult:
+    return _wan(lab, plan, "far")
+
+
+def wan_near(lab: Lab, plan: Plan) -> ScenarioResult:
+    return _wan(lab, plan, "near")
+
+
+def _wan(lab: Lab, plan: Plan, profile: str) -> ScenarioResult:
+    """Run ``benchmarks.wan`` for ``profile`` in a private network namespace (its own
+    child process: the namespace dies with it) and take its figures."""
+    from . import wan
+    from .netns import netns_id
+
+    name = f"wan-{profile}"
+    why = wan.unavailable(lab.workdir)
+    if why is not None:
+        raise ScenarioError(why)
+    where = lab.scratch(None) / name
+    where.mkdir(parents=True, exist_ok=True)
+    out = where / "result.json"
+    job = wan.Job(
+        profile=profile,
+        reps=plan.wan_reps,
+        quick=plan.quick,
+        max_noise=plan.max_noise,
+        retries=0 if plan.quick else min(plan.retries, 1),
+        workdir=str(where / "work"),
+        out=str(out),
+        outer_netns=netns_id(),
+    )
+    plan.progress(f"{name}: {plan.wan_reps} repetition(s) in a private network namespace")
+    done = subprocess.run(
+        wan.command(job.save(where / "job.json")),
+        env=wan.child_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=WAN_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0 or not out.is_file():
+        raise ScenarioError(f"{name}: the namespace's run exited with {done.returncode}")
+    result = ScenarioResult.from_json(name, json.loads(out.read_text()))
+    if result.error:
+        raise ScenarioError(result.error)
+    return result
+
+
+# ---------------------------------------------------------------- CLI start-up
+
+CLI_COMMANDS = {
+    "registry-cache --help": ["--help"],
+    "registry-cache registries": ["registries", "--domain", "cache.internal"],
+}
+CLI_RUNS = 5  # per command and repetition; the median counts
+
+
+def cli_startup(lab: Lab, plan: Plan) -> ScenarioResult:
+    """Wall time of CLI commands a person types first (issue 13 item 17: lazy imports)."""
+    result = ScenarioResult("cli-startup", "CLI start-up: wall time of one command")
+    argv0 = cli_command()
+    result.note(f"run as {' '.join(argv0)}, from an empty directory, no REGISTRY_* variables")
+    cwd = lab.scratch(None) / "cli-cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+
+    def one(rep: int, out: ScenarioResult) -> None:
+        for label, args in rotated(list(CLI_COMMANDS.items()), rep):
+            times = [_timed([*argv0, *args], cwd) for _ in range(CLI_RUNS)]
+            out.add(label, "s", statistics.median(times))
+
+    repeat(plan, result, one)
+    return result
+
+
+def cli_command() -> list[str]:
+    """The console script beside this interpreter (what ``pip install`` made), else
+    ``python -m registry_cache``."""
+    script = Path(sys.executable).parent / "registry-cache"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "registry_cache"]
+
+
+def _timed(argv: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv, capture_output=True, cwd=cwd, env=clean_env(), timeout=60, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise ScenarioError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr[-300:]!r}")
+    return seconds
 
 
 def _size(size: int) -> str:
@@ -418,4 +554,7 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "manifest-digest": manifest_digest,
     "image-pull": image_pull,
     "workers": workers,
+    "cli-startup": cli_startup,
+    "wan-far": wan_far,
+    "wan-near": wan_near,
 }

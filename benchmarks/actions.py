@@ -6,19 +6,16 @@ Every GET checks status and length (a fast error is not a result) and raises
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 
-from ..pullclient import pull
 from .content import Blob
-from .httpio import Transfer, download
+from .httpio import HttpError, Transfer, download
+from .readers import MIB_READS, Readers
 from .results import GB
-from .servers import Cache, Registry, Server, clean_env, find_binary
+from .servers import Cache, Registry, Server
 
 
 class ScenarioError(RuntimeError):
@@ -29,8 +26,12 @@ def blob_url(server: Server, repo: str, digest: str) -> str:
     return f"{server.url}/v2/{repo}/blobs/{digest}"
 
 
-def fetch(url: str, size: int) -> Transfer:
-    got = download(url)
+def fetch(url: str, size: int, readers: Readers | None = None, reader: str = MIB_READS) -> Transfer:
+    """GET ``url`` with ``reader`` (readers.py; default the 1 MiB Python reader), checked."""
+    try:
+        got = download(url) if readers is None else readers.get(reader, url)
+    except HttpError as exc:
+        raise ScenarioError(str(exc)) from None
     if not got.complete or got.bytes != size:
         raise ScenarioError(f"GET {url}: HTTP {got.status}, {got.bytes} of {size} bytes")
     return got
@@ -117,33 +118,3 @@ def write_speed(directory: Path, size: int, *, pause: float = 0.0) -> float:
         path.unlink()
         os.sync()
     return size / seconds / GB
-
-
-def pull_image(
-    tool: str, server: Server, repo: str, tag: str, *, work: Path, target: Path
-) -> float:
-    """Pull ``repo:tag`` from ``server`` into ``target`` (deleted after); seconds taken."""
-    started = time.perf_counter()
-    try:
-        if tool == "skopeo":
-            host = server.url.removeprefix("http://")
-            _skopeo(work / "skopeo", f"docker://{host}/{repo}:{tag}", f"dir:{target}")
-        else:
-            asyncio.run(pull(f"{repo}:{tag}", server.url, output=target))
-        return time.perf_counter() - started
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
-
-
-def _skopeo(home: Path, source: str, dest: str) -> None:
-    """``skopeo copy`` with its own empty registries.conf and an accept-all policy."""
-    home.mkdir(parents=True, exist_ok=True)
-    conf, policy = home / "registries.conf", home / "policy.json"
-    conf.write_text("# empty: no mirrors, no search registries\n")
-    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
-    env = {**clean_env(), "CONTAINERS_REGISTRIES_CONF": str(conf)}
-    argv = [find_binary("skopeo") or "skopeo", "--policy", str(policy), "--tmpdir", str(home)]
-    argv += ["copy", "--quiet", "--src-tls-verify=false", "--src-no-creds", source, dest]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, env=env)
-    if done.returncode != 0:
-        raise ScenarioError(f"skopeo copy {source}: {done.stderr.strip()[-400:]}")

@@ -35,8 +35,10 @@ from typing import Any
 
 import yaml
 
-from ...digest import Digest
-from ...store.layout import Layout
+import registry_cache
+from registry_cache.digest import Digest
+from registry_cache.store.layout import Layout
+
 from .tlscerts import Certificate, client_context
 
 LOOPBACK = "127.0.0.1"
@@ -113,6 +115,37 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+def spawn(
+    argv: list[str],
+    *,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: int = subprocess.DEVNULL,
+    stdout: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session, stderr (and stdout, unless ``stdout`` says
+    otherwise, e.g. PIPE) appended to ``log``; stopped by ``terminate`` (or
+    ``stop_all``) by its PID's process group."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=out if stdout is None else stdout,
+            stderr=out,
+            cwd=cwd,
+            env=env if env is not None else clean_env(),
+            start_new_session=True,
+        )
+    _live.append(proc)
+    return proc
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM ``proc``'s process group, SIGKILL after ``grace`` s; reaped either way."""
+    _terminate(proc, grace)
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     # Only while unreaped, so the pid (= its process group: own session) is still ours.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -137,15 +170,16 @@ class Server:
     name = "server"
     probe = "/"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, host: str = LOOPBACK) -> None:
         self.workdir = workdir
+        self.host = host  # 127.0.0.1, or another loopback address inside a namespace
         self.port = 0
         self.log_path = workdir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -235,9 +269,11 @@ class Registry(Server):
 
     probe = "/v2/"
 
-    def __init__(self, workdir: Path, *, proxy_remote: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, proxy_remote: str | None = None, host: str = LOOPBACK
+    ) -> None:
         self.name = "distribution-proxy" if proxy_remote else "upstream"
-        super().__init__(workdir)
+        super().__init__(workdir, host=host)
         self.proxy_remote = proxy_remote
         self.storage = workdir / "storage"
         self.access_log = workdir / "access.log"
@@ -253,7 +289,7 @@ class Registry(Server):
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {"addr": f"{LOOPBACK}:{self.port}", "secret": "registry-cache-bench"},
+            "http": {"addr": f"{self.host}:{self.port}", "secret": "registry-cache-bench"},
             "health": {"storagedriver": {"enabled": False}},
         }
         if self.proxy_remote:
@@ -346,9 +382,12 @@ class Cache(Server):
         workers: int = 1,
         tag_ttl: str = "1h",
         tls: Certificate | None = None,
+        upstream_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(workdir)
         self.upstream_url = upstream_url
+        # More settings of the upstream (e.g. read_timeout), through a config file.
+        self.upstream_settings = upstream_settings
         self.workers = workers
         self.tag_ttl = tag_ttl
         self.tls = tls
@@ -380,11 +419,16 @@ class Cache(Server):
                 if self.tls
                 else []
             ),
+            *(["--config", str(self.config_path)] if self.upstream_settings else []),
         ]
 
     @property
+    def config_path(self) -> Path:
+        return self.workdir / "config.yml"
+
+    @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def has_blob(self, digest: str) -> bool:
         """Whether ``digest`` is committed in the data directory (store.layout)."""
@@ -392,10 +436,15 @@ class Cache(Server):
 
     def prepare(self) -> None:
         self.cwd_dir.mkdir(parents=True, exist_ok=True)
+        if self.upstream_settings:
+            docker_io = {"url": self.upstream_url, **self.upstream_settings}
+            config = {"upstreams": {"docker.io": docker_io}}
+            self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def env(self) -> dict[str, str]:
         env = clean_env()
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])  # this checkout's src
+        # The directory the measured registry_cache was imported from (a checkout's src).
+        env["PYTHONPATH"] = str(Path(registry_cache.__file__).resolve().parents[1])
         return env
 
     def cwd(self) -> Path:

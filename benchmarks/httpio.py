@@ -28,6 +28,7 @@ class Transfer:
     seconds: float  # request sent → last byte read
     ttfb: float  # request sent → response headers read
     expected: int | None  # Content-Length, when sent
+    connect: float = 0.0  # the TCP handshake before the request, where measured
 
     @property
     def rate(self) -> float:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import registry_cache
+
 from .lab import Lab, Sizes
 from .load import wrk_available
 from .report import memory_summary, to_json, to_markdown, verdicts
@@ -57,7 +59,8 @@ class SuiteOptions:
     herd_clients: int = 16
     max_noise: float = 0.25
     retries: int = 2
-    command: str = "registry-cache bench-suite"
+    wan_reps: int = 2
+    command: str = "python -m benchmarks"
     tmpdir: Path | None = None
 
 
@@ -105,6 +108,8 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
         max_noise=options.max_noise,
         retries=options.retries,
         memory_pause=0.0 if options.quick else MEMORY_PAUSE,
+        wan_reps=options.wan_reps,
+        quick=options.quick,
         progress=progress,
     )
     started = time.monotonic()
@@ -145,7 +150,7 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
 
 def _meta(options: SuiteOptions, sizes: Sizes) -> dict[str, Any]:
     return {
-        "suite": "registry-cache bench-suite",
+        "suite": "python -m benchmarks",
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": options.command,
         "revision": revision(),
@@ -166,6 +171,7 @@ def _meta(options: SuiteOptions, sizes: Sizes) -> dict[str, Any]:
             "drop_caches": options.drop_caches,
             "max_noise_cores": options.max_noise,
             "retries": options.retries,
+            "wan_reps": options.wan_reps,
         },
         "seconds": 0.0,
     }
@@ -205,7 +211,7 @@ def machine() -> dict[str, Any]:
 def core_fingerprint() -> str:
     """sha256 (12 hex) of the cache's own sources, benchmark tools excluded: runs with the
     same fingerprint measured the same server code, whatever the commit says."""
-    package = Path(__file__).resolve().parents[2]
+    package = Path(registry_cache.__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package).as_posix()
@@ -217,7 +223,7 @@ def core_fingerprint() -> str:
 
 def revision() -> str | None:
     """The checkout measured: commit, plus "+dirty" when the working tree has changes."""
-    root = Path(__file__).resolve().parents[4]
+    root = Path(__file__).resolve().parents[1]  # benchmarks/ sits at the repository's root
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -238,6 +244,9 @@ def tool_versions(options: SuiteOptions) -> dict[str, str]:
         "nginx": ["-v"],
         "wrk": ["-v"],
         "skopeo": ["--version"],
+        "containerd": ["--version"],
+        "curl": ["--version"],
+        "gcc": ["--version"],
     }
     versions: dict[str, str] = {}
     for name, args in probes.items():
@@ -258,5 +267,5 @@ def tool_versions(options: SuiteOptions) -> dict[str, str]:
 def _version(line: str) -> str:
     for word in line.replace("/", " ").split():
         if word[:1].isdigit():
-            return word.rstrip(",")
+            return word.rstrip(",)")
     return line[:40]

@@ -64,3 +64,12 @@ class ScenarioResult:
             "notes": self.notes,
             "error": self.error,
         }
+
+    @classmethod
+    def from_json(cls, name: str, doc: dict[str, Any]) -> ScenarioResult:
+        """The inverse of ``as_json`` (a scenario measured in another process)."""
+        result = cls(name, str(doc["title"]), notes=list(doc.get("notes", [])))
+        result.error = doc.get("error")
+        for key, figure in doc.get("figures", {}).items():
+            result.figures[key] = Figure(str(figure["unit"]), [float(v) for v in figure["values"]])
+        return result

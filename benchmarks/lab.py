@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from . import content as contentmod
 from .content import Content
+from .readers import Readers
 from .servers import Cache, Nginx, Registry, Server
 from .tlscerts import self_signed, trust
 
@@ -47,6 +48,7 @@ class Lab:
         self._cache: Cache | None = None
         self._tls_cache: Cache | None = None
         self._proxy: Registry | None = None
+        self.readers = Readers(workdir / "native")
 
     def start(self, progress: Callable[[str], None]) -> Lab:
         self._started(self.upstream)
