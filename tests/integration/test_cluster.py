@@ -306,3 +306,42 @@ def test_postgresql_stopped_mid_run_hits_flow_misses_fill_and_it_recovers(
     assert upstream.blob_gets(layers["c"]) == 1
     logs = cluster.logs()
     assert "Traceback" not in logs and "index unavailable" in logs
+
+
+def test_each_replica_evicts_its_own_tier_and_the_catalog_keeps_what_another_holds(
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    pg_database: Any,
+    tmp_path: Path,
+) -> None:
+    layers = []
+    for i in range(3):
+        image = build_image(f"evict{i}", layers=1, layer_size=8 << 20, workdir=tmp_path)
+        layers.append(push(upstream.url, f"library/evict{i}", "1", image).layer_digests[0])
+    cluster = Cluster(
+        make_cache,
+        tmp_path / "cluster",
+        upstream.url,
+        pg_database.url,
+        replicas=2,
+        extra=["--max-size", "20MB"],
+    )
+    a, b = cluster[0], cluster[1]
+    assert fetch(f"{a.url}/v2/library/evict0/blobs/{layers[0]}")[:2] == (200, layers[0])
+    assert cluster.wait_indexed(layers[0])
+    assert fetch(f"{b.url}/v2/library/evict0/blobs/{layers[0]}")[:2] == (200, layers[0])
+    assert b.wait_for_blob(layers[0], 5).exists()
+    for i in (1, 2):  # A goes over its cap: its least recently used blob leaves A only
+        assert fetch(f"{a.url}/v2/library/evict{i}/blobs/{layers[i]}")[:2] == (200, layers[i])
+    deadline = time.monotonic() + 10
+    while a.blob_path(layers[0]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not a.blob_path(layers[0]).exists() and b.blob_path(layers[0]).exists()
+    du = cluster.cli(a, "cache", "du", "--json")
+    assert du.returncode == 0, du.stderr
+    assert json.loads(du.stdout)["total"]["bytes"] <= 20_000_000
+    assert cluster.wait_indexed(layers[0], timeout=1)  # B still holds it: still catalogued
+    upstream.clear_request_log()
+    # Asked on A again, it comes from B, not from upstream.
+    assert fetch(f"{a.url}/v2/library/evict0/blobs/{layers[0]}")[:2] == (200, layers[0])
+    assert upstream.blob_gets(layers[0]) == 0

@@ -66,6 +66,9 @@ class ClusterFills:
     def progress(self) -> list[FillProgress]:
         return self.local.progress()
 
+    def partial_size(self, digest: Digest) -> int | None:
+        return self.local.partial_size(digest)
+
     async def close(self) -> None:
         await self.local.close()
 

@@ -26,7 +26,6 @@ from .. import __version__
 from ..digest import Digest
 from ..errors import RegistryError
 from ..proxy.context import ProxyContext
-from ..store.layout import Layout
 from ..store.progress import FillProgress
 from .history import FillRow, StatsDB
 from .metricdeltas import MetricDeltas
@@ -118,7 +117,6 @@ class StatsService:
         self._started_at = clock()
         self._ratelimits: dict[str, str] = {}  # last value written, per upstream
         self._failing = False
-        self.layout = Layout(ctx.settings.data_dir)
 
     # ------------------------------------------------------------ flushing
 
@@ -356,8 +354,8 @@ class StatsService:
 
     def _partial_size(self, digest: str) -> int | None:
         try:
-            return os.stat(self.layout.partial(Digest.parse(digest))).st_size
-        except (OSError, RegistryError):
+            return self.ctx.fills.partial_size(Digest.parse(digest))
+        except RegistryError:
             return None
 
     async def history(self, name: str, *, flush: bool = True) -> dict[str, Any]:

@@ -482,6 +482,10 @@ class FillCoordinator(Protocol):
 
     def progress(self) -> list[FillProgress]: ...
 
+    def partial_size(self, digest: Digest) -> int | None:
+        """Bytes written so far by a fill of ``digest`` on this machine (any worker),
+        None when there is none."""
+
     async def close(self) -> None: ...
 
 
@@ -523,6 +527,12 @@ class LocalFills:
             )
             for digest, fill in list(self.fills.items())
         ]
+
+    def partial_size(self, digest: Digest) -> int | None:
+        try:
+            return os.stat(self.layout.partial(digest)).st_size
+        except OSError:
+            return None
 
     async def join_or_start(
         self, digest: Digest, origin: Origin, opener: Opener
