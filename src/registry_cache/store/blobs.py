@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -93,7 +94,9 @@ class FileBlobStore:
         if target.exists():
             return
         self.layout.tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self.layout.tmp / f"{digest.hex}.{os.getpid()}.{id(data)}"
+        # Unique per call: concurrent puts of the same bytes (same object, same id())
+        # must not share a temp file.
+        tmp = self.layout.tmp / f"{digest.hex}.{os.getpid()}.{secrets.token_hex(6)}"
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
