@@ -380,14 +380,6 @@ class Settings(BaseModel):
             raise ValueError(f"invalid region {value[:70]!r} (e.g. us-east-1)")
         return value.strip()
 
-    @model_validator(mode="after")
-    def _storage_complete(self) -> Settings:
-        if self.storage is None:
-            for key in ("shared_max_size", "redirect_hits"):
-                if getattr(self, key):
-                    raise ValueError(f"{key}: needs storage (s3://BUCKET/PREFIX)")
-        return self
-
     @property
     def bucket(self) -> BucketLocation | None:
         """Where the shared tier lives, if configured."""
