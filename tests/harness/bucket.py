@@ -28,12 +28,13 @@ def aws_env(engine: S3Engine) -> dict[str, str]:
     }
 
 
-def storage_args(engine: S3Engine, prefix: str = "cache") -> list[str]:
+def storage_args(engine: S3Engine, prefix: str = "cache", endpoint: str | None = None) -> list[str]:
+    """The flags; ``endpoint``: reach the engine there instead (a ``TcpProxy`` in front)."""
     return [
         "--storage",
         f"s3://{engine.bucket}/{prefix}",
         "--s3-endpoint",
-        engine.endpoint_url,
+        endpoint or engine.endpoint_url,
     ]
 
 
@@ -47,7 +48,7 @@ class BucketView:
         algorithm, _, hex_ = digest.partition(":")
         return f"{self.prefix}/blobs/{algorithm}/{hex_[:2]}/{hex_}"
 
-    def keys(self) -> list[str]:
+    def listing(self) -> list[str]:
         found: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.engine.bucket, Prefix=f"{self.prefix}/"):
@@ -57,7 +58,7 @@ class BucketView:
     def digests(self) -> set[str]:
         """Digests stored under ``blobs/``."""
         out = set()
-        for key in self.keys():
+        for key in self.listing():
             parts = key.removeprefix(f"{self.prefix}/").split("/")
             if len(parts) == 4 and parts[0] == "blobs":
                 out.add(f"{parts[1]}:{parts[3]}")
@@ -85,7 +86,7 @@ class BucketView:
     def wait_holds(self, digest: str, timeout: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.key(digest) in self.keys():
+            if self.key(digest) in self.listing():
                 return self.holds(digest)
             time.sleep(0.05)
         return False

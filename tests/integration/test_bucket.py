@@ -13,17 +13,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import urllib3
 
 from tests.harness.bucket import BucketView, aws_env, storage_args
 from tests.harness.cache import CacheServer
-from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
-from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.s3engine import S3Engine
+from tests.harness.tcpproxy import TcpProxy
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=60))
 MIB = 1 << 20
@@ -91,3 +89,120 @@ def test_a_fill_is_uploaded_and_a_fresh_cache_serves_it_from_the_bucket_not_upst
     assert upstream.blob_gets() == 0
     assert scrape(second.url).value("registry_cache_fill_sources_total", source="bucket") == 2
     assert "Traceback" not in first.log_text() + second.log_text()
+
+
+def test_kill9_during_an_upload_leaves_no_object_and_the_next_start_cleans_up(
+    s3_engine: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    image = build_image("killup", layers=1, layer_size=24 * MIB, workdir=tmp_path)
+    layer = push(upstream.url, "library/killup", "1", image).layer_digests[0]
+    view = BucketView(s3_engine)
+    with TcpProxy(s3_engine.port) as slow:
+        slow.upload_rate = 3 * MIB  # the upload takes ~8 s: time to kill it mid-way
+        cache = make_cache(
+            "--upstream",
+            f"docker.io={upstream.url}",
+            *storage_args(s3_engine, endpoint=slow.url),
+            env=aws_env(s3_engine),
+        )
+        # The client's download does not wait for the upload.
+        assert fetch(f"{cache.url}/v2/library/killup/blobs/{layer}")[:2] == (200, layer)
+        assert wait_for(lambda: slow.sent_up > 10 * MIB)  # the second part is on its way
+        assert len(view.uploads()) == 1
+        cache.kill9()
+        assert view.key(layer) not in view.listing()  # nothing under the digest
+        assert len(view.uploads()) == 1  # only parts, waiting to be aborted
+        assert list((cache.data_dir / "uploads").iterdir())  # the note that says which
+
+        slow.upload_rate = None
+        cache.start()
+        # At start the note's upload is aborted at once, and the upload starts over.
+        assert wait_for(lambda: view.holds(layer)), cache.log_text()
+        assert view.uploads() == []
+        assert not list((cache.data_dir / "uploads").iterdir())
+        assert fetch(f"{cache.url}/v2/library/killup/blobs/{layer}")[:2] == (200, layer)
+    assert upstream.blob_gets(layer) == 1
+    assert "aborted 1 abandoned upload(s)" in cache.log_text()
+
+
+def test_bucket_down_hits_flow_misses_pass_through_unstored_and_it_recovers(
+    s3_engine: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    layers = {}
+    for name in ("a", "b", "c"):
+        image = build_image(f"down-{name}", layers=1, layer_size=2 * MIB, workdir=tmp_path)
+        layers[name] = push(upstream.url, f"library/{name}", "1", image).layer_digests[0]
+    view = BucketView(s3_engine)
+    cache = bucket_cache(make_cache, upstream, s3_engine)
+    assert HTTP.request("GET", f"{cache.url}/v2/library/a/manifests/1").status == 200
+    assert fetch(f"{cache.url}/v2/library/a/blobs/{layers['a']}")[:2] == (200, layers["a"])
+    assert view.wait_holds(layers["a"])
+
+    s3_engine.stop()
+    started = time.monotonic()
+    # Hits: from the local tier, untouched by the outage.
+    assert HTTP.request("GET", f"{cache.url}/v2/library/a/manifests/1").status == 200
+    assert fetch(f"{cache.url}/v2/library/a/blobs/{layers['a']}")[:2] == (200, layers["a"])
+    assert time.monotonic() - started < 3.0
+    # A miss goes to upstream, verified, and is not stored in the bucket.
+    started = time.monotonic()
+    assert HTTP.request("GET", f"{cache.url}/v2/library/b/manifests/1").status == 200
+    assert fetch(f"{cache.url}/v2/library/b/blobs/{layers['b']}")[:2] == (200, layers["b"])
+    assert time.monotonic() - started < 10.0
+    ready = HTTP.request("GET", f"{cache.url}/readyz")
+    body = json.loads(ready.data)
+    assert ready.status == 200 and body["status"] == "degraded", body
+    assert body["checks"]["bucket"] != "ok" and body["checks"]["data_dir"] == "ok"
+    assert s3_engine.secret_key not in json.dumps(body)
+    counted = scrape(cache.url)
+    assert counted.value("registry_cache_bucket_bypasses_total", kind="read") >= 1
+    assert counted.value("registry_cache_bucket_bypasses_total", kind="upload") >= 1
+
+    s3_engine.start()
+    assert wait_for(
+        lambda: json.loads(HTTP.request("GET", f"{cache.url}/readyz").data)["status"] == "ready",
+        30,
+    )
+    assert fetch(f"{cache.url}/v2/library/c/blobs/{layers['c']}")[:2] == (200, layers["c"])
+    assert view.wait_holds(layers["c"])
+    assert view.key(layers["b"]) not in view.listing()
+    log = cache.log_text()
+    assert log.count("unavailable, serving without it") == 1, log  # once per outage
+    assert "reachable again" in log and "Traceback" not in log
+    assert s3_engine.secret_key not in log
+
+
+def test_content_evicted_from_the_local_tier_comes_back_from_the_bucket(
+    s3_engine: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    """--max-size evicts the local copy; the bucket keeps manifest, config and layer."""
+    old = build_image("old", layers=1, layer_size=12 * MIB, workdir=tmp_path)
+    new = build_image("new", layers=1, layer_size=12 * MIB, workdir=tmp_path)
+    pushed_old = push(upstream.url, "library/old", "1", old)
+    pushed_new = push(upstream.url, "library/new", "1", new)
+    view = BucketView(s3_engine)
+    cache = bucket_cache(make_cache, upstream, s3_engine, "--max-size", "20MiB")
+    for pushed in (pushed_old, pushed_new):
+        name = "old" if pushed is pushed_old else "new"
+        assert HTTP.request("GET", f"{cache.url}/v2/library/{name}/manifests/1").status == 200
+        for digest in (pushed.config_digest, *pushed.layer_digests):
+            assert fetch(f"{cache.url}/v2/library/{name}/blobs/{digest}")[:2] == (200, digest)
+            assert view.wait_holds(digest)
+        assert view.wait_holds(pushed.digest)
+    local_old = cache.blob_path(pushed_old.layer_digests[0])
+    assert wait_for(lambda: not local_old.exists())  # evicted here
+    upstream.clear_request_log()
+    manifest = HTTP.request("GET", f"{cache.url}/v2/library/old/manifests/1")
+    assert manifest.status == 200 and manifest.headers["Docker-Content-Digest"] == pushed_old.digest
+    layer = pushed_old.layer_digests[0]
+    assert fetch(f"{cache.url}/v2/library/old/blobs/{layer}") == (200, layer, old.layers[0].size)
+    assert upstream.request_log() == []

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..digest import Digest
 from ..errors import StorageUnavailable
 from .store import S3BlobStore
 from .upload import Journal
@@ -35,6 +36,7 @@ SWEEP_INTERVAL = 600.0
 class SweepReport:
     own: int  # this machine's abandoned uploads aborted
     old: int  # anyone's uploads older than the limit aborted
+    interrupted: tuple[Digest, ...] = ()  # what this machine's were uploading
 
     @property
     def total(self) -> int:
@@ -53,6 +55,7 @@ async def sweep(
     bucket cannot be asked (notes are kept for the next sweep)."""
     own = 0
     aborted: set[str] = set()
+    interrupted: list[Digest] = []
     for note in journal.abandoned() if journal is not None else []:
         if not dry_run:
             await bucket.abort(note.key, note.upload_id)
@@ -60,6 +63,9 @@ async def sweep(
                 os.unlink(note.path)
         aborted.add(note.upload_id)
         own += 1
+        digest = bucket.location.digest_of(note.key)
+        if digest is not None:
+            interrupted.append(digest)
     cutoff = (time.time() if now is None else now) - older_than
     old = 0
     for upload in await bucket.pending_uploads():
@@ -68,15 +74,16 @@ async def sweep(
         if not dry_run:
             await bucket.abort(upload.key, upload.upload_id)
         old += 1
-    report = SweepReport(own, old)
+    report = SweepReport(own, old, tuple(interrupted))
     if report.total and not dry_run:
         log.info("aborted %d abandoned upload(s) in %s", report.total, bucket.describe())
     return report
 
 
-async def sweep_quietly(bucket: S3BlobStore, journal: Journal) -> None:
+async def sweep_quietly(bucket: S3BlobStore, journal: Journal) -> SweepReport | None:
     """The server's sweep: a bucket that is down now is swept next time."""
     try:
-        await sweep(bucket, journal)
+        return await sweep(bucket, journal)
     except StorageUnavailable as exc:
         log.info("sweep of abandoned uploads postponed: %s", exc.message)
+        return None

@@ -191,7 +191,10 @@ class SharedTier:
         with contextlib.suppress(StorageUnavailable):
             await self.bucket.ensure_bucket()
         while True:
-            await sweep_quietly(self.bucket, self.uploader.journal)
+            report = await sweep_quietly(self.bucket, self.uploader.journal)
+            # An upload a crash interrupted starts over (its content is still local).
+            for digest in report.interrupted if report is not None else ():
+                self.uploader.offer(digest)
             await asyncio.sleep(SWEEP_INTERVAL)
 
     async def close(self) -> None:
