@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import urllib3
 
 from tests.harness.bucket import BucketView, aws_env, storage_args
 from tests.harness.cache import CacheServer
+from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
+from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.s3engine import S3Engine
 from tests.harness.tcpproxy import TcpProxy
@@ -35,6 +38,14 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, in
         size += len(chunk)
     response.release_conn()
     return response.status, "sha256:" + hasher.hexdigest(), size
+
+
+def fetch_status(url: str) -> int:
+    """The status of a GET, not following redirects (the body is not read)."""
+    response = HTTP.request("GET", url, redirect=False, preload_content=False)
+    response.drain_conn()
+    response.release_conn()
+    return response.status
 
 
 def bucket_cache(
@@ -206,3 +217,99 @@ def test_content_evicted_from_the_local_tier_comes_back_from_the_bucket(
     layer = pushed_old.layer_digests[0]
     assert fetch(f"{cache.url}/v2/library/old/blobs/{layer}") == (200, layer, old.layers[0].size)
     assert upstream.request_log() == []
+
+
+def test_redirect_hits_send_clients_to_the_bucket_and_skopeo_follows(
+    seaweedfs: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    hosts_file: Callable[[Hosts], Path],
+    tmp_path: Path,
+) -> None:
+    image = build_image("redir", layers=2, layer_size=3 * MIB, workdir=tmp_path)
+    pushed = push(upstream.url, "library/redir", "1", image)
+    view = BucketView(seaweedfs)
+    cache = bucket_cache(make_cache, upstream, seaweedfs, "--redirect-hits")
+    layer = pushed.layer_digests[0]
+    url = f"{cache.url}/v2/library/redir/blobs/{layer}"
+    # Not in the bucket yet: served here (a fill), then uploaded.
+    assert fetch(url)[:2] == (200, layer)
+    assert view.wait_holds(layer)
+    # Once the index says the bucket holds it (a moment after the upload completed):
+    assert wait_for(lambda: fetch_status(url) == 307)
+    answer = HTTP.request("GET", url, redirect=False)
+    assert answer.status == 307 and answer.data == b""
+    assert answer.headers["Content-Length"] == "0"
+    assert answer.headers["Docker-Content-Digest"] == layer
+    location = answer.headers["Location"]
+    assert location.startswith(seaweedfs.endpoint_url + "/")
+    assert seaweedfs.secret_key not in location
+    assert fetch(location)[:2] == (200, layer)
+    ranged = HTTP.request("GET", location, headers={"Range": "bytes=10-19"})
+    assert ranged.status == 206 and len(ranged.data) == 10
+    head = HTTP.request("HEAD", url, redirect=False)  # sizes are answered here
+    assert head.status == 200 and int(head.headers["Content-Length"]) == image.layers[0].size
+    # A real client follows the redirects (after its first pull filled everything).
+    out = tmp_path / "first"
+    skopeo_copy(f"docker://{cache.host_port}/library/redir:1", out, hosts=hosts_file([]))
+    for digest in (pushed.config_digest, *pushed.layer_digests):
+        assert view.wait_holds(digest)
+    again = tmp_path / "again"
+    skopeo_copy(f"docker://{cache.host_port}/library/redir:1", again, hosts=hosts_file([]))
+    assert pulled_blobs(again) == {pushed.config_digest, *pushed.layer_digests}
+    assert "cache=REDIRECT" in cache.log_text()
+    assert location not in cache.log_text()  # a presigned URL is a credential: never logged
+    # The bucket down: within a few seconds nobody is sent there; the local tier serves.
+    seaweedfs.stop()
+    assert wait_for(lambda: fetch(url)[:2] == (200, layer), 10)
+
+
+def test_a_corrupt_object_in_the_bucket_is_never_served_whole_and_is_replaced(
+    seaweedfs: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    image = build_image("rot", layers=1, layer_size=4 * MIB, workdir=tmp_path)
+    layer = push(upstream.url, "library/rot", "1", image).layer_digests[0]
+    size = image.layers[0].size
+    view = BucketView(seaweedfs)
+    view.put(layer, b"\0" * size)  # bit rot, or someone else's write
+    cache = bucket_cache(make_cache, upstream, seaweedfs)
+    with pytest.raises(urllib3.exceptions.ProtocolError):  # one byte short: never complete
+        fetch(f"{cache.url}/v2/library/rot/blobs/{layer}")
+    assert wait_for(lambda: view.key(layer) not in view.listing())  # removed from the bucket
+    assert fetch(f"{cache.url}/v2/library/rot/blobs/{layer}") == (200, layer, size)
+    assert upstream.blob_gets(layer) == 1
+    assert view.wait_holds(layer)  # the right bytes, uploaded
+    assert "does not match its digest: removed" in cache.log_text()
+
+
+def test_shared_max_size_keeps_the_bucket_under_its_cap_least_recently_used_first(
+    seaweedfs: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("evict_grace: 0s\n")
+    view = BucketView(seaweedfs)
+    cache = bucket_cache(
+        make_cache, upstream, seaweedfs, "--config", str(config), "--shared-max-size", "30MiB"
+    )
+    layers = []
+    for i in range(5):
+        image = build_image(f"cap{i}", layers=1, layer_size=6 * MIB, workdir=tmp_path)
+        layer = push(upstream.url, f"library/cap{i}", "1", image).layer_digests[0]
+        assert fetch(f"{cache.url}/v2/library/cap{i}/blobs/{layer}")[:2] == (200, layer)
+        assert wait_for(lambda layer=layer: view.key(layer) in view.listing()), i
+        layers.append(layer)
+        if i == 3:  # the first one pulled again: now the least recently used is the second
+            assert fetch(f"{cache.url}/v2/library/cap0/blobs/{layers[0]}")[:2] == (200, layers[0])
+    # 5 x ~6 MiB is over 95% of 30 MiB: evicted down to 90%, least recently used first.
+    assert wait_for(lambda: view.total() <= 30 * MIB * 0.9), view.total()
+    assert view.digests() == {layers[0], *layers[2:]}
+    assert scrape(cache.url).value("registry_cache_bucket_evictions_total") == 1
+    # Still served (from the local tier) and not fetched again.
+    assert fetch(f"{cache.url}/v2/library/cap1/blobs/{layers[1]}")[:2] == (200, layers[1])
+    assert upstream.blob_gets(layers[1]) == 1

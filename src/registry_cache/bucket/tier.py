@@ -40,6 +40,9 @@ REDIRECT_TTL = 300  # a client follows a 307 at once; S3 checks the signature at
 # "The bucket holds it" is remembered this long for redirects: less than evict_grace,
 # and a redirect counts as an access, so nothing redirected to is evicted meanwhile.
 HOLDS_MEMO = 10.0
+# With --redirect-hits clients are sent to the bucket without this process asking it
+# anything: a HeadBucket this often tells when it went away (then nobody is sent).
+PROBE_INTERVAL = 3.0
 
 
 class SharedTier:
@@ -184,8 +187,16 @@ class SharedTier:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="bucket-sweep"))
+        if self.redirect_hits:
+            self._tasks.append(asyncio.create_task(self._probe_forever(), name="bucket-probe"))
         if self.eviction is not None:
             self.eviction.start()
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            with contextlib.suppress(StorageUnavailable):
+                await self.bucket.check()
 
     async def _sweep_forever(self) -> None:
         with contextlib.suppress(StorageUnavailable):
