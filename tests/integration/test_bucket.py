@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import urllib3
 
 from tests.harness.bucket import BucketView, aws_env, storage_args
-from tests.harness.cache import CacheServer
+from tests.harness.cache import CacheServer, cli_env, run_cli
 from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
@@ -302,7 +303,7 @@ def test_shared_max_size_keeps_the_bucket_under_its_cap_least_recently_used_firs
         image = build_image(f"cap{i}", layers=1, layer_size=6 * MIB, workdir=tmp_path)
         layer = push(upstream.url, f"library/cap{i}", "1", image).layer_digests[0]
         assert fetch(f"{cache.url}/v2/library/cap{i}/blobs/{layer}")[:2] == (200, layer)
-        assert wait_for(lambda layer=layer: view.key(layer) in view.listing()), i
+        assert view.wait_holds(layer), i
         layers.append(layer)
         if i == 3:  # the first one pulled again: now the least recently used is the second
             assert fetch(f"{cache.url}/v2/library/cap0/blobs/{layers[0]}")[:2] == (200, layers[0])
@@ -313,3 +314,76 @@ def test_shared_max_size_keeps_the_bucket_under_its_cap_least_recently_used_firs
     # Still served (from the local tier) and not fetched again.
     assert fetch(f"{cache.url}/v2/library/cap1/blobs/{layers[1]}")[:2] == (200, layers[1])
     assert upstream.blob_gets(layers[1]) == 1
+
+
+def test_cache_commands_cover_the_bucket(
+    seaweedfs: S3Engine,
+    upstream: UpstreamRegistry,
+    make_cache: Callable[..., CacheServer],
+    tmp_path: Path,
+) -> None:
+    image = build_image("cmds", layers=2, layer_size=2 * MIB, workdir=tmp_path)
+    pushed = push(upstream.url, "library/cmds", "1", image)
+    view = BucketView(seaweedfs)
+    cache = bucket_cache(make_cache, upstream, seaweedfs)
+    assert HTTP.request("GET", f"{cache.url}/v2/library/cmds/manifests/1").status == 200
+    everything = [pushed.digest, pushed.config_digest, *pushed.layer_digests]
+    for digest in everything[1:]:
+        assert fetch(f"{cache.url}/v2/library/cmds/blobs/{digest}")[:2] == (200, digest)
+    for digest in everything:
+        assert view.wait_holds(digest)
+    env = cli_env()
+    env.update(aws_env(seaweedfs))
+    env.update(
+        REGISTRY_CACHE_DATA_DIR=str(cache.data_dir),
+        REGISTRY_CACHE_STORAGE=f"s3://{seaweedfs.bucket}/cache",
+        REGISTRY_CACHE_S3_ENDPOINT=seaweedfs.endpoint_url,
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("cache", *args, cwd=cache.cwd, timeout=120, env=env)
+
+    # Each upload's index row follows its object by a moment (safe while serving).
+    assert wait_for(lambda: json.loads(cli("du", "--json").stdout)["bucket"]["objects"] == 4)
+    cache.stop()
+    listed = cli("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = json.loads(listed.stdout)["images"]
+    assert entry["bucket"]["complete"] and entry["bucket"]["objects"] == 4
+
+    used = json.loads(cli("du", "--json").stdout)["bucket"]
+    assert used["objects"] == 4 and used["stored"]["objects"] == 4
+    assert used["bytes"] == sum(
+        view.client.head_object(Bucket=seaweedfs.bucket, Key=view.key(d))["ContentLength"]
+        for d in everything
+    )
+
+    # verify: a corrupt object in the bucket is found, set aside and forgotten (exit 1).
+    layer = pushed.layer_digests[0]
+    view.put(layer, b"rotten")
+    checked = cli("verify", "--json")
+    assert checked.returncode == 1, checked.stderr
+    doc = json.loads(checked.stdout)
+    assert doc["bucket"]["corrupt"] == [layer] and doc["bucket"]["checked"] == 4
+    assert view.key(layer) not in view.listing()
+    assert f"cache/quarantine/sha256-{layer.split(':')[1]}" in view.listing()
+    again = cli("verify", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["bucket"]["checked"] == 3
+
+    # gc: an abandoned multipart upload and a stray object nothing refers to go.
+    stray = b"nobody pulled this"
+    stray_digest = "sha256:" + hashlib.sha256(stray).hexdigest()
+    view.put(stray_digest, stray)
+    view.client.create_multipart_upload(Bucket=seaweedfs.bucket, Key=view.key(stray_digest))
+    collected = cli("gc", "--grace", "0s", "--json")
+    assert collected.returncode == 0, collected.stderr
+    swept = json.loads(collected.stdout)["bucket"]
+    assert swept["orphans"] == [stray_digest] and swept["uploads"] == 1
+    assert view.uploads() == [] and view.key(stray_digest) not in view.listing()
+
+    # prune: what was not pulled since now goes from the bucket too.
+    pruned = cli("prune", "--older-than", "0s", "--grace", "0s", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert set(json.loads(pruned.stdout)["bucket"]["objects"]) == set(everything) - {layer}
+    assert view.digests() == set()
+    assert "Traceback" not in listed.stderr + checked.stderr + collected.stderr + pruned.stderr
