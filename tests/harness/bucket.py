@@ -4,7 +4,8 @@
   an in-process store) needs to reach ``engine``: the standard AWS variables with
   its keys, and nothing else of AWS's chain (no ~/.aws files, no instance metadata:
   no request may leave the machine).
-- ``storage_args(engine, prefix)``: ``--storage s3://BUCKET/PREFIX --s3-endpoint URL``.
+- ``storage_args(engine, prefix)``: ``--storage s3://BUCKET/PREFIX --s3-endpoint URL``;
+  ``storage_env(engine, prefix)``: the same as environment, with ``aws_env``.
 - ``BucketView(engine, prefix)``: the test's own look into the bucket (boto3,
   independent of the product's S3 code): keys, objects' bytes, pending uploads.
 """
@@ -36,6 +37,17 @@ def storage_args(engine: S3Engine, prefix: str = "cache", endpoint: str | None =
         "--s3-endpoint",
         endpoint or engine.endpoint_url,
     ]
+
+
+def storage_env(
+    engine: S3Engine, prefix: str = "cache", endpoint: str | None = None
+) -> dict[str, str]:
+    """``aws_env`` plus the storage settings as environment (for replicas and ``cache``)."""
+    return {
+        **aws_env(engine),
+        "REGISTRY_CACHE_STORAGE": f"s3://{engine.bucket}/{prefix}",
+        "REGISTRY_CACHE_S3_ENDPOINT": endpoint or engine.endpoint_url,
+    }
 
 
 class BucketView:
