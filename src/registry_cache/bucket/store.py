@@ -100,6 +100,7 @@ class S3BlobStore:
         breaker: Breaker,
         *,
         endpoint: str | None,
+        region: str,
         exits: AsyncExitStack,
     ) -> None:
         self.location = location
@@ -108,6 +109,7 @@ class S3BlobStore:
         self.transfers = transfers
         self.breaker = breaker
         self.endpoint = endpoint
+        self.region = region
         self._exits = exits
         self._threads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="bucket")
 
@@ -140,10 +142,11 @@ class S3BlobStore:
         )
         exits = AsyncExitStack()
         session = get_session()
+        region = settings.s3_region or "us-east-1"
         maker = session.create_client(
             "s3",
             endpoint_url=settings.s3_endpoint,
-            region_name=settings.s3_region or "us-east-1",
+            region_name=region,
             config=config,
             verify=str(ca_file) if ca_file is not None else True,
         )
@@ -155,6 +158,7 @@ class S3BlobStore:
             Transfers(name, ca_file=ca_file),
             Breaker(name),
             endpoint=settings.s3_endpoint,
+            region=region,
             exits=exits,
         )
 
@@ -358,7 +362,11 @@ class S3BlobStore:
             return
         except ClientError:
             pass
-        await self._call("put", lambda: self.client.create_bucket(Bucket=self.bucket))
+        params: dict[str, Any] = {"Bucket": self.bucket}
+        if self.endpoint is None and self.region != "us-east-1":
+            # AWS itself wants the region spelled out; S3-compatible engines may refuse it.
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        await self._call("put", functools.partial(self.client.create_bucket, **params))
         log.info("created %s", self.describe())
 
     # --------------------------------------------------------------- uploads

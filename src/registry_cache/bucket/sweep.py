@@ -30,6 +30,7 @@ log = logging.getLogger("registry_cache.bucket")
 
 UPLOAD_MAX_AGE = 3600.0  # an upload begun longer ago than this is nobody's
 SWEEP_INTERVAL = 600.0
+SWEEP_RETRY = 30.0  # after a sweep the bucket was not there for
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from ..store.body import RedirectBody
 from .breaker import BucketHealth
 from .evict import Mutex, SharedEvictionTask, SharedEvictor
 from .store import S3BlobStore
-from .sweep import SWEEP_INTERVAL, sweep_quietly
+from .sweep import SWEEP_INTERVAL, SWEEP_RETRY, sweep_quietly
 from .transfer import BucketStream
 from .upload import Journal, Uploader
 
@@ -199,14 +199,20 @@ class SharedTier:
                 await self.bucket.check()
 
     async def _sweep_forever(self) -> None:
-        with contextlib.suppress(StorageUnavailable):
-            await self.bucket.ensure_bucket()
+        ensured = False
         while True:
+            if not ensured:
+                try:
+                    await self.bucket.ensure_bucket()
+                    ensured = True
+                except StorageUnavailable:
+                    pass  # the breaker logged it; tried again with the next sweep
             report = await sweep_quietly(self.bucket, self.uploader.journal)
             # An upload a crash interrupted starts over (its content is still local).
             for digest in report.interrupted if report is not None else ():
                 self.uploader.offer(digest)
-            await asyncio.sleep(SWEEP_INTERVAL)
+            # A bucket that could not be swept (down at start) is tried again soon.
+            await asyncio.sleep(SWEEP_INTERVAL if report is not None else SWEEP_RETRY)
 
     async def close(self) -> None:
         if self.eviction is not None:

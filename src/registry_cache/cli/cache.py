@@ -423,9 +423,10 @@ def verify(as_json: bool, **params: Any) -> None:
         if not corrupt and not missing:
             out.print("all objects verified")
     if corrupt or missing:
+        gone = "without a file" if shared is None else "without their file or object"
         raise CliError(
             f"verify found {corrupt} corrupt object(s) (quarantined) and"
-            f" {missing} index row(s) without their object (dropped)"
+            f" {missing} index row(s) {gone} (dropped)"
         )
 
 
