@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from .bucket.location import BucketLocation
 from .errors import ConfigError
 from .units import parse_duration, parse_size
 
@@ -67,7 +68,16 @@ ENV_SETTINGS = (
     "cluster_secret",
     "cluster_secret_file",
     "dashboard_auth",
+    "storage",
+    "s3_endpoint",
+    "s3_region",
+    "s3_path_style",
+    "s3_ca_file",
+    "shared_max_size",
+    "redirect_hits",
 )
+# The region of the bucket when neither s3_region nor REGISTRY_CACHE_S3_REGION says it.
+AWS_REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
 ENV_PREFIX = "REGISTRY_CACHE_"
 UPSTREAM_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -252,6 +262,16 @@ class Settings(BaseModel):
         ``default data_dir: data``."""
         return self._origins.get(key) or f"default {key}: {getattr(self, key, None)}"
 
+    # The shared content tier (README "Scaling out"): s3://BUCKET/PREFIX; None: the
+    # data directory only. Credentials come from the AWS chain, never from here.
+    storage: str | None = None
+    s3_endpoint: str | None = None  # None: AWS S3 itself
+    s3_region: str | None = None
+    s3_path_style: bool | None = None  # None: path-style with an endpoint, else virtual hosts
+    s3_ca_file: Path | None = None  # TLS verification against this CA bundle (always on)
+    shared_max_size: int | None = None  # the bucket's cap, least recently used across replicas
+    redirect_hits: bool = False  # blob GETs: 307 to a presigned URL when the bucket holds it
+
     @field_validator("tag_ttl", "fill_timeout", "shutdown_grace", "evict_grace", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> Any:
@@ -270,7 +290,7 @@ class Settings(BaseModel):
     def _max_age(cls, value: Any) -> Any:
         return None if value in (None, "", 0, "0") else _duration(value)
 
-    @field_validator("max_size", mode="before")
+    @field_validator("max_size", "shared_max_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         if value in (None, "", 0, "0"):
@@ -340,6 +360,47 @@ class Settings(BaseModel):
         if parts.path:
             raise ValueError(f"expected http(s)://HOST:PORT without a path, got {value[:100]!r}")
         return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() in ("none", "local"):
+            return None
+        return BucketLocation.parse(value).url
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if has_userinfo(value):
+            raise ValueError(
+                "credentials in the URL are not allowed: they come from the AWS environment"
+            )
+        if not re.fullmatch(r"https?://[^\s/?#@]+", value):
+            raise ValueError(f"expected http(s)://HOST[:PORT], got {value[:100]!r}")
+        return value
+
+    @field_validator("s3_region")
+    @classmethod
+    def _s3_region(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value.strip()):
+            raise ValueError(f"invalid region {value[:70]!r} (e.g. us-east-1)")
+        return value.strip()
+
+    @property
+    def bucket(self) -> BucketLocation | None:
+        """Where the shared tier lives, if configured."""
+        if self.storage is None:
+            return None
+        return BucketLocation.parse(self.storage)
+
+    @property
+    def path_style(self) -> bool:
+        return self.s3_endpoint is not None if self.s3_path_style is None else self.s3_path_style
 
     @model_validator(mode="after")
     def _cluster_complete(self) -> Settings:
@@ -626,6 +687,11 @@ def build_settings(
             raw[key] = value
             origins[key] = f"--{key.replace('_', '-')} {_shown(key, value)}"
     origins.pop("upstreams", None)  # holds credentials; errors there name their own path
+    if raw.get("s3_region") in (None, ""):
+        # The AWS SDKs' own variables, when nothing of ours names the bucket's region.
+        region = next((env[name] for name in AWS_REGION_ENV if name in env), None)
+        if region is not None:
+            raw["s3_region"] = region
     raw["upstreams"] = _apply_upstream_flags(raw.get("upstreams"), upstream_flags)
     raw["upstreams"] = _normalise_upstreams(raw["upstreams"])
     if isinstance(raw.get("default_upstream"), str) and raw["default_upstream"].lower() in (

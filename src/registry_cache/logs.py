@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -271,10 +271,17 @@ class BatchedStderr(logging.Handler):
             pass  # stderr gone (closed pipe): logging must never take the server down
 
 
-def secrets_of(settings: Settings) -> list[str]:
+# The bucket's credentials come from the AWS chain; these are the ones a log line could
+# ever carry (the access key id is not secret: it names the key, as in every request).
+AWS_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def secrets_of(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[str]:
     found = [
         u.password.get_secret_value() for u in settings.upstreams.values() if u.password is not None
     ]
+    if settings.storage is not None:
+        found += [environ[name] for name in AWS_SECRET_ENV if environ.get(name)]
     for secret in (settings.index_secret, settings.cluster_key):
         try:
             value = secret()
@@ -302,6 +309,8 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # Library chatter (urllib3 connection pool notes) stays out unless debugging.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    for sdk in ("botocore", "aiobotocore"):  # its debug lines list every request's headers
+        logging.getLogger(sdk).setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").disabled = True
     server = logging.getLogger("aiohttp.server")
     server.filters[:] = [MalformedRequests()]

@@ -20,6 +20,15 @@ never a URL, a repository, a client address or a credential.
 - ``registry_cache_evictions_total{reason}`` and ``registry_cache_evicted_bytes_total{reason}``:
   objects removed by the server's eviction, and their bytes: space (a size or disk
   limit), age (``--max-age``).
+- ``registry_cache_fill_sources_total{source}``: where fills read their bytes: upstream,
+  bucket (the shared tier), peer (another replica).
+- ``registry_cache_bucket_errors_total{op}``: failed bucket requests (head, get, put,
+  upload, delete, list, probe).
+- ``registry_cache_bucket_bypasses_total{kind}``: while the bucket was unavailable, a miss
+  that went upstream without asking it (read) or content not stored in it (upload).
+- ``registry_cache_bucket_bytes_total{direction}``: bytes read from and written to it.
+- ``registry_cache_bucket_evictions_total{reason}``, ``..._evicted_bytes_total{reason}``:
+  objects and bytes removed from it for ``--shared-max-size`` (space).
 - ``registry_cache_upstream_ratelimit_remaining{upstream}`` (gauge): the last
   ``ratelimit-remaining`` header (Docker Hub: pulls left in the window).
 
@@ -94,6 +103,37 @@ EVICTED_BYTES = Counter(
     "Bytes freed by eviction, by reason (space, age).",
     ["reason"],
 )
+FILL_SOURCES = Counter(
+    "registry_cache_fill_sources",
+    "Sources blob fills opened, by kind (upstream, bucket, peer).",
+    ["source"],
+)
+BUCKET_ERRORS = Counter(
+    "registry_cache_bucket_errors",
+    "Failed requests to the shared tier's bucket, by operation.",
+    ["op"],
+)
+BUCKET_BYPASSES = Counter(
+    "registry_cache_bucket_bypasses",
+    "Work done without the bucket while it was unavailable: read (a miss that went"
+    " upstream without asking it), upload (content not stored in it).",
+    ["kind"],
+)
+BUCKET_BYTES = Counter(
+    "registry_cache_bucket_bytes",
+    "Body bytes moved to and from the bucket, by direction (read, written).",
+    ["direction"],
+)
+BUCKET_EVICTIONS = Counter(
+    "registry_cache_bucket_evictions",
+    "Objects removed from the bucket by --shared-max-size, by reason (space).",
+    ["reason"],
+)
+BUCKET_EVICTED_BYTES = Counter(
+    "registry_cache_bucket_evicted_bytes",
+    "Bytes removed from the bucket by --shared-max-size, by reason (space).",
+    ["reason"],
+)
 RATELIMIT_REMAINING = Gauge(
     "registry_cache_upstream_ratelimit_remaining",
     "The upstream's last ratelimit-remaining header (Docker Hub pulls left in the window).",
@@ -139,6 +179,27 @@ def stale_serve(upstream: str) -> None:
 def evicted(reason: str, count: int, size: int) -> None:
     EVICTIONS.labels(reason).inc(count)
     EVICTED_BYTES.labels(reason).inc(size)
+
+
+def fill_source(source: str) -> None:
+    FILL_SOURCES.labels(source).inc()
+
+
+def bucket_error(op: str) -> None:
+    BUCKET_ERRORS.labels(op).inc()
+
+
+def bucket_bypass(kind: str) -> None:
+    BUCKET_BYPASSES.labels(kind).inc()
+
+
+def bucket_bytes(direction: str, count: int) -> None:
+    BUCKET_BYTES.labels(direction).inc(count)
+
+
+def bucket_evicted(count: int, size: int) -> None:
+    BUCKET_EVICTIONS.labels("space").inc(count)
+    BUCKET_EVICTED_BYTES.labels("space").inc(size)
 
 
 def ratelimit(upstream: str, remaining: str) -> None:

@@ -3,7 +3,8 @@
 ``Cluster(make_cache, workdir, upstream_url, index_url, replicas=3)`` starts that
 many ``CacheServer``s on 127.0.0.1, each with its own data directory, the same
 ``--index``, its own ``--advertise http://127.0.0.1:PORT`` and one shared
-``--cluster-secret-file``. Stopping is the ``make_cache`` fixture's (by PID).
+``--cluster-secret-file`` (``extra`` args and ``env`` for every replica; ``add()``
+starts one more, configured the same). Stopping is the ``make_cache`` fixture's (by PID).
 """
 
 from __future__ import annotations
@@ -31,27 +32,38 @@ class Cluster:
         *,
         replicas: int = 3,
         extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.secret_file = workdir / "cluster-secret"
         self.secret = secrets.token_hex(24)
         self.secret_file.write_text(self.secret + "\n")
         self.index_url = index_url
+        self._make = make_cache
+        self._upstream_url = upstream_url
+        self._extra = list(extra)
+        self.env = dict(env or {})
         self.replicas: list[CacheServer] = []
         for _ in range(replicas):
-            port = free_port()
-            args = [
-                "--upstream",
-                f"docker.io={upstream_url}",
-                "--index",
-                index_url,
-                "--advertise",
-                f"http://127.0.0.1:{port}",
-                "--cluster-secret-file",
-                str(self.secret_file),
-                *extra,
-            ]
-            self.replicas.append(make_cache(*args, port=port))
+            self.add()
+
+    def add(self) -> CacheServer:
+        """One more replica (its own empty data directory), started."""
+        port = free_port()
+        args = [
+            "--upstream",
+            f"docker.io={self._upstream_url}",
+            "--index",
+            self.index_url,
+            "--advertise",
+            f"http://127.0.0.1:{port}",
+            "--cluster-secret-file",
+            str(self.secret_file),
+            *self._extra,
+        ]
+        replica = self._make(*args, port=port, env=self.env)
+        self.replicas.append(replica)
+        return replica
 
     def __getitem__(self, i: int) -> CacheServer:
         return self.replicas[i]
@@ -62,6 +74,7 @@ class Cluster:
     def cli(self, replica: CacheServer, *args: str) -> subprocess.CompletedProcess[str]:
         """``registry-cache *args`` configured as ``replica`` is (its data, index, name)."""
         env = cli_env()
+        env.update(self.env)
         env.update(
             REGISTRY_CACHE_DATA_DIR=str(replica.data_dir),
             REGISTRY_CACHE_INDEX=self.index_url,

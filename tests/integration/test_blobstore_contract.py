@@ -1,31 +1,85 @@
 """The ``BlobStore`` contract: one suite, run over every implementation.
 
-Today the data directory (``FileBlobStore``); an object-store tier joins the
-parameter list when it lands. Everything the proxy, fills, eviction and
-maintenance rely on is asserted here.
+The data directory (``FileBlobStore``) and the shared tier (``S3BlobStore``) over
+both real S3 engines, SeaweedFS and Ceph RGW (one engine per module, a fresh key
+prefix per test). Everything the proxy, fills, eviction and maintenance rely on
+is asserted here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from registry_cache.bucket.store import S3BlobStore
+from registry_cache.config import build_settings
 from registry_cache.digest import Digest
 from registry_cache.errors import DigestMismatch, StorageUnavailable
 from registry_cache.store.blobs import BlobStore, FileBlobStore
 from registry_cache.store.body import Body, FileBody, StreamBody
 from registry_cache.store.layout import Layout
+from tests.harness.bucket import aws_env
+from tests.harness.ports import free_port
+from tests.harness.s3engine import S3Engine
+
+_prefixes = itertools.count()
 
 
-@pytest.fixture(params=["filesystem"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    layout = Layout(tmp_path / "data")
-    layout.create()
-    yield FileBlobStore(layout)
+@pytest.fixture(scope="module")
+def engines(request: pytest.FixtureRequest) -> Iterator[dict[str, S3Engine]]:
+    """Each S3 engine started once for the module (on first use), closed at its end."""
+    from tests.integration.conftest import _make_engine
+
+    started: dict[str, S3Engine] = {}
+
+    class Lazy(dict[str, S3Engine]):
+        def __missing__(self, name: str) -> S3Engine:
+            engine = _make_engine(name).start()
+            started[name] = engine
+            self[name] = engine
+            return engine
+
+    try:
+        yield Lazy()
+    finally:
+        for engine in started.values():
+            engine.close()
+
+
+async def s3_store(engine: S3Engine, monkeypatch: pytest.MonkeyPatch, **extra: str) -> S3BlobStore:
+    for key, value in aws_env(engine).items():
+        monkeypatch.setenv(key, value)
+    environ = {
+        "REGISTRY_CACHE_STORAGE": f"s3://{engine.bucket}/contract-{next(_prefixes)}",
+        "REGISTRY_CACHE_S3_ENDPOINT": engine.endpoint_url,
+        **extra,
+    }
+    return await S3BlobStore.connect(build_settings(environ=environ, dotenv=None))
+
+
+@pytest.fixture(params=["filesystem", "seaweedfs", "rgw"])
+async def store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    engines: dict[str, S3Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[BlobStore]:
+    if request.param == "filesystem":
+        layout = Layout(tmp_path / "data")
+        layout.create()
+        yield FileBlobStore(layout)
+        return
+    bucket = await s3_store(engines[request.param], monkeypatch)
+    try:
+        yield bucket
+    finally:
+        await bucket.close()
 
 
 async def body_bytes(body: Body) -> bytes:
@@ -104,3 +158,82 @@ async def test_check_fails_on_a_tier_that_takes_no_new_objects(tmp_path: Path) -
     store = FileBlobStore(layout)  # never created: nowhere to write
     with pytest.raises(StorageUnavailable):
         await store.check()
+
+
+@pytest.mark.parametrize("engine_name", ["seaweedfs", "rgw"])
+async def test_a_bucket_that_does_not_exist_or_answer_fails_the_check_quickly(
+    engine_name: str, engines: dict[str, S3Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engines[engine_name]
+    missing = await s3_store(
+        engine, monkeypatch, REGISTRY_CACHE_STORAGE="s3://no-such-bucket-here/x"
+    )
+    nobody = await s3_store(
+        engine, monkeypatch, REGISTRY_CACHE_S3_ENDPOINT=f"http://127.0.0.1:{free_port()}"
+    )
+    try:
+        for store in (missing, nobody):
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable) as caught:
+                await store.check()
+            assert time.monotonic() - started < 5.0
+            assert engine.secret_key not in str(caught.value)
+            assert store.breaker.down  # the next requests do not wait for it again
+    finally:
+        await missing.close()
+        await nobody.close()
+
+
+@pytest.mark.parametrize("engine_name", ["seaweedfs", "rgw"])
+async def test_a_big_object_is_one_verified_multipart_upload_and_streams_back(
+    engine_name: str, engines: dict[str, S3Engine], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bigger than a part: several parts, each MD5-checked by the bucket; readable by range."""
+    store = await s3_store(engines[engine_name], monkeypatch)
+    data = os.urandom(20 << 20)
+    digest = Digest.of(data)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    started: list[str] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        await store.upload(digest, fd, len(data), started=lambda key, upload: started.append(key))
+        assert started == [store.location.blob(digest)]  # a multipart upload
+        assert await store.stat(digest) == len(data)
+        assert await store.pending_uploads() == []
+        url = await store.presign_get(digest)
+        stream = await asyncio.to_thread(store.open_range_now, url, 5 << 20)
+        try:
+            assert (stream.start, stream.size) == (5 << 20, len(data))
+            buffer = bytearray(len(data))
+            view, got = memoryview(buffer), 0
+            while count := await asyncio.to_thread(stream.readinto, view[got:]):
+                got += count
+            assert bytes(buffer[:got]) == data[5 << 20 :]
+        finally:
+            stream.close()
+    finally:
+        os.close(fd)
+        await store.close()
+
+
+@pytest.mark.parametrize("engine_name", ["seaweedfs", "rgw"])
+async def test_an_upload_whose_bytes_do_not_match_leaves_nothing_behind(
+    engine_name: str, engines: dict[str, S3Engine], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = await s3_store(engines[engine_name], monkeypatch)
+    for size in (1 << 20, 18 << 20):  # one PUT; several parts
+        data = os.urandom(size)
+        claimed = Digest.of(b"something else" + data[:10])
+        path = tmp_path / f"wrong-{size}"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(DigestMismatch):
+                await store.upload(claimed, fd, size)
+        finally:
+            os.close(fd)
+        assert await store.stat(claimed) is None
+    assert await store.pending_uploads() == []  # the multipart one was aborted
+    assert [d async for d, _ in store.walk()] == []
+    await store.close()

@@ -20,6 +20,7 @@ from registry_cache.index.postgres import PostgresIndex
 from registry_cache.index.sqlite import SqliteIndex
 
 D = [f"sha256:{i:064x}" for i in range(20)]
+BUCKET = "s3://bucket/prefix"  # the shared tier's name in a PostgreSQL index
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -29,7 +30,7 @@ async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         made = await SqliteIndex.open(tmp_path / "index.sqlite3")
     else:
         database = request.getfixturevalue("pg_database")
-        made = await PostgresIndex.open(database.url)
+        made = await PostgresIndex.open(database.url, shared=BUCKET)
     yield made
     await made.close()
 
@@ -39,7 +40,7 @@ async def reopen(index: Index, tmp_path: Path) -> Index:
     if isinstance(index, SqliteIndex):
         return await SqliteIndex.open(index.path)
     assert isinstance(index, PostgresIndex)
-    return await PostgresIndex.open(index.url)
+    return await PostgresIndex.open(index.url, shared=BUCKET)
 
 
 # ------------------------------------------------------------------------ tags
@@ -178,6 +179,74 @@ async def test_forget_in_batches_bigger_than_one_transaction(index: Index) -> No
     assert await index.count_objects() == 34
 
 
+# ------------------------------------------------------------ the shared tier
+
+
+async def test_what_the_bucket_holds_outlives_its_local_copy_with_its_tags(index: Index) -> None:
+    await index.add_object(D[0], 10, "application/x", 1.0)
+    await index.add_object(D[1], 5, None, 1.0)
+    await index.set_tag("u", "r", "t", D[0], 1.0)
+    await index.add_shared(D[0], 10, 2.0)
+    assert await index.is_shared(D[0]) and not await index.is_shared(D[1])
+    before = await index.generation()
+    await index.forget([D[0], D[1]])  # the local tier evicted both
+    # The local tier's view: empty.
+    assert (await index.total_size(), await index.count_objects()) == (0, 0)
+    assert await index.objects_page(None, 10) == []
+    # The catalog: the bucket's object stays (media type and tag too), the other went.
+    row = await index.get_object(D[0])
+    assert row is not None and (row.size, row.media_type) == (10, "application/x")
+    assert await index.get_object(D[1]) is None
+    assert await index.list_tags("u", "r") == ["t"]
+    assert await index.shared_totals() == (1, 10)
+    assert await index.generation() > before
+    # Filled again locally: both tiers hold it; then the bucket drops it: the row stays.
+    await index.add_object(D[0], 10, None, 3.0)
+    assert await index.count_objects() == 1
+    await index.forget_shared([D[0]])
+    assert await index.shared_totals() == (0, 0) and not await index.is_shared(D[0])
+    assert await index.get_object(D[0]) is not None and await index.list_tags("u", "r") == ["t"]
+    # And once neither holds it, row and tag go.
+    await index.add_shared(D[0], 10, 4.0)
+    await index.forget([D[0]])
+    generation = await index.generation()
+    await index.forget_shared([D[0]])
+    assert await index.get_object(D[0]) is None and await index.list_tags("u", "r") == []
+    assert await index.generation() > generation
+    await index.forget_shared([])
+
+
+async def test_content_found_in_the_bucket_joins_the_catalog_not_the_local_tier(
+    index: Index,
+) -> None:
+    await index.add_shared(D[3], 7, 5.0)
+    row = await index.get_object(D[3])
+    assert row is not None and (row.size, row.media_type, row.last_access) == (7, None, 5.0)
+    assert await index.count_objects() == 0 and await index.objects_page(None, 5) == []
+    # Found again (gc re-adopting it, or a second upload): still one row, the size kept fresh.
+    await index.add_shared(D[3], 7, 6.0)
+    assert await index.shared_totals() == (1, 7)
+    # A verified file of it found in the data directory (cache gc) makes it local again.
+    await index.adopt_objects([ObjectRow(D[3], 7, None, 1.0, 1.0)])
+    assert [r.digest for r in await index.objects_page(None, 5)] == [D[3]]
+
+
+async def test_shared_page_walks_the_bucket_by_last_access_anywhere(index: Index) -> None:
+    times = [5.0, 1.0, 3.0, 3.0, 2.0, 4.0]
+    for digest, when in zip(D, times, strict=False):
+        await index.add_shared(digest, 1, when)
+    await index.add_object(D[10], 1, None, 0.5)  # only local: not the bucket's
+    await index.record_access({D[1]: 9.0}, {})  # pulled recently (from any tier)
+    expected = sorted((9.0 if d == D[1] else t, d) for d, t in zip(D, times, strict=False))
+    seen: list[tuple[float, str]] = []
+    cursor = None
+    while page := await index.shared_page(cursor, 4):
+        seen += [(r.last_access, r.digest) for r in page]
+        cursor = (page[-1].last_access, page[-1].digest)
+    assert seen == expected
+    assert await index.shared_totals() == (6, 6)
+
+
 # ----------------------------------------------------------------------- links
 
 
@@ -265,8 +334,52 @@ async def test_postgresql_replicas_hold_their_own_local_tiers(pg_database: Any) 
         await b.close()
 
 
+async def test_postgresql_the_bucket_keeps_the_catalog_for_every_replica(pg_database: Any) -> None:
+    a = await PostgresIndex.open(pg_database.url, replica="http://a:5000", shared=BUCKET)
+    b = await PostgresIndex.open(pg_database.url, replica="http://b:5000", shared=BUCKET)
+    try:
+        await a.add_object(D[0], 10, "application/x", 1.0)
+        await a.set_tag("u", "r", "t", D[0], 1.0)
+        await a.add_shared(D[0], 10, 1.0)
+        await a.forget([D[0]])
+        assert await b.is_shared(D[0]) and await b.get_object(D[0]) is not None
+        assert await b.total_size() == 0 and await b.shared_totals() == (1, 10)
+        await b.add_object(D[0], 10, None, 2.0)  # b fills it from the bucket
+        await b.forget_shared([D[0]])  # evicted from the bucket: b's copy keeps it known
+        assert await a.get_object(D[0]) is not None and await a.list_tags("u", "r") == ["t"]
+        await b.forget([D[0]])
+        assert await a.get_object(D[0]) is None and await a.list_tags("u", "r") == []
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_closed_index_raises_index_unavailable(index: Index, tmp_path: Path) -> None:
     other = await reopen(index, tmp_path)
     await other.close()
     with pytest.raises(IndexUnavailable):
         await other.get_tag("u", "r", "t")
+
+
+async def test_sqlite_schema_2_migrates_with_every_row_in_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    """Rows written before the shared tier existed are the local tier's."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE objects (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT,"
+        " created REAL NOT NULL, last_access REAL NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+        f"INSERT INTO objects VALUES ('{D[0]}', 3, NULL, 1.0, 2.0);"
+        "INSERT INTO meta VALUES ('schema', '2');"
+    )
+    db.close()
+    index = await SqliteIndex.open(path)
+    try:
+        assert [r.digest for r in await index.objects_page(None, 10)] == [D[0]]
+        assert await index.total_size() == 3 and await index.shared_totals() == (0, 0)
+    finally:
+        await index.close()

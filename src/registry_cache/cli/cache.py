@@ -3,7 +3,9 @@
 Every command takes the same configuration as ``serve`` (``--data-dir``, ``--config``,
 environment) and is safe while the server runs: reads go through SQLite (WAL), and
 deletions take ``DATA/evict.lock`` like eviction does (see store/maintenance.py).
-``--json`` prints one JSON document on stdout instead of tables.
+With ``--storage`` each command covers the bucket too, after the data directory
+(``bucket/maintenance.py``). ``--json`` prints one JSON document on stdout instead
+of tables.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..config import Settings
-from ..errors import IndexUnavailable
+from ..digest import Digest
+from ..errors import IndexUnavailable, StorageUnavailable
 from ..index import open_index
 from ..index.front import IndexFront
 from ..store.blobs import FileBlobStore
@@ -47,6 +50,9 @@ from .common import console, json_option
 from .main import CliError
 from .options import data_dir, settings_from, settings_options
 
+if TYPE_CHECKING:
+    from ..bucket.store import S3BlobStore
+
 machine_readable = json_option("Machine-readable output.")
 T = TypeVar("T")
 
@@ -58,6 +64,7 @@ class Data:
     store: FileBlobStore
     index: IndexFront
     loop: asyncio.AbstractEventLoop
+    bucket: S3BlobStore | None = None  # with --storage
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run one step of the command on the data directory's event loop."""
@@ -91,8 +98,15 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
             except (IndexUnavailable, sqlite3.Error) as again:
                 raise CliError(f"cannot open {layout.index}: {again}") from None
         index = IndexFront(raw)
+        bucket = None
         try:
-            yield Data(settings, layout, FileBlobStore(layout), index, loop)
+            if settings.storage is not None:
+                from ..bucket.store import S3BlobStore
+
+                bucket = loop.run_until_complete(S3BlobStore.connect(settings))
+            yield Data(settings, layout, FileBlobStore(layout), index, loop, bucket)
+        except StorageUnavailable as exc:
+            raise CliError(exc.message) from None
         except MaintenanceBusy as exc:
             raise CliError(f"busy: {exc}; try again") from None
         except (IndexUnavailable, sqlite3.Error) as exc:
@@ -101,6 +115,8 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
             where = f" ({exc.filename})" if exc.filename else ""
             raise CliError(f"{exc.strerror or exc}{where}") from None
         finally:
+            if bucket is not None:
+                loop.run_until_complete(bucket.close())
             loop.run_until_complete(raw.close())
     finally:
         loop.close()
@@ -153,8 +169,23 @@ def image_json(image: Image) -> dict[str, Any]:
     }
 
 
-def _state(image: Image) -> str:
-    if not image.cached:
+def _key(image: Image) -> tuple[str, str, str | None, str]:
+    return (image.upstream, image.repo, image.tag, image.digest)
+
+
+def _bucket_json(image: Image | None) -> dict[str, Any]:
+    if image is None:
+        return {"size": 0, "objects": 0, "missing_blobs": 0, "complete": False}
+    return {
+        "size": image.size,
+        "objects": image.objects,
+        "missing_blobs": image.missing,
+        "complete": image.complete,
+    }
+
+
+def _state(image: Image | None) -> str:
+    if image is None or not image.cached:
         return "manifest evicted"
     parts = []
     if image.platforms:
@@ -167,28 +198,45 @@ def _state(image: Image) -> str:
 @settings_options
 @machine_readable
 def ls(as_json: bool, **params: Any) -> None:
-    """Images (tags) per upstream: digest, cached size, last pull."""
+    """Images (tags) per upstream: digest, cached size, last pull (and the bucket's copy)."""
+    held: dict[tuple[str, str, str | None, str], Image] | None = None
     with open_data(params, read_only=True) as data:
         rows = images(data.run(load(data.index.index, data.store)))
+        if data.bucket is not None:
+            from ..bucket.maintenance import snapshot
+
+            held = {_key(i): i for i in images(data.run(snapshot(data.index, data.bucket)))}
+            listed = {_key(i) for i in rows}
+            rows += [i for k, i in held.items() if k not in listed]  # only in the bucket
+            rows.sort(key=lambda i: (i.upstream, i.repo, i.tag is None, i.tag or i.digest))
     if as_json:
-        _emit({"data_dir": str(data.layout.root), "images": [image_json(i) for i in rows]})
+        doc: dict[str, Any] = {"data_dir": str(data.layout.root), "images": []}
+        for i in rows:
+            entry = image_json(i)
+            if held is not None:
+                entry["bucket"] = _bucket_json(held.get(_key(i)))
+            doc["images"].append(entry)
+        _emit(doc)
         return
     out = console()
     if not rows:
         out.print(f"no images cached in {data.layout.root}")
         return
+    columns = ["IMAGE", "DIGEST", "SIZE", "CACHED", *(["BUCKET"] if held is not None else [])]
     for upstream in sorted({i.upstream for i in rows}):
         table = Table(title=upstream, title_justify="left", box=None, pad_edge=False)
-        for column in ("IMAGE", "DIGEST", "SIZE", "CACHED", "LAST PULL"):
+        for column in (*columns, "LAST PULL"):
             table.add_column(column, justify="right" if column == "SIZE" else "left")
         for i in (r for r in rows if r.upstream == upstream):
-            table.add_row(
+            cells = [
                 i.name if i.tag else f"{i.repo}@{i.digest[:19]}",
                 i.digest[:19],
                 format_size(i.size),
                 _state(i),
-                _ago(i.last_pulled),
-            )
+            ]
+            if held is not None:
+                cells.append(_state(held.get(_key(i))))
+            table.add_row(*cells, _ago(i.last_pulled))
         out.print(table)
         out.print()
 
@@ -205,6 +253,12 @@ def du(as_json: bool, **params: Any) -> None:
         snap = data.run(load(data.index.index, data.store))
         files = scan_files(data.layout)
         settings = data.settings
+        shared = None
+        if data.bucket is not None:
+            from ..bucket.maintenance import usage
+
+            shared = data.run(usage(data.bucket, data.index))
+            bucket_url = data.bucket.location.url
     sums = totals(snap)
     unindexed = [f.size for d, f in files.items() if d not in snap.objects]
     partials = dir_bytes(data.layout.fills)
@@ -237,6 +291,16 @@ def du(as_json: bool, **params: Any) -> None:
             "max_age": settings.max_age,
         },
     }
+    if shared is not None:
+        doc["bucket"] = {
+            "storage": bucket_url,
+            "objects": shared.objects,
+            "bytes": shared.bytes,
+            "stored": {"objects": shared.stored_objects, "bytes": shared.stored_bytes},
+            "unindexed": {"objects": shared.unindexed, "bytes": shared.unindexed_bytes},
+            "pending_uploads": shared.pending_uploads,
+            "max_size": settings.shared_max_size,
+        }
     if as_json:
         _emit(doc)
         return
@@ -267,6 +331,15 @@ def du(as_json: bool, **params: Any) -> None:
     if settings.max_age:
         limits.append(f"max age {format_duration(settings.max_age)}")
     out.print("limits: " + (", ".join(limits) if limits else "none (unbounded)"))
+    if shared is not None:
+        cap = settings.shared_max_size
+        out.print(
+            f"bucket {bucket_url}: {shared.objects} object(s), {format_size(shared.bytes)}"
+            f" (cap {format_size(cap) if cap else 'none'}); listed {shared.stored_objects},"
+            f" {format_size(shared.stored_bytes)}; {shared.unindexed} unindexed (gc),"
+            f" {shared.pending_uploads} upload(s) in progress or abandoned",
+            markup=False,
+        )
 
 
 # --------------------------------------------------------------------- verify
@@ -295,30 +368,68 @@ def verify(as_json: bool, **params: Any) -> None:
                     on_bytes=lambda n: bar.advance(task, n),
                 )
             )
+        shared = None
+        if data.bucket is not None:
+            from ..bucket.maintenance import verify as verify_bucket
+
+            bucket = data.bucket.location
+            columns = (TextColumn("verifying the bucket"), *columns[1:])
+            with Progress(
+                *columns, console=out, transient=True, disable=not out.is_terminal
+            ) as bar:
+                task = bar.add_task("verify", total=None)
+                shared = data.run(
+                    verify_bucket(
+                        data.bucket,
+                        data.index,
+                        on_total=lambda total: bar.update(task, total=total),
+                        on_bytes=lambda n: bar.advance(task, n),
+                    )
+                )
         quarantine = data.layout.quarantine
+    corrupt = len(report.corrupt) + (len(shared.corrupt) if shared else 0)
+    missing = len(report.missing) + (len(shared.missing) if shared else 0)
     if as_json:
-        _emit(
-            {
-                "checked": report.checked,
-                "bytes": report.bytes,
-                "corrupt": list(report.corrupt),
-                "missing": list(report.missing),
-                "vanished": report.vanished,
-                "ok": report.ok,
+        doc: dict[str, Any] = {
+            "checked": report.checked,
+            "bytes": report.bytes,
+            "corrupt": list(report.corrupt),
+            "missing": list(report.missing),
+            "vanished": report.vanished,
+            "ok": report.ok and (shared is None or shared.ok),
+        }
+        if shared is not None:
+            doc["bucket"] = {
+                "checked": shared.checked,
+                "bytes": shared.bytes,
+                "corrupt": list(shared.corrupt),
+                "missing": list(shared.missing),
+                "ok": shared.ok,
             }
-        )
+        _emit(doc)
     else:
         out.print(f"checked {report.checked} object(s), {format_size(report.bytes)}")
         for digest in report.corrupt:
             out.print(f"corrupt: {digest} (moved to {quarantine}/)", markup=False)
         for digest in report.missing:
             out.print(f"missing: {digest} (indexed, file gone; row dropped)", markup=False)
-        if report.ok:
+        if shared is not None:
+            out.print(
+                f"checked {shared.checked} object(s) in {bucket.url}, {format_size(shared.bytes)}",
+                markup=False,
+            )
+            for digest in shared.corrupt:
+                where = bucket.quarantined(Digest.parse(digest))
+                out.print(f"corrupt in the bucket: {digest} (moved to {where})", markup=False)
+            for digest in shared.missing:
+                out.print(f"missing from the bucket: {digest} (row dropped)", markup=False)
+        if not corrupt and not missing:
             out.print("all objects verified")
-    if not report.ok:
+    if corrupt or missing:
+        gone = "without a file" if shared is None else "without their file or object"
         raise CliError(
-            f"verify found {len(report.corrupt)} corrupt object(s) (quarantined) and"
-            f" {len(report.missing)} index row(s) without a file (dropped)"
+            f"verify found {corrupt} corrupt object(s) (quarantined) and"
+            f" {missing} index row(s) {gone} (dropped)"
         )
 
 
@@ -341,18 +452,34 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
     seconds = _duration(grace, "--grace") or 0.0
     with open_data(params) as data:
         report = data.run(collect_garbage(data.store, data.index, grace=seconds, dry_run=dry_run))
+        shared = None
+        if data.bucket is not None:
+            from ..bucket.maintenance import collect_garbage as collect_bucket
+            from ..bucket.upload import Journal
+
+            journal = Journal(data.layout)
+            shared = data.run(
+                collect_bucket(data.bucket, data.index, journal, grace=seconds, dry_run=dry_run)
+            )
     if as_json:
-        _emit(
-            {
-                "dry_run": report.dry_run,
-                "orphans": list(report.orphans),
-                "orphan_bytes": report.orphan_bytes,
-                "adopted": list(report.adopted),
-                "missing": list(report.missing),
-                "files": list(report.files),
-                "file_bytes": report.file_bytes,
+        doc: dict[str, Any] = {
+            "dry_run": report.dry_run,
+            "orphans": list(report.orphans),
+            "orphan_bytes": report.orphan_bytes,
+            "adopted": list(report.adopted),
+            "missing": list(report.missing),
+            "files": list(report.files),
+            "file_bytes": report.file_bytes,
+        }
+        if shared is not None:
+            doc["bucket"] = {
+                "orphans": list(shared.orphans),
+                "orphan_bytes": shared.orphan_bytes,
+                "adopted": list(shared.adopted),
+                "missing": list(shared.missing),
+                "uploads": shared.uploads,
             }
-        )
+        _emit(doc)
         return
     verb = "would remove" if dry_run else "removed"
     out = console()
@@ -364,6 +491,13 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
     )
     for name in report.files:
         out.print(f"  {name}", markup=False)
+    if shared is not None:
+        out.print(
+            f"bucket: {verb} {len(shared.orphans)} orphan object(s)"
+            f" ({format_size(shared.orphan_bytes)}), {shared.uploads} abandoned upload(s),"
+            f" {len(shared.missing)} index row(s) without an object;"
+            f" {'would index' if dry_run else 'indexed'} {len(shared.adopted)} stray object(s)"
+        )
 
 
 # ---------------------------------------------------------------------- prune
@@ -404,6 +538,22 @@ def prune(
     age = _duration(older_than, "--older-than")
     with open_data(params) as data:
         pin = _duration(grace, "--grace")
+        shared = None
+        if data.bucket is not None:
+            from ..bucket.maintenance import prune as prune_bucket
+
+            # First: the data directory's step forgets the links that tell which
+            # repositories an object belongs to.
+            shared = data.run(
+                prune_bucket(
+                    data.bucket,
+                    data.index,
+                    older_than=age,
+                    patterns=patterns,
+                    grace=data.settings.evict_grace if pin is None else pin,
+                    dry_run=dry_run,
+                )
+            )
         report = data.run(
             prune_data(
                 data.store,
@@ -415,15 +565,16 @@ def prune(
             )
         )
     if as_json:
-        _emit(
-            {
-                "dry_run": report.dry_run,
-                "tags": [f"{t.upstream}/{t.repo}:{t.tag}" for t in report.tags],
-                "objects": [e.digest for e in report.removed],
-                "bytes": report.freed,
-                "kept_in_use": report.kept,
-            }
-        )
+        doc: dict[str, Any] = {
+            "dry_run": report.dry_run,
+            "tags": [f"{t.upstream}/{t.repo}:{t.tag}" for t in report.tags],
+            "objects": [e.digest for e in report.removed],
+            "bytes": report.freed,
+            "kept_in_use": report.kept,
+        }
+        if shared is not None:
+            doc["bucket"] = {"objects": list(shared.removed), "bytes": shared.bytes}
+        _emit(doc)
         return
     verb = "would remove" if dry_run else "removed"
     out = console()
@@ -432,5 +583,7 @@ def prune(
         f" ({format_size(report.freed)})"
         + (f"; kept {report.kept} in use or too recent" if report.kept else "")
     )
+    if shared is not None:
+        out.print(f"bucket: {verb} {len(shared.removed)} object(s) ({format_size(shared.bytes)})")
     for t in report.tags:
         out.print(f"  {t.upstream}/{t.repo}:{t.tag}", markup=False)

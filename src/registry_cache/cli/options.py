@@ -71,6 +71,18 @@ _SETTING_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "help": "File holding the PostgreSQL password (env: REGISTRY_CACHE_INDEX_PASSWORD).",
         },
     ),
+    (
+        ("--storage",),
+        {
+            "metavar": "s3://BUCKET/PREFIX",
+            "help": "Shared content tier behind the data directory (credentials: the AWS"
+            " environment) [none].",
+        },
+    ),
+    (
+        ("--s3-endpoint",),
+        {"metavar": "URL", "help": "S3-compatible endpoint of --storage [AWS S3]."},
+    ),
 ]
 
 
@@ -92,6 +104,8 @@ def settings_from(params: dict[str, Any], **extra: Any) -> Settings:
         "log_level": params.pop("log_level", None),
         "index": params.pop("index", None),
         "index_password_file": params.pop("index_password_file", None),
+        "storage": params.pop("storage", None),
+        "s3_endpoint": params.pop("s3_endpoint", None),
         **extra,
     }
     settings = build_settings(

@@ -77,6 +77,18 @@ log = logging.getLogger("registry_cache.server")
     help="Cluster mode: the secret every replica shares (env: REGISTRY_CACHE_CLUSTER_SECRET).",
 )
 @click.option(
+    "--shared-max-size",
+    metavar="SIZE",
+    default=None,
+    help="Evict least recently used objects from --storage beyond this, e.g. 2TiB [unbounded].",
+)
+@click.option(
+    "--redirect-hits",
+    is_flag=True,
+    default=None,
+    help="Answer blob GETs the bucket holds with a 307 to a presigned URL [off].",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"], case_sensitive=False),
     default=None,
@@ -99,9 +111,13 @@ def serve(**params: Any) -> None:
     own = ("workers", "max_size", "max_disk_percent", "max_age", "shutdown_grace", "tls_cert")
     cluster = ("advertise", "cluster_secret_file")
     limits = ("log_format", "client_header_timeout", "max_connections")
+    shared = ("shared_max_size", "redirect_hits")
     settings = settings_from(
         params,
-        **{key: params.pop(key) for key in (*own, *cluster, "tls_key", "htpasswd", *limits)},
+        **{
+            key: params.pop(key)
+            for key in (*own, *cluster, "tls_key", "htpasswd", *limits, *shared)
+        },
     )
     if settings.clustered:
         settings.cluster_key()  # unreadable or too short: one line, exit 2

@@ -28,6 +28,7 @@ async def open_index(settings: Settings, *, readonly: bool = False, wait: bool =
             settings.index,
             settings.index_secret(),
             replica=settings.advertise or "local",
+            shared=settings.storage,
             wait=wait,
         )
     return await SqliteIndex.open(Layout(settings.data_dir).index, readonly=readonly)

@@ -9,6 +9,12 @@ see which digest, manifest media types, sizes and last access.
 Blob *presence* is decided by the blob store, so a crash between a store write and
 an index write loses metadata at worst, never correctness.
 
+Two tiers hold content: this replica's local tier (the data directory: what the
+object methods list, size and evict) and, when configured, the shared tier (the
+bucket: the ``*_shared`` methods). An object row (the catalog: size, media type,
+last access anywhere) and the tags naming it stay while any tier holds the
+content, so content the bucket holds stays known after every local copy went.
+
 ``tests/contract/test_index_contract.py`` runs one suite over every implementation.
 """
 
@@ -124,7 +130,27 @@ class Index(Protocol):
         """
 
     async def forget(self, digests: Sequence[str]) -> None:
-        """Drop object rows and the tags naming them (their content is gone)."""
+        """This replica's local tier no longer holds these. Their object rows and the
+        tags naming them go too, unless another tier (the bucket, another replica)
+        still holds the content."""
+
+    # ------------------------------------------------------ the shared tier
+
+    async def add_shared(self, digest: str, size: int, now: float) -> None:
+        """The bucket holds ``digest`` (its catalog row is created if missing, and kept
+        while the bucket holds it, whatever the local tiers hold)."""
+
+    async def is_shared(self, digest: str) -> bool: ...
+
+    async def shared_totals(self) -> tuple[int, int]:
+        """(objects, bytes) the bucket holds."""
+
+    async def shared_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
+        """Up to ``limit`` objects the bucket holds, least recently used first (the
+        catalog's last access: anywhere in the cluster), after ``after``."""
+
+    async def forget_shared(self, digests: Sequence[str]) -> None:
+        """The bucket no longer holds these; rows and tags go once no tier does."""
 
     # ----------------------------------------------------------------- links
 

@@ -1,11 +1,14 @@
 """The index for a cluster: PostgreSQL, shared by every replica (asyncpg).
 
 ``objects`` is the cluster's catalog (size, media type, last access anywhere);
-``holdings`` says which replica's local tier holds what. The object methods of
-the ``Index`` contract are about *this* replica's local tier (what it evicts,
+``holdings`` says which replica's local tier holds what, and which objects the
+shared tier (the bucket) holds: its rows carry the bucket's name
+(``s3://BUCKET/PREFIX``) where a replica's carry its URL, and since the bucket
+never heartbeats it is never offered as a peer. The object methods of the
+``Index`` contract are about *this* replica's local tier (what it evicts,
 verifies and lists), as they are for SQLite on one machine: ``forget`` drops this
 replica's holdings, and catalog rows (with the tags naming them) only once no
-replica holds the content any more.
+replica and no bucket holds the content any more.
 
 Tables live in their own schema (``registry_cache``), created and migrated at
 start under an advisory lock, so replicas starting together do not race. Rows
@@ -124,9 +127,12 @@ def describe(url: str) -> str:
 class PostgresIndex:
     """``Index`` over PostgreSQL. Create with ``await PostgresIndex.open(url, password)``."""
 
-    def __init__(self, url: str, password: str | None, replica: str) -> None:
+    def __init__(
+        self, url: str, password: str | None, replica: str, shared: str | None = None
+    ) -> None:
         self.url = url
         self.replica = replica  # this replica's advertised URL: its holdings' key
+        self.shared = shared  # the bucket's name (its holdings' key), if there is one
         self.name = describe(url)
         self._password = password
         self._pool: asyncpg.Pool | None = None
@@ -139,11 +145,17 @@ class PostgresIndex:
 
     @classmethod
     async def open(
-        cls, url: str, password: str | None = None, *, replica: str = "local", wait: bool = True
+        cls,
+        url: str,
+        password: str | None = None,
+        *,
+        replica: str = "local",
+        shared: str | None = None,
+        wait: bool = True,
     ) -> PostgresIndex:
         """Connect and migrate the schema. ``wait=False``: a server unreachable now is
         fine (a replica starts degraded); the first query that reaches it migrates."""
-        index = cls(url, password, replica)
+        index = cls(url, password, replica, shared)
         try:
             await index.run(lambda conn: conn.fetchval("SELECT 1"))
         except IndexUnavailable as exc:
@@ -457,17 +469,94 @@ class PostgresIndex:
                         "DELETE FROM holdings WHERE replica = $1 AND digest = ANY($2::text[])",
                         (self.replica, names),
                     ),
-                    # Content no replica holds any more leaves the catalog, with its tags.
+                    *_unheld(names),
+                ],
+            )
+        )
+
+    # ------------------------------------------------------ the shared tier
+
+    def _bucket(self) -> str:
+        if self.shared is None:
+            raise ValueError("this index was opened without a shared tier")
+        return self.shared
+
+    async def add_shared(self, digest: str, size: int, now: float) -> None:
+        bucket = self._bucket()
+
+        async def job(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO objects (digest, size, media_type, created, last_access)"
+                    " VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (digest) DO NOTHING",
+                    digest,
+                    size,
+                    now,
+                )
+                await conn.execute(
+                    "INSERT INTO holdings (replica, digest, size, last_access)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (replica, digest) DO UPDATE SET"
+                    " size = excluded.size",
+                    bucket,
+                    digest,
+                    size,
+                    now,
+                )
+
+        await self.run(job)
+
+    async def is_shared(self, digest: str) -> bool:
+        bucket = self._bucket()
+        found = await self.run(
+            lambda conn: conn.fetchval(
+                "SELECT 1 FROM holdings WHERE replica = $1 AND digest = $2", bucket, digest
+            )
+        )
+        return found is not None
+
+    async def shared_totals(self) -> tuple[int, int]:
+        bucket = self._bucket()
+        row = await self.run(
+            lambda conn: conn.fetchrow(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM holdings WHERE replica = $1", bucket
+            )
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def shared_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
+        bucket = self._bucket()
+        columns = (
+            "SELECT o.digest, h.size, o.media_type, o.created, o.last_access"
+            " FROM holdings h JOIN objects o ON o.digest = h.digest WHERE h.replica = $1"
+        )
+        order = ' ORDER BY o.last_access, o.digest COLLATE "C" LIMIT'
+        if after is None:
+            rows = await self.run(lambda conn: conn.fetch(f"{columns}{order} $2", bucket, limit))
+        else:
+            rows = await self.run(
+                lambda conn: conn.fetch(
+                    f'{columns} AND (o.last_access, o.digest COLLATE "C") > ($2, $3){order} $4',
+                    bucket,
+                    after[0],
+                    after[1],
+                    limit,
+                )
+            )
+        return [ObjectRow(*r) for r in rows]
+
+    async def forget_shared(self, digests: Sequence[str]) -> None:
+        if not digests:
+            return
+        bucket, names = self._bucket(), list(digests)
+        await self.run(
+            lambda conn: self._deleting(
+                conn,
+                [
                     (
-                        "DELETE FROM objects o WHERE o.digest = ANY($1::text[])"
-                        " AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = o.digest)",
-                        (names,),
+                        "DELETE FROM holdings WHERE replica = $1 AND digest = ANY($2::text[])",
+                        (bucket, names),
                     ),
-                    (
-                        "DELETE FROM tags t WHERE t.digest = ANY($1::text[])"
-                        " AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = t.digest)",
-                        (names,),
-                    ),
+                    *_unheld(names),
                 ],
             )
         )
@@ -592,6 +681,22 @@ async def _migrate(conn: Conn) -> None:
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             str(SCHEMA_VERSION),
         )
+
+
+def _unheld(names: list[str]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Content no replica and no bucket holds any more leaves the catalog, with its tags."""
+    return [
+        (
+            "DELETE FROM objects o WHERE o.digest = ANY($1::text[])"
+            " AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = o.digest)",
+            (names,),
+        ),
+        (
+            "DELETE FROM tags t WHERE t.digest = ANY($1::text[])"
+            " AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = t.digest)",
+            (names,),
+        ),
+    ]
 
 
 def _is_bug(exc: asyncpg.PostgresError) -> bool:

@@ -7,9 +7,12 @@ connection, and in WAL mode never wait for a writer. A hit needs no query at all
 (the front's memos answer it), and maintenance (``cache gc/prune/verify``, eviction)
 deletes in short transactions, so another process's lock is held for milliseconds.
 
-Schema versions: 1 (the first release) and 2 (adds ``tags_by_digest``, without
+Schema versions: 1 (the first release), 2 (adds ``tags_by_digest``, without
 which dropping the tags of an evicted manifest scanned every tag, and an LRU index
-on ``(last_access, digest)`` for paged eviction walks). Opening migrates forward.
+on ``(last_access, digest)`` for paged eviction walks) and 3 (the shared tier: a
+``shared`` table of what the bucket holds, and ``objects.held``, 1 while the data
+directory holds the object: a row the bucket still holds outlives its local copy).
+Opening migrates forward.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     digest      TEXT PRIMARY KEY,
@@ -59,6 +62,11 @@ CREATE INDEX IF NOT EXISTS links_by_digest ON links (digest);
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
 DROP INDEX IF EXISTS objects_by_access;
 CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest);
+CREATE TABLE IF NOT EXISTS shared (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    stored      REAL NOT NULL
+) WITHOUT ROWID;
 """
 # Deletes and inserts are cut into transactions of this many rows: each holds the
 # write lock for a few milliseconds, so other processes' writes wait no longer.
@@ -259,9 +267,9 @@ class SqliteIndex:
     async def add_object(self, digest: str, size: int, media_type: str | None, now: float) -> None:
         await self._write(
             lambda db: db.execute(
-                "INSERT INTO objects (digest, size, media_type, created, last_access)"
-                " VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (digest) DO UPDATE SET size = excluded.size,"
+                "INSERT INTO objects (digest, size, media_type, created, last_access, held)"
+                " VALUES (?, ?, ?, ?, ?, 1)"
+                " ON CONFLICT (digest) DO UPDATE SET size = excluded.size, held = 1,"
                 " media_type = COALESCE(excluded.media_type, objects.media_type),"
                 " last_access = MAX(objects.last_access, excluded.last_access)",
                 (digest, size, media_type, now, now),
@@ -272,9 +280,10 @@ class SqliteIndex:
         for chunk in _chunks(rows):
 
             def job(db: sqlite3.Connection, chunk: Sequence[ObjectRow] = chunk) -> None:
+                # A row the bucket kept (held = 0) is this file's: held again, else kept.
                 db.executemany(
-                    "INSERT OR IGNORE INTO objects"
-                    " (digest, size, media_type, created, last_access) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO objects (digest, size, media_type, created, last_access, held)"
+                    " VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (digest) DO UPDATE SET held = 1",
                     [(r.digest, r.size, r.media_type, r.created, r.last_access) for r in chunk],
                 )
 
@@ -293,24 +302,30 @@ class SqliteIndex:
 
     async def total_size(self) -> int:
         return await self._read(
-            lambda db: int(db.execute("SELECT COALESCE(SUM(size), 0) FROM objects").fetchone()[0])
+            lambda db: int(
+                db.execute("SELECT COALESCE(SUM(size), 0) FROM objects WHERE held = 1").fetchone()[
+                    0
+                ]
+            )
         )
 
     async def count_objects(self) -> int:
         return await self._read(
-            lambda db: int(db.execute("SELECT COUNT(*) FROM objects").fetchone()[0])
+            lambda db: int(db.execute("SELECT COUNT(*) FROM objects WHERE held = 1").fetchone()[0])
         )
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
         def query(db: sqlite3.Connection) -> list[ObjectRow]:
-            columns = "SELECT digest, size, media_type, created, last_access FROM objects"
+            columns = (
+                "SELECT digest, size, media_type, created, last_access FROM objects WHERE held = 1"
+            )
             if after is None:
                 rows = db.execute(
                     f"{columns} ORDER BY last_access, digest LIMIT ?", (limit,)
                 ).fetchall()
             else:
                 rows = db.execute(
-                    f"{columns} WHERE (last_access, digest) > (?, ?)"
+                    f"{columns} AND (last_access, digest) > (?, ?)"
                     " ORDER BY last_access, digest LIMIT ?",
                     (after[0], after[1], limit),
                 ).fetchall()
@@ -323,8 +338,76 @@ class SqliteIndex:
 
             def job(db: sqlite3.Connection, chunk: Sequence[str] = chunk) -> None:
                 rows = [(d,) for d in chunk]
-                db.executemany("DELETE FROM objects WHERE digest = ?", rows)
-                db.executemany("DELETE FROM tags WHERE digest = ?", rows)
+                # What the bucket holds stays in the catalog, with its tags.
+                db.executemany(
+                    "UPDATE objects SET held = 0 WHERE digest = ?"
+                    " AND EXISTS (SELECT 1 FROM shared s WHERE s.digest = objects.digest)",
+                    rows,
+                )
+                db.executemany("DELETE FROM objects WHERE digest = ? AND held = 1", rows)
+                _drop_unheld_tags(db, rows)
+                _bump_generation(db)
+
+            await self._write(job)
+
+    # ------------------------------------------------------ the shared tier
+
+    async def add_shared(self, digest: str, size: int, now: float) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO objects (digest, size, media_type, created, last_access,"
+                " held) VALUES (?, ?, NULL, ?, ?, 0)",
+                (digest, size, now, now),
+            )
+            db.execute(
+                "INSERT INTO shared (digest, size, stored) VALUES (?, ?, ?)"
+                " ON CONFLICT (digest) DO UPDATE SET size = excluded.size",
+                (digest, size, now),
+            )
+
+        await self._write(job)
+
+    async def is_shared(self, digest: str) -> bool:
+        return await self._read(
+            lambda db: (
+                db.execute("SELECT 1 FROM shared WHERE digest = ?", (digest,)).fetchone()
+                is not None
+            )
+        )
+
+    async def shared_totals(self) -> tuple[int, int]:
+        def query(db: sqlite3.Connection) -> tuple[int, int]:
+            row = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM shared").fetchone()
+            return int(row[0]), int(row[1])
+
+        return await self._read(query)
+
+    async def shared_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
+        def query(db: sqlite3.Connection) -> list[ObjectRow]:
+            columns = (
+                "SELECT o.digest, s.size, o.media_type, o.created, o.last_access"
+                " FROM objects o JOIN shared s ON s.digest = o.digest"
+            )
+            order = " ORDER BY o.last_access, o.digest LIMIT ?"
+            if after is None:
+                rows = db.execute(columns + order, (limit,)).fetchall()
+            else:
+                rows = db.execute(
+                    f"{columns} WHERE (o.last_access, o.digest) > (?, ?){order}",
+                    (after[0], after[1], limit),
+                ).fetchall()
+            return [ObjectRow(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def forget_shared(self, digests: Sequence[str]) -> None:
+        for chunk in _chunks(digests):
+
+            def job(db: sqlite3.Connection, chunk: Sequence[str] = chunk) -> None:
+                rows = [(d,) for d in chunk]
+                db.executemany("DELETE FROM shared WHERE digest = ?", rows)
+                db.executemany("DELETE FROM objects WHERE digest = ? AND held = 0", rows)
+                _drop_unheld_tags(db, rows)
                 _bump_generation(db)
 
             await self._write(job)
@@ -443,10 +526,22 @@ def _migrate(db: sqlite3.Connection) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
+    if "held" not in columns:  # 3: rows until now were all the data directory's
+        db.execute("ALTER TABLE objects ADD COLUMN held INTEGER NOT NULL DEFAULT 1")
     db.execute(
         "INSERT INTO meta (key, value) VALUES ('schema', ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (str(SCHEMA_VERSION),),
+    )
+
+
+def _drop_unheld_tags(db: sqlite3.Connection, rows: Sequence[tuple[str]]) -> None:
+    """Tags naming content no tier holds any more (no object row left)."""
+    db.executemany(
+        "DELETE FROM tags WHERE digest = ?1"
+        " AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.digest = ?1)",
+        rows,
     )
 
 

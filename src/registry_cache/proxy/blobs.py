@@ -91,7 +91,11 @@ class BlobService:
         return BlobAnswer(digest, status, size, GrowingBody(reader, size))
 
     async def _hit(self, route: Route, digest: Digest) -> BlobAnswer | None:
-        body = await self.ctx.store.open(digest)
+        # --redirect-hits: a client may fetch what the bucket holds from the bucket.
+        shared = self.ctx.shared
+        body: Body | None = await shared.redirect(digest) if shared is not None else None
+        if body is None:
+            body = await self.ctx.store.open(digest)
         if body is None:
             return None
         try:

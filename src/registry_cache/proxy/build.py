@@ -3,6 +3,9 @@
 index → store → evictor (a ``FillListener``) → fills → upstream clients → context;
 in cluster mode also the directory (replicas, holdings, leases), the peer client,
 and the cluster's versions of the store, the fills and the manifest single flight.
+With ``--storage`` the shared tier (the bucket) joins: the store becomes a
+``TieredStore``, and the fills plan with the bucket (``ClusterFills``, over a
+directory of one on a single machine).
 Each component gets its collaborators in its constructor; ``Components.close``
 takes them down in reverse order.
 """
@@ -28,7 +31,9 @@ from .context import ProxyContext
 from .eviction import EvictionTask
 from .memo import ManifestMemo
 
-if TYPE_CHECKING:  # cluster mode imports its modules (and asyncpg) only when used
+if TYPE_CHECKING:  # cluster mode and the bucket import their modules only when used
+    from ..bucket.evict import Mutex
+    from ..bucket.tier import SharedTier
     from ..cluster.flight import ClusterFlight
     from ..cluster.node import ClusterNode
 
@@ -41,17 +46,22 @@ class Components:
     eviction: EvictionTask | None  # None when the cache is unbounded
     flight: ClusterFlight | None = None  # cluster mode only
     node: ClusterNode | None = None
+    shared: SharedTier | None = None  # with --storage
 
     def start(self) -> None:
         if self.eviction is not None:
             self.eviction.start()
         if self.node is not None:
             self.node.start()
+        if self.shared is not None:
+            self.shared.start()
 
     async def close(self) -> None:
         if self.eviction is not None:
             await self.eviction.stop()
         await self.ctx.fills.close()
+        if self.shared is not None:
+            await self.shared.close()
         if self.node is not None:
             await self.node.stop()
         self.ctx.executor.shutdown(wait=False, cancel_futures=True)
@@ -76,7 +86,7 @@ async def build(settings: Settings) -> Components:
     executor = ThreadPoolExecutor(max_workers=UPSTREAM_THREADS, thread_name_prefix="upstream")
     store: BlobStore = local
     fills: FillCoordinator = local_fills
-    flight = node = None
+    flight = node = shared = None
     if settings.clustered:
         from ..cluster.directory import PostgresDirectory
         from ..cluster.fills import ClusterFills
@@ -91,9 +101,34 @@ async def build(settings: Settings) -> Components:
         directory = PostgresDirectory(index.index)
         leases = LeaseKeeper(directory)
         peers = PeerClient(settings.cluster_key(), pool)
+        if settings.storage is not None:
+            from ..bucket.evict import LeaseMutex
+
+            shared = await _shared(settings, local, index, LeaseMutex(directory, leases))
         store = ClusterStore(local, index, directory, peers)
-        fills = ClusterFills(local_fills, directory, peers, leases)
+        fills = ClusterFills(local_fills, directory, peers, leases, shared)
         flight = ClusterFlight(directory, leases)
         node = ClusterNode(directory, leases)
-    ctx = ProxyContext(settings, index, store, fills, clients, executor, memo)
-    return Components(ctx, eviction, flight, node)
+    elif settings.storage is not None:
+        from ..bucket.evict import FileMutex
+        from ..cluster.fills import ClusterFills
+        from ..cluster.leases import LeaseKeeper
+        from ..cluster.solo import SoloDirectory
+
+        shared = await _shared(settings, local, index, FileMutex(layout.shared_evict_lock))
+        solo = SoloDirectory()
+        fills = ClusterFills(local_fills, solo, None, LeaseKeeper(solo), shared)
+    if shared is not None:
+        from ..bucket.tiered import TieredStore
+
+        store = TieredStore(store, local, shared, index)
+    ctx = ProxyContext(settings, index, store, fills, clients, executor, memo, shared)
+    return Components(ctx, eviction, flight, node, shared)
+
+
+async def _shared(
+    settings: Settings, local: FileBlobStore, index: IndexFront, mutex: Mutex
+) -> SharedTier:
+    from ..bucket.tier import SharedTier
+
+    return await SharedTier.open(settings, local, index, mutex)

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Settings
 from ..index.front import IndexFront
@@ -16,6 +16,9 @@ from ..store.blobs import BlobStore
 from ..store.fill import FillCoordinator
 from ..upstream.client import UpstreamClient
 from .memo import ManifestMemo
+
+if TYPE_CHECKING:
+    from ..bucket.tier import SharedTier
 
 T = TypeVar("T")
 
@@ -31,6 +34,7 @@ class ProxyContext:
     clients: dict[str, UpstreamClient]
     executor: ThreadPoolExecutor
     memo: ManifestMemo
+    shared: SharedTier | None = None  # the bucket (--storage): redirects, readiness
 
     async def call(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         """Run a blocking upstream/disk call on the shared thread pool, in a copy of

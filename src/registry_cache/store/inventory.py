@@ -64,9 +64,10 @@ async def all_objects(index: Index) -> list[ObjectRow]:
     return rows
 
 
-async def load(index: Index, store: BlobStore) -> Snapshot:
-    """Read the index and parse every stored manifest (they are small)."""
-    objects = {row.digest: row for row in await all_objects(index)}
+async def load(index: Index, store: BlobStore, rows: Sequence[ObjectRow] | None = None) -> Snapshot:
+    """Read the index and parse every stored manifest (they are small). ``rows``: the
+    objects to look at instead of the local tier's (the bucket's, for ``cache``)."""
+    objects = {row.digest: row for row in (await all_objects(index) if rows is None else rows)}
     tags = await index.all_tags()
     links: dict[str, set[Repo]] = {}
     for upstream, repo in await index.repositories():

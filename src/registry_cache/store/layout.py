@@ -12,6 +12,10 @@
       quarantine/sha256-abcdef…           objects `cache verify` found corrupt (kept for study)
       tmp/                                small writes (manifests) before their atomic rename
       evict.lock                          flock held by whoever evicts or collects garbage
+      uploads/sha256-abcdef….upload       an upload to the bucket in flight (its key and
+                                          upload id; flocked by the uploader), so one a
+                                          crash abandoned is aborted at the next start
+      shared-evict.lock                   flock of whoever evicts from the bucket (one machine)
       metrics/                            Prometheus values shared by --workers N (emptied at start)
       index.sqlite3 (+ -wal, -shm)        tags, repository links, sizes, last access (WAL mode)
 
@@ -58,6 +62,17 @@ class Layout:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def shared_evict_lock(self) -> Path:
+        return self.root / "shared-evict.lock"
+
+    def upload_note(self, digest: Digest) -> Path:
+        return self.uploads / f"{digest.algorithm}-{digest.hex}.upload"
 
     def blob(self, digest: Digest) -> Path:
         return Path(self.blob_str(digest))

@@ -13,6 +13,7 @@ from ..errors import ManifestUnknown, NameUnknown, TagInvalid, Unsupported
 from ..proxy.policy import CacheStatus
 from ..reference import validate_tag
 from ..routing import Route, host_upstream, route
+from ..store.body import RedirectBody
 from .keys import CACHE_HEADER, RECORDER_KEY, SETTINGS_KEY, UPSTREAM_HEADER
 from .responses import ByteRange, blob_headers, parse_range, send_body
 from .services import SERVICES_KEY
@@ -114,6 +115,14 @@ async def blob(request: web.Request, where: Route, digest: Digest) -> web.Stream
         size = answer.size if answer.size is not None else 0
         if _not_modified(request, digest_text):
             return web.Response(status=304, headers=blob_headers(digest_text, size, None) | mark)
+        if isinstance(body, RedirectBody):
+            # To the bucket (--redirect-hits): a bodiless 307; the client sends its
+            # Range there. The URL is a credential while it lives: never logged.
+            note(request, cache="REDIRECT", bytes=0)
+            return web.Response(
+                status=307,
+                headers={"Location": body.url, "Docker-Content-Digest": digest_text} | mark,
+            )
         span = parse_range(request.headers.get("Range"), size)
         whole = span or ByteRange(0, size)
         response = web.StreamResponse(

@@ -5,9 +5,11 @@ slow disk or a dead upstream never gets the process restarted.
 
 ``/readyz``: this worker can do its job: the data directory takes a new file (a
 read-only or vanished file system fails both fills and manifest writes): 503
-otherwise. The index not answering (PostgreSQL down) is reported as
-``"status": "degraded"`` with 200: hits keep flowing from the local tier and misses
-still fill from upstream, so the node stays in the load balancer. A dead upstream
+otherwise. The index not answering (PostgreSQL down), or the bucket (``--storage``),
+is reported as ``"status": "degraded"`` with 200: hits keep flowing from the local
+tier and misses still fill from upstream, so the node stays in the load balancer.
+The bucket's probe (a HeadBucket) is also how its recovery is noticed between
+requests. A dead upstream
 does not make the cache unready (it serves what it has, and stale tags), nor does
 a full disk (hits keep flowing and new blobs get clean 507s).
 """
@@ -36,11 +38,13 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     checks["index"] = await _check(ctx.index.ping)
     checks["data_dir"] = await _check(ctx.store.check)
-    # Only the content tier decides: without the index (PostgreSQL down) hits keep
-    # flowing and misses fill unshared, so the node stays in the load balancer and
-    # says "degraded" (200). A tier that takes no new files is not ready (503).
+    if ctx.shared is not None:
+        checks["bucket"] = await _check(ctx.shared.check)
+    # Only the local tier decides: without the index (PostgreSQL down) or the bucket,
+    # hits keep flowing and misses fill from upstream, so the node stays in the load
+    # balancer and says "degraded" (200). A tier that takes no new files is not ready.
     ready = checks["data_dir"] == "ok"
-    status = "ready" if checks["index"] == "ok" else "degraded"
+    status = "ready" if all(v == "ok" for v in checks.values()) else "degraded"
     body: dict[str, Any] = {"status": status if ready else "not ready", "checks": checks}
     free = _free_bytes(ctx.settings.data_dir)
     if free is not None:
