@@ -61,7 +61,7 @@ def test_bad_storage_urls_are_one_line_errors_naming_no_secret(value: str, messa
     with pytest.raises(ConfigError, match=message) as caught:
         build_settings(environ={"REGISTRY_CACHE_STORAGE": value}, dotenv=None)
     assert "secret-key" not in str(caught.value)
-    assert str(caught.value).startswith("invalid configuration: storage: ")
+    assert str(caught.value).startswith("invalid configuration: storage (REGISTRY_CACHE_STORAGE=")
 
 
 def test_an_endpoint_with_credentials_is_refused() -> None:
