@@ -314,6 +314,11 @@ def test_shared_max_size_keeps_the_bucket_under_its_cap_least_recently_used_firs
     # Still served (from the local tier) and not fetched again.
     assert fetch(f"{cache.url}/v2/library/cap1/blobs/{layers[1]}")[:2] == (200, layers[1])
     assert upstream.blob_gets(layers[1]) == 1
+    # The dashboard's API describes the shared tier: what it holds against its cap.
+    shared = json.loads(HTTP.request("GET", f"{cache.url}/api/v1/stats").data)["shared_tier"]
+    assert shared["url"].startswith("s3://") and shared["cap"] == 30 * MIB
+    assert shared["reachable"] is True and shared["objects"] == len(view.digests())
+    assert shared["bytes"] == view.total()
 
 
 def test_cache_commands_cover_the_bucket(

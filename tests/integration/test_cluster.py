@@ -345,3 +345,48 @@ def test_each_replica_evicts_its_own_tier_and_the_catalog_keeps_what_another_hol
     # Asked on A again, it comes from B, not from upstream.
     assert fetch(f"{a.url}/v2/library/evict0/blobs/{layers[0]}")[:2] == (200, layers[0])
     assert upstream.blob_gets(layers[0]) == 0
+
+
+def test_the_dashboard_lists_every_replica_with_its_local_tier(
+    cluster: Cluster, upstream: UpstreamRegistry, tmp_path: Path
+) -> None:
+    from tests.harness.browser import Console, open_browser, require_browser
+
+    require_browser()
+    image = build_image("dash-cluster", layers=1, layer_size=2 << 20, workdir=tmp_path)
+    layer = push(upstream.url, "library/dc", "1", image).layer_digests[0]
+    assert fetch(f"{cluster[0].url}/v2/library/dc/blobs/{layer}")[:2] == (200, layer)
+    assert cluster.wait_indexed(layer)
+    urls = {f"http://127.0.0.1:{r.port}" for r in cluster.replicas}
+
+    def replicas() -> dict[str, Any]:
+        doc = json.loads(HTTP.request("GET", f"{cluster[1].url}/api/v1/stats").data)
+        return {r["url"]: r for r in doc["replicas"]}
+
+    deadline = time.monotonic() + 10  # each replica announces itself within its first beat
+    while set(replicas()) != urls and time.monotonic() < deadline:
+        time.sleep(0.1)
+    listed = replicas()
+    assert set(listed) == urls
+    assert all(r["alive"] for r in listed.values())
+    me = f"http://127.0.0.1:{cluster[1].port}"
+    assert [u for u, r in listed.items() if r["self"]] == [me]
+    holder = listed[f"http://127.0.0.1:{cluster[0].port}"]["local_tier"]
+    assert holder["objects"] >= 1 and holder["bytes"] >= image.layers[0].size
+    console = Console()
+    with open_browser() as browser:
+        page = console.watch(browser.new_page(viewport={"width": 1280, "height": 900}))
+        page.goto(cluster[1].url + "/")
+        text = page.inner_text("[data-part=cluster]")
+        assert all(url in text for url in urls) and "(this one)" in text
+        shown = dict(
+            page.eval_on_selector_all(
+                "[data-part=cluster] [data-stat]",
+                "els => els.map(e => [e.dataset.stat, e.dataset.value])",
+            )
+        )
+        doc = json.loads(HTTP.request("GET", f"{cluster[1].url}/api/v1/stats").data)
+        for i, replica in enumerate(doc["replicas"]):
+            assert int(shown[f"replicas.{i}.local_tier.bytes"]) == replica["local_tier"]["bytes"]
+        page.close()
+    assert console.errors == []

@@ -160,6 +160,30 @@ def render(doc: dict[str, Any]) -> Group:
             f"{ev['day']} in 24 h"
         )
     )
+    replicas = [r for r in doc["replicas"] if r.get("url")]
+    if replicas:
+        table = _table("Replicas", "REPLICA", "STATE", "HEARTBEAT", "OBJECTS", "LOCAL TIER", "CAP")
+        for r in replicas:
+            tier = r.get("local_tier") or {}
+            table.add_row(
+                escape(r["url"]) + (" (this one)" if r.get("self") else ""),
+                "[green]up[/]" if r.get("alive") else "[red]gone[/]",
+                f"{r.get('seen_seconds_ago', 0):.0f} s ago",
+                str(tier.get("objects")),
+                _size(tier.get("bytes")),
+                _size(tier.get("cap")) if tier.get("cap") else "none",
+            )
+        parts.append(table)
+    shared = doc.get("shared_tier")
+    if shared:
+        state = "reachable" if shared["reachable"] else f"unreachable ({shared['error']})"
+        cap = _size(shared["cap"]) if shared["cap"] else "none"
+        parts.append(
+            Text(
+                f"Shared tier {shared['url']}: {_size(shared['bytes'])} in"
+                f" {shared['objects']} objects, cap {cap}; {state}"
+            )
+        )
     top = _table("Top images (24 h)", "IMAGE", "PULLS", "BYTES")
     for t in doc["top_images"]["by_pulls"]:
         top.add_row(escape(t["image"]), str(t["pulls"]), _size(t["bytes"]))

@@ -38,6 +38,8 @@ class Replica:
     started_at: float
     seen_ago: float  # seconds since its last heartbeat (database clock)
     info: dict[str, Any]
+    objects: int = 0  # what its local tier holds (from the index)
+    bytes: int = 0
 
     @property
     def alive(self) -> bool:
@@ -49,7 +51,8 @@ class ClusterDirectory(Protocol):
 
     async def heartbeat(self, info: dict[str, Any]) -> None: ...
 
-    async def replicas(self) -> list[Replica]: ...
+    async def replicas(self) -> list[Replica]:
+        """Every replica that ever announced itself, with what its local tier holds."""
 
     async def holders(self, digest: str) -> list[str]:
         """Live replicas other than this one whose local tier holds ``digest``."""
@@ -89,11 +92,15 @@ class PostgresDirectory:
     async def replicas(self) -> list[Replica]:
         rows = await self.index.run(
             lambda conn: conn.fetch(
-                f"SELECT url, started_at, {NOW} - seen_at, info FROM replicas"
-                ' ORDER BY url COLLATE "C"'
+                f"SELECT r.url, r.started_at, {NOW} - r.seen_at, r.info,"
+                " COUNT(h.digest), COALESCE(SUM(h.size), 0)"
+                " FROM replicas r LEFT JOIN holdings h ON h.replica = r.url"
+                ' GROUP BY r.url ORDER BY r.url COLLATE "C"'
             )
         )
-        return [Replica(r[0], r[1], max(0.0, r[2]), _info(r[3])) for r in rows]
+        return [
+            Replica(r[0], r[1], max(0.0, r[2]), _info(r[3]), int(r[4]), int(r[5])) for r in rows
+        ]
 
     async def holders(self, digest: str) -> list[str]:
         rows = await self.index.run(

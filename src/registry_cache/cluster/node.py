@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from typing import Any
 
 from .. import __version__
@@ -17,9 +18,12 @@ log = logging.getLogger("registry_cache.cluster")
 
 
 class ClusterNode:
-    def __init__(self, directory: ClusterDirectory, leases: LeaseKeeper) -> None:
+    def __init__(
+        self, directory: ClusterDirectory, leases: LeaseKeeper, *, max_size: int | None = None
+    ) -> None:
         self.directory = directory
         self.leases = leases
+        self.max_size = max_size
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -27,7 +31,13 @@ class ClusterNode:
         self._task = asyncio.create_task(self._beat_forever(), name="cluster-heartbeat")
 
     def info(self) -> dict[str, Any]:
-        return {"version": __version__, "pid": os.getpid()}
+        """What the other replicas (and their dashboards) learn of this one."""
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "max_size": self.max_size,
+        }
 
     async def _beat_forever(self) -> None:
         reachable = True

@@ -34,6 +34,7 @@ from .memo import ManifestMemo
 if TYPE_CHECKING:  # cluster mode and the bucket import their modules only when used
     from ..bucket.evict import Mutex
     from ..bucket.tier import SharedTier
+    from ..cluster.directory import ClusterDirectory
     from ..cluster.flight import ClusterFlight
     from ..cluster.node import ClusterNode
 
@@ -87,6 +88,7 @@ async def build(settings: Settings) -> Components:
     store: BlobStore = local
     fills: FillCoordinator = local_fills
     flight = node = shared = None
+    cluster: ClusterDirectory | None = None  # cluster mode: replicas for the dashboard
     if settings.clustered:
         from ..cluster.directory import PostgresDirectory
         from ..cluster.fills import ClusterFills
@@ -98,7 +100,7 @@ async def build(settings: Settings) -> Components:
         from ..index.postgres import PostgresIndex
 
         assert isinstance(index.index, PostgresIndex)
-        directory = PostgresDirectory(index.index)
+        directory = cluster = PostgresDirectory(index.index)
         leases = LeaseKeeper(directory)
         peers = PeerClient(settings.cluster_key(), pool)
         if settings.storage is not None:
@@ -108,7 +110,7 @@ async def build(settings: Settings) -> Components:
         store = ClusterStore(local, index, directory, peers)
         fills = ClusterFills(local_fills, directory, peers, leases, shared)
         flight = ClusterFlight(directory, leases)
-        node = ClusterNode(directory, leases)
+        node = ClusterNode(directory, leases, max_size=settings.max_size)
     elif settings.storage is not None:
         from ..bucket.evict import FileMutex
         from ..cluster.fills import ClusterFills
@@ -122,7 +124,9 @@ async def build(settings: Settings) -> Components:
         from ..bucket.tiered import TieredStore
 
         store = TieredStore(store, local, shared, index)
-    ctx = ProxyContext(settings, index, store, fills, clients, executor, memo, shared)
+    ctx = ProxyContext(
+        settings, index, store, fills, clients, executor, memo, shared, directory=cluster
+    )
     return Components(ctx, eviction, flight, node, shared)
 
 

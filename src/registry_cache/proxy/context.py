@@ -19,6 +19,7 @@ from .memo import ManifestMemo
 
 if TYPE_CHECKING:
     from ..bucket.tier import SharedTier
+    from ..cluster.directory import ClusterDirectory
 
 T = TypeVar("T")
 
@@ -35,6 +36,7 @@ class ProxyContext:
     executor: ThreadPoolExecutor
     memo: ManifestMemo
     shared: SharedTier | None = None  # the bucket (--storage): redirects, readiness
+    directory: ClusterDirectory | None = None  # cluster mode: the replicas (dashboard)
 
     async def call(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         """Run a blocking upstream/disk call on the shared thread pool, in a copy of

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import __version__
 from ..digest import Digest
-from ..errors import RegistryError
+from ..errors import IndexUnavailable, RegistryError
 from ..proxy.context import ProxyContext
 from ..store.progress import FillProgress
 from .history import FillRow, StatsDB
@@ -206,7 +206,56 @@ class StatsService:
         doc["replicas"][0]["disk"] = disk
         doc["fills"] = self._fills_sync(now, await self.ctx.call(self.db.fills))
         doc["replicas"][0]["fills_in_flight"] = len(doc["fills"])
+        await self._cluster(doc)
         return doc
+
+    async def _cluster(self, doc: dict[str, Any]) -> None:
+        """Cluster mode: every replica with its local tier; with a bucket: the shared tier."""
+        directory = self.ctx.directory
+        if directory is not None:
+            try:
+                replicas = await directory.replicas()
+            except IndexUnavailable:
+                replicas = []  # this node only, as without a cluster
+            rows = []
+            for replica in replicas:
+                mine = replica.url == directory.me
+                row: dict[str, Any] = {
+                    "name": replica.info.get("host") or replica.url,
+                    "url": replica.url,
+                    "self": mine,
+                    "alive": replica.alive,
+                    "seen_seconds_ago": round(replica.seen_ago, 1),
+                    "version": replica.info.get("version"),
+                    "local_tier": {
+                        "objects": replica.objects,
+                        "bytes": replica.bytes,
+                        "cap": replica.info.get("max_size"),
+                    },
+                }
+                if mine:
+                    row |= {k: v for k, v in doc["replicas"][0].items() if k not in row}
+                rows.append(row)
+            if rows:
+                doc["replicas"] = rows
+        shared = self.ctx.shared
+        if shared is not None:
+            objects: int | None = None
+            used: int | None = None
+            try:
+                objects, used = await self.ctx.index.index.shared_totals()
+            except IndexUnavailable:
+                pass  # unknown while the index is unreachable
+            health = shared.health()
+            doc["shared_tier"] = {
+                "url": shared.name,
+                "objects": objects,
+                "bytes": used,
+                "cap": self.ctx.settings.shared_max_size,
+                "reachable": health.ok,
+                "error": health.error,
+                "down_since": health.since,
+            }
 
     def _stats_sync(self, now: float) -> dict[str, Any]:
         db = self.db

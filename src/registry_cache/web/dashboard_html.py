@@ -20,7 +20,7 @@ from typing import Any
 
 from ..units import format_size
 
-PARTS = ("summary", "charts", "upstreams", "fills", "disk", "top", "recent")
+PARTS = ("summary", "charts", "upstreams", "fills", "disk", "cluster", "top", "recent")
 CHART_W, CHART_H = 560, 170
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 12, 12, 28
 
@@ -369,6 +369,57 @@ def disk_part(doc: dict[str, Any]) -> str:
     )
 
 
+def cluster_part(doc: dict[str, Any]) -> str:
+    """Every replica (cluster mode) and the shared tier (a bucket), when there are any."""
+    replicas = [r for r in doc["replicas"] if r.get("url")]
+    rows = []
+    for i, r in enumerate(replicas):
+        tier = r.get("local_tier") or {}
+        cap = tier.get("cap")
+        name = esc(r["url"]) + (" <small>(this one)</small>" if r.get("self") else "")
+        state = "up" if r.get("alive") else "gone"
+        rows.append(
+            [
+                name,
+                stat(f"replicas.{i}.alive", int(bool(r.get("alive"))), state),
+                esc(f"{r.get('seen_seconds_ago', 0):.0f} s ago"),
+                stat(
+                    f"replicas.{i}.local_tier.objects",
+                    tier.get("objects"),
+                    count(tier.get("objects")),
+                ),
+                stat(f"replicas.{i}.local_tier.bytes", tier.get("bytes"), size(tier.get("bytes"))),
+                esc(size(cap) if cap else "none"),
+            ]
+        )
+    parts = []
+    if rows:
+        parts.append(
+            table(
+                "Replicas sharing this cache's index",
+                ["replica", "state", "heartbeat", "objects", "local tier", "cap"],
+                rows,
+                "No replica has announced itself yet.",
+                "replicas",
+            )
+        )
+    shared = doc.get("shared_tier")
+    if shared:
+        cap = shared.get("cap")
+        state = "reachable" if shared.get("reachable") else f"unreachable: {shared.get('error')}"
+        parts.append(
+            f'<div class="tile wide"><p class="big">'
+            f"{stat('shared_tier.bytes', shared.get('bytes'), size(shared.get('bytes')))}"
+            f" <small>in {esc(shared['url'])}</small></p>"
+            f"<p>{stat('shared_tier.objects', shared.get('objects'), count(shared.get('objects')))}"
+            f" objects; cap {esc(size(cap) if cap else 'none')}; "
+            f"{stat('shared_tier.reachable', int(bool(shared.get('reachable'))), state)}.</p></div>"
+        )
+    if not parts:
+        return '<p class="empty">One node, no shared tier.</p>'
+    return "".join(parts)
+
+
 def top_part(doc: dict[str, Any]) -> str:
     out = []
     for key, caption in (("by_pulls", "Top images by pulls"), ("by_bytes", "Top images by bytes")):
@@ -443,6 +494,7 @@ def render_parts(
         "upstreams": lambda: upstreams_part(doc),
         "fills": lambda: fills_part(doc["fills"]),
         "disk": lambda: disk_part(doc),
+        "cluster": lambda: cluster_part(doc),
         "top": lambda: top_part(doc),
         "recent": lambda: recent_part(doc),
     }
@@ -455,6 +507,7 @@ SECTIONS = (
     ("upstreams", "Upstreams"),
     ("fills", "Fills in flight"),
     ("disk", "Disk"),
+    ("cluster", "Cluster"),
     ("top", "Top images"),
     ("recent", "Recent activity"),
 )

@@ -5,7 +5,7 @@
 (function () {
   const FAST_MS = 1000;
   const SLOW_MS = 5000;
-  const SLOW_PARTS = ["summary", "charts", "upstreams", "disk", "top", "recent"];
+  const SLOW_PARTS = ["summary", "charts", "upstreams", "disk", "cluster", "top", "recent"];
   const pause = document.getElementById("pause");
   const updated = document.getElementById("updated");
   let paused = false;
