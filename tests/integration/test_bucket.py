@@ -92,13 +92,19 @@ def test_a_fill_is_uploaded_and_a_fresh_cache_serves_it_from_the_bucket_not_upst
     assert view.uploads() == []
     first.stop()
 
-    # Another cache, empty data directory, same bucket: layers come from the bucket.
+    # Another cache, empty data directory and index, same bucket: the tag costs upstream a
+    # HEAD only; the manifest and the layers come from the bucket.
     upstream.clear_request_log()
     second = bucket_cache(make_cache, upstream, s3_engine)
+    manifest = HTTP.request("GET", f"{second.url}/v2/library/tier/manifests/1")
+    assert manifest.status == 200 and manifest.headers["Docker-Content-Digest"] == pushed.digest
+    assert manifest.data == image.manifest.read()
+    assert upstream.count("GET", "/manifests/") == 0 and upstream.count("HEAD", "/manifests/") == 1
     for layer, built in zip(pushed.layer_digests, image.layers, strict=True):
         assert fetch(f"{second.url}/v2/library/tier/blobs/{layer}") == (200, layer, built.size)
         assert second.wait_for_blob(layer, 5).exists()  # copied into its local tier
     assert upstream.blob_gets() == 0
+    assert upstream.count("HEAD", "/blobs/") == 0  # the manifest linked its layers here
     assert scrape(second.url).value("registry_cache_fill_sources_total", source="bucket") == 2
     assert "Traceback" not in first.log_text() + second.log_text()
 

@@ -170,6 +170,8 @@ class ManifestService:
         if memo is not None:
             return memo
         row = await self.ctx.index.get_object(digest)
+        if row is None and self.ctx.shared is not None:
+            return await self._from_bucket(digest)
         if row is None or row.media_type is None:
             return None
         body = await self.ctx.store.read(Digest.parse(digest))
@@ -177,6 +179,19 @@ class ManifestService:
             return None  # evicted: fetched again by digest
         self.ctx.memo.put(digest, body, row.media_type)
         return body, row.media_type
+
+    async def _from_bucket(self, digest: str) -> tuple[bytes, str] | None:
+        """A manifest this index never saw, from the shared tier (verified by the store):
+        a replica with a new index still never fetches what the bucket holds."""
+        body = await self.ctx.store.read(Digest.parse(digest))
+        if body is None or body.lstrip()[:1] != b"{":
+            return None
+        media_type = manifest_media_type(body, None)
+        if media_type == "application/octet-stream":
+            return None  # JSON, but not a manifest (a config blob)
+        await self.ctx.index.add_object(digest, len(body), media_type)
+        self.ctx.memo.put(digest, body, media_type)
+        return body, media_type
 
     async def _store(
         self, route: Route, digest: Digest, fetched: Manifest, status: CacheStatus
@@ -222,6 +237,18 @@ class ManifestService:
     async def _fetch_tag(self, route: Route, tag: str, gate: _Gate) -> ManifestResult:
         client = self.ctx.clients[route.upstream.name]
         await gate.enter()
+        if self.ctx.shared is not None:
+            # The bucket may hold the manifest this tag names: a HEAD (never counted as
+            # a pull by Docker Hub) says which, and the bytes need not cross again.
+            head = await self.ctx.call(client.head_manifest, route.repository, tag)
+            held = await self._local(head.digest) if head.digest is not None else None
+            if head.digest is not None and held is not None:
+                name, repo = route.upstream.name, route.repository
+                blobs, children = referenced_digests(held[0])
+                await self.ctx.index.link(name, repo, [head.digest, *blobs, *children])
+                await self.ctx.index.set_tag(name, repo, tag, head.digest)
+                result = await self._by_digest(route, Digest.parse(head.digest), gate)
+                return _with(result, CacheStatus.REVALIDATED)
         fetched = await self.ctx.call(client.get_manifest, route.repository, tag)
         digest = _verified_digest(fetched, route.upstream.name)
         result = await self._store(route, digest, fetched, CacheStatus.MISS)
