@@ -224,8 +224,8 @@ def test_the_dashboard_can_be_turned_off_by_flag_env_or_file(tmp_path: Path) -> 
     config = tmp_path / "config.yaml"
     config.write_text("dashboard: false\n")
     assert not build_settings(config_file=config, environ={}, dotenv=None).dashboard
-    flag_wins = build_settings(config_file=config, environ={}, dotenv=None, flags={"dashboard": True})
-    assert flag_wins.dashboard
+    flag = {"dashboard": True}
+    assert build_settings(config_file=config, environ={}, dotenv=None, flags=flag).dashboard
     with pytest.raises(ConfigError, match="dashboard"):
         build_settings(environ={"REGISTRY_CACHE_DASHBOARD": "maybe"}, dotenv=None)
     users = tmp_path / "htpasswd"
