@@ -150,6 +150,7 @@ def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
 
         def one(rep: int, out: ScenarioResult) -> None:
             walls: dict[str, float] = {}
+            seen: list[str] = []  # failures worth a note (a sample's notes are not kept)
             single: dict[str, float] = {}
             for who in rotated([CLUSTER, SINGLE, SHARED], rep):
                 if who == CLUSTER:
@@ -157,15 +158,17 @@ def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
                     postgres.create_database(database)
                     with _replicas(lab, postgres, database, log) as replicas:
                         replicas.await_joined()
-                        walls[who] = _herd(lab, plan, out, who, replicas.caches)
+                        walls[who] = _herd(lab, plan, out, who, replicas.caches, seen=seen)
                         _hit_sources(out, replicas, big, lab.content.repo)
                 elif who == SINGLE:
                     with lab.running(Cache(_dir(lab, "single"), lab.upstream.url)) as cache:
-                        walls[who] = _herd(lab, plan, out, who, [cache])
+                        walls[who] = _herd(lab, plan, out, who, [cache], seen=seen)
                         _single_hits(out, cache, big, lab.content.repo, single)
                 else:
                     with _distribution_replicas(lab) as proxies:
-                        walls[who] = _herd(lab, plan, out, who, proxies)
+                        walls[who] = _herd(lab, plan, out, who, proxies, seen=seen)
+            for line in seen:
+                result.note(line)
             out.add(f"herd wall, {CLUSTER} vs 1 node", "x", walls[CLUSTER] / walls[SINGLE])
             out.add(f"herd wall, {CLUSTER} vs {SHARED}", "x", walls[CLUSTER] / walls[SHARED])
             rates = {
@@ -223,8 +226,11 @@ def _herd(
     out: ScenarioResult,
     who: str,
     servers: list[Cache] | list[Registry],
+    *,
+    seen: list[str],
 ) -> float:
-    """The herd through a balancer over ``servers``; its figures into ``out``; its wall."""
+    """The herd through a balancer over ``servers``; its figures into ``out``, the first of
+    each kind of failure into ``seen``; its wall."""
     blob, n = lab.content.herd, plan.herd_clients
     log = UpstreamLog(lab.upstream.access_log)
     backends = [f"{server.host}:{server.port}" for server in servers]
@@ -251,7 +257,7 @@ def _herd(
         blob_url(server, lab.content.repo, blob.digest))) != blob.digest]  # fmt: skip
     out.add(f"{who} bad stored copies", "replicas", len(bad))
     for line in [*outcome.failures[:1], *errors[:1], *proxy_errors[:1], *bad[:1]]:
-        out.note(f"{who}: {line.strip()[:240]}")
+        seen.append(f"{who}: {line.strip()[:240]}")
     return outcome.wall
 
 
