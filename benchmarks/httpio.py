@@ -9,6 +9,7 @@ close`` and never goes through a proxy.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import time
 from dataclasses import dataclass
@@ -103,6 +104,25 @@ def download(url: str, headers: dict[str, str] | None = None) -> Transfer:
         return Transfer(resp.status, total, seconds, ttfb, int(length) if length else None)
     except (OSError, http.client.HTTPException) as exc:
         raise HttpError(f"GET {url}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def body_digest(url: str) -> str:
+    """GET ``url`` and hash the body: ``sha256:…``, or a line saying why there is none."""
+    conn, target = _connect(url)
+    try:
+        conn.request("GET", target, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            return f"HTTP {resp.status}"
+        hasher = hashlib.sha256()
+        buffer = memoryview(bytearray(READ_SIZE))
+        while count := resp.readinto(buffer):
+            hasher.update(buffer[:count])
+        return "sha256:" + hasher.hexdigest()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
     finally:
         conn.close()
 

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -116,10 +116,14 @@ class Lab:
         return base
 
     @contextlib.contextmanager
-    def fresh_cache(self, workers: int = 1, under: Path | None = None) -> Iterator[Cache]:
-        """A new cache; its directory under ``under`` (e.g. a tmpfs) instead of the workdir."""
+    def fresh_cache(
+        self, workers: int = 1, under: Path | None = None, extra: Sequence[str] = ()
+    ) -> Iterator[Cache]:
+        """A new cache; its directory under ``under`` (e.g. a tmpfs) instead of the workdir;
+        ``extra``: more ``serve`` flags."""
         where = self.scratch(under) / f"cache-{next(self._serial)}"
-        with self._fresh(Cache(where, self.upstream.url, workers=workers)) as cache:
+        server = Cache(where, self.upstream.url, workers=workers, extra=extra)
+        with self._fresh(server) as cache:
             yield cache
 
     @contextlib.contextmanager
@@ -127,6 +131,25 @@ class Lab:
         where = self.workdir / f"proxy-{next(self._serial)}"
         with self._fresh(Registry(where, proxy_remote=self.upstream.url)) as proxy:
             yield proxy
+
+    @contextlib.contextmanager
+    def running(self, server: S) -> Iterator[S]:
+        """``server`` (e.g. one of several replicas, a balancer) started now, stopped and
+        its directory removed when the block ends."""
+        with self._fresh(server) as started:
+            yield started
+
+    @contextlib.contextmanager
+    def directory(self, stem: str) -> Iterator[Path]:
+        """A new directory in the workdir for one contender's servers (shared storage,
+        a secret), removed when the block ends (unless ``keep``)."""
+        where = self.workdir / f"{stem}-{next(self._serial)}"
+        where.mkdir(parents=True)
+        try:
+            yield where
+        finally:
+            if not self.keep:
+                shutil.rmtree(where, ignore_errors=True)
 
     @contextlib.contextmanager
     def _fresh(self, server: S) -> Iterator[S]:

@@ -19,6 +19,7 @@ import re
 import resource
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +204,27 @@ class RssMonitor:
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL):
             self._sample()
+
+
+class CpuMeter:
+    """``with CpuMeter(pids) as cpu: ...`` then ``cpu.seconds``: the CPU time the process
+    trees rooted at ``pids`` used meanwhile (several servers counted as one contender)."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.roots = list(pids)
+        self.seconds = 0.0
+        self._ticks: dict[int, int] = {}
+
+    def _trees(self) -> list[int]:
+        return [pid for root in self.roots for pid in process_tree(root)]
+
+    def __enter__(self) -> CpuMeter:
+        self._ticks = {pid: _cpu_ticks(pid) for pid in self._trees()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ticks = sum(_cpu_ticks(pid) - self._ticks.get(pid, 0) for pid in self._trees())
+        self.seconds = ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)

@@ -496,6 +496,23 @@ def _wan(lab: Lab, plan: Plan, profile: str) -> ScenarioResult:
     return result
 
 
+# ---------------------------------------------------------------- cluster, dashboard
+
+
+def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
+    """Replicas on one PostgreSQL index vs one node vs distribution's replicas (cluster.py)."""
+    from .cluster import cluster as run
+
+    return run(lab, plan)
+
+
+def dashboard(lab: Lab, plan: Plan) -> ScenarioResult:
+    """Manifest load with the dashboard's counting on vs off (dashboard.py)."""
+    from .dashboard import dashboard as run
+
+    return run(lab, plan)
+
+
 # ---------------------------------------------------------------- CLI start-up
 
 CLI_COMMANDS = {
@@ -557,4 +574,6 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "cli-startup": cli_startup,
     "wan-far": wan_far,
     "wan-near": wan_near,
+    "cluster": cluster,
+    "dashboard": dashboard,
 }

@@ -30,6 +30,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,12 @@ def stop_all() -> None:
 
 
 atexit.register(stop_all)
+
+
+def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Have ``stop_all`` stop ``proc`` too (one started elsewhere in its own session)."""
+    _live.append(proc)
+    return proc
 
 
 def spawn(
@@ -270,12 +278,18 @@ class Registry(Server):
     probe = "/v2/"
 
     def __init__(
-        self, workdir: Path, *, proxy_remote: str | None = None, host: str = LOOPBACK
+        self,
+        workdir: Path,
+        *,
+        proxy_remote: str | None = None,
+        host: str = LOOPBACK,
+        storage: Path | None = None,
     ) -> None:
         self.name = "distribution-proxy" if proxy_remote else "upstream"
         super().__init__(workdir, host=host)
         self.proxy_remote = proxy_remote
-        self.storage = workdir / "storage"
+        # Its own by default; replicas on one shared directory are given the same one.
+        self.storage = storage if storage is not None else workdir / "storage"
         self.access_log = workdir / "access.log"
         self.config_path = workdir / "config.yml"
 
@@ -367,9 +381,98 @@ http {{
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    """What makes a cache a replica: the shared ``--index`` and secret file; each one
+    advertises its own URL."""
+
+    index: str
+    secret_file: Path
+
+
+class Balancer(Server):
+    """nginx round robin over ``backends`` (``host:port``), one process, no buffering: bytes
+    pass as they arrive, as a load balancer in front of replicas should be set up (the
+    test harness's ``loadbalancer.py`` has the same ``location``, but nginx's default
+    one-page reads)."""
+
+    name = "balancer"
+    probe = "/v2/"  # every backend answers it cheaply (a cache's "/" is its dashboard)
+
+    def __init__(self, workdir: Path, backends: Sequence[str]) -> None:
+        super().__init__(workdir)
+        self.backends = list(backends)
+        self.config_path = workdir / "nginx.conf"
+
+    def prepare(self) -> None:
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        temp_paths = "\n".join(
+            f"  {kind}_temp_path {tmp / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        servers = "\n".join(f"    server {backend} max_fails=0;" for backend in self.backends)
+        self.config_path.write_text(
+            f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {self.workdir / "nginx.pid"};
+error_log {self.log_path} warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+{temp_paths}
+  upstream replicas {{
+{servers}
+    keepalive 32;
+  }}
+  server {{
+    listen {LOOPBACK}:{self.port};
+    location / {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      # Unbuffered, nginx reads at most this much per read: its default (one page)
+      # makes it the slowest part of a GiB download.
+      proxy_buffer_size 1m;
+      proxy_buffers 4 1m;  # unused unbuffered, but nginx checks these against the size
+      proxy_busy_buffers_size 2m;
+      proxy_read_timeout 300s;
+      proxy_next_upstream error timeout;
+    }}
+  }}
+}}
+"""
+        )
+
+    def command(self) -> list[str]:
+        binary = find_binary("nginx") or "nginx"
+        return [
+            binary,
+            "-e",
+            str(self.log_path),
+            "-p",
+            str(self.workdir),
+            "-c",
+            str(self.config_path),
+        ]
+
+    def errors(self) -> list[str]:
+        """Its error log's ``[error]``/``[crit]`` lines (a backend that failed a request)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if "[error]" in line or "[crit]" in line]
+
+
 class Cache(Server):
     """registry-cache over ``upstream_url`` (as docker.io), with its own data directory;
-    serving HTTPS with ``tls`` (trusted by the suite's clients: ``tlscerts.trust``)."""
+    serving HTTPS with ``tls`` (trusted by the suite's clients: ``tlscerts.trust``); a
+    replica with ``cluster``; more ``serve`` flags in ``extra``."""
 
     name = "registry-cache"
     probe = "/v2/"
@@ -383,9 +486,13 @@ class Cache(Server):
         tag_ttl: str = "1h",
         tls: Certificate | None = None,
         upstream_settings: dict[str, Any] | None = None,
+        cluster: ClusterMember | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         super().__init__(workdir)
         self.upstream_url = upstream_url
+        self.cluster = cluster
+        self.extra = tuple(extra)
         # More settings of the upstream (e.g. read_timeout), through a config file.
         self.upstream_settings = upstream_settings
         self.workers = workers
@@ -420,6 +527,21 @@ class Cache(Server):
                 else []
             ),
             *(["--config", str(self.config_path)] if self.upstream_settings else []),
+            *self._cluster_flags(),
+            *self.extra,
+        ]
+
+    def _cluster_flags(self) -> list[str]:
+        if self.cluster is None:
+            return []
+        secret = str(self.cluster.secret_file)
+        return [
+            "--index",
+            self.cluster.index,
+            "--advertise",
+            self.url,
+            "--cluster-secret-file",
+            secret,
         ]
 
     @property
@@ -442,10 +564,15 @@ class Cache(Server):
             self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def env(self) -> dict[str, str]:
-        env = clean_env()
-        # The directory the measured registry_cache was imported from (a checkout's src).
-        env["PYTHONPATH"] = str(Path(registry_cache.__file__).resolve().parents[1])
-        return env
+        return product_env()
 
     def cwd(self) -> Path:
         return self.cwd_dir
+
+
+def product_env() -> dict[str, str]:
+    """``clean_env()`` for a child that runs the measured ``registry_cache``: the directory
+    it was imported from (a checkout's src) first on PYTHONPATH."""
+    env = clean_env()
+    env["PYTHONPATH"] = str(Path(registry_cache.__file__).resolve().parents[1])
+    return env

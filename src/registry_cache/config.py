@@ -67,6 +67,7 @@ ENV_SETTINGS = (
     "advertise",
     "cluster_secret",
     "cluster_secret_file",
+    "dashboard",
     "dashboard_auth",
     "storage",
     "s3_endpoint",
@@ -237,6 +238,8 @@ class Settings(BaseModel):
     evict_to_percent: float = Field(default=90.0, gt=0, le=100)
     # Clients must authenticate (HTTP Basic) against these bcrypt entries; None: open.
     htpasswd: Path | None = None
+    # The dashboard (GET /, /api/v1) and its per-request counting; false: neither (404 there).
+    dashboard: bool = True
     # The dashboard and /api/v1 ask for those logins too (None: yes when htpasswd is set).
     dashboard_auth: bool | None = None
     # Serve HTTPS with this certificate (chain) and key, both PEM; None: plain HTTP.
@@ -446,6 +449,8 @@ class Settings(BaseModel):
     def _dashboard_auth_needs_logins(self) -> Settings:
         if self.dashboard_auth and self.htpasswd is None:
             raise ValueError("dashboard_auth: true needs htpasswd (there are no logins to ask for)")
+        if self.dashboard_auth and not self.dashboard:
+            raise ValueError("dashboard_auth: true needs the dashboard (dashboard: false is set)")
         return self
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import subprocess
 import tarfile
@@ -25,7 +26,7 @@ from benchmarks.report import (
 from benchmarks.results import Figure, ScenarioResult
 from benchmarks.runner import core_fingerprint, revision
 from benchmarks.scenarios import RSS, rotated
-from benchmarks.servers import Cache
+from benchmarks.servers import Balancer, Cache, ClusterMember
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
   2 threads and 32 connections
@@ -191,3 +192,42 @@ def test_the_measured_cache_imports_this_checkouts_product(tmp_path: Path) -> No
     src = Path(env["PYTHONPATH"])
     assert (src / "registry_cache" / "__init__.py").is_file()
     assert src == Path(__file__).resolve().parents[2] / "src"
+
+
+def test_a_replica_advertises_its_own_url_and_shares_index_and_secret(tmp_path: Path) -> None:
+    member = ClusterMember("postgresql://bench@127.0.0.1:5432/bench_0", tmp_path / "secret")
+    replica = Cache(tmp_path / "a", "http://127.0.0.1:1", cluster=member, extra=["--no-dashboard"])
+    replica.port = 23456
+    argv = replica.command()
+    flags = dict(itertools.pairwise(argv))
+    assert flags["--index"] == member.index
+    assert flags["--advertise"] == "http://127.0.0.1:23456"
+    assert flags["--cluster-secret-file"] == str(tmp_path / "secret")
+    assert argv[-1] == "--no-dashboard"
+    assert "--index" not in Cache(tmp_path / "b", "http://127.0.0.1:1").command()
+
+
+def test_the_balancer_passes_bytes_unbuffered_round_robin(tmp_path: Path) -> None:
+    balancer = Balancer(tmp_path, ["127.0.0.1:1", "127.0.0.1:2"])
+    balancer.port = 23457
+    balancer.prepare()
+    config = balancer.config_path.read_text()
+    assert "server 127.0.0.1:1 max_fails=0;" in config and "server 127.0.0.1:2" in config
+    assert "proxy_buffering off;" in config and "listen 127.0.0.1:23457;" in config
+    assert "least_conn" not in config and "hash " not in config  # round robin: the default
+
+
+def test_error_lines_of_both_kinds_of_server(tmp_path: Path) -> None:
+    from benchmarks.cluster import _errors
+
+    cache = Cache(tmp_path, "http://127.0.0.1:1")
+    cache.log_path.write_text(
+        '2026-01-01 00:00:00,000 INFO [7] registry_cache.access: 127.0.0.1 "GET /v2/" 200\n'
+    )
+    mark = cache.log_path.stat().st_size
+    with cache.log_path.open("a") as log:
+        log.write("2026-01-01 00:00:01,000 ERROR [7] registry_cache.web: boom\n")
+        log.write('time="2026-01-01T00:00:02Z" level=error msg="unknown blob"\n')
+        log.write('time="2026-01-01T00:00:02Z" level=info msg="response completed"\n')
+    assert [line.split()[-1] for line in _errors(cache, mark)] == ["boom", 'blob"']
+    assert _errors(cache, 0)[0].endswith("boom")

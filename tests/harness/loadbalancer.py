@@ -65,6 +65,8 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $http_host;
       proxy_buffering off;
+      proxy_buffer_size 1m;
+      proxy_buffers 4 1m;  # unused unbuffered, but nginx checks them against the size
       proxy_request_buffering off;
       proxy_read_timeout 120s;
       proxy_next_upstream error timeout;

@@ -351,3 +351,32 @@ def test_status_prints_the_same_picture_in_a_pipe(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_dashboard_off_counts_nothing_and_answers_404_at_its_paths(
+    upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer]
+) -> None:
+    image = build_image("dash-off", layers=1)
+    push(upstream.url, "library/off", "1.0", image)
+    cache = make_cache("--upstream", f"docker.io={upstream.url}", "--no-dashboard")
+    assert pull(cache, "library/off", "1.0", image) == ["MISS"] * 3  # the cache itself works
+    for blob in image.blobs:
+        assert cache.wait_for_blob(blob.digest, 10).exists()
+    assert pull(cache, "library/off", "1.0", image) == ["HIT"] * 3
+    for path in ("/", "/api/v1/stats", "/api/v1/fills", "/api/v1/history", "/dashboard/parts"):
+        refused = get(cache.url + path)
+        assert refused.status == 404, path
+        assert json.loads(refused.data)["errors"][0]["code"] == "DASHBOARD_OFF", path
+    assert get(cache.url + "/static/dashboard.js").status == 404
+    assert get(cache.url + "/metrics").status == 200  # Prometheus counts on regardless
+    assert get(cache.url + "/registries.yaml").status == 200
+    status = cache_cli(cache, "status", "--cache", cache.url)
+    assert status.returncode == 1 and "dashboard off" in status.stderr
+    assert "Traceback" not in status.stderr and status.stderr.count("\n") == 1
+    cache.stop()  # its last flush would have written the history file by now
+    assert not (cache.data_dir / "stats.sqlite3").exists()
+
+    env = {"REGISTRY_CACHE_DASHBOARD": "false"}  # the same from the environment
+    from_env = make_cache("--upstream", f"docker.io={upstream.url}", env=env)
+    assert get(from_env.url + "/api/v1/stats").status == 404
+    assert get(from_env.url + "/v2/").status == 200

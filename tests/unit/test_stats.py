@@ -210,6 +210,31 @@ def test_dashboard_auth_follows_htpasswd_and_needs_it(tmp_path: Path) -> None:
         build_settings(environ={"REGISTRY_CACHE_DASHBOARD_AUTH": "true"}, dotenv=None)
 
 
+def test_the_dashboard_can_be_turned_off_by_flag_env_or_file(tmp_path: Path) -> None:
+    import pytest
+
+    from registry_cache.config import ENV_SETTINGS, build_settings
+    from registry_cache.errors import ConfigError
+
+    assert "dashboard" in ENV_SETTINGS
+    assert build_settings(environ={}, dotenv=None).dashboard is True
+    assert not build_settings(environ={}, dotenv=None, flags={"dashboard": False}).dashboard
+    env = {"REGISTRY_CACHE_DASHBOARD": "false"}
+    assert not build_settings(environ=env, dotenv=None).dashboard
+    config = tmp_path / "config.yaml"
+    config.write_text("dashboard: false\n")
+    assert not build_settings(config_file=config, environ={}, dotenv=None).dashboard
+    flag = {"dashboard": True}
+    assert build_settings(config_file=config, environ={}, dotenv=None, flags=flag).dashboard
+    with pytest.raises(ConfigError, match="dashboard"):
+        build_settings(environ={"REGISTRY_CACHE_DASHBOARD": "maybe"}, dotenv=None)
+    users = tmp_path / "htpasswd"
+    users.write_text("")
+    both = {"REGISTRY_CACHE_DASHBOARD_AUTH": "true", "REGISTRY_CACHE_HTPASSWD": str(users)}
+    with pytest.raises(ConfigError, match="dashboard_auth: true needs the dashboard"):
+        build_settings(environ=both | env, dotenv=None)
+
+
 def _luminance(hex_colour: str) -> float:
     if len(hex_colour) == 4:  # #abc
         hex_colour = "#" + "".join(c * 2 for c in hex_colour[1:])

@@ -106,19 +106,19 @@ log = logging.getLogger("registry_cache.server")
     default=None,
     help="Open client connections per worker; more are closed at once [4096].",
 )
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=None,
+    help="The dashboard (GET /, /api/v1) and its per-request counting; off: 404 there [on].",
+)
 def serve(**params: Any) -> None:
     """Run the pull-through cache server (read-only registry API on one port)."""
     own = ("workers", "max_size", "max_disk_percent", "max_age", "shutdown_grace", "tls_cert")
     cluster = ("advertise", "cluster_secret_file")
     limits = ("log_format", "client_header_timeout", "max_connections")
     shared = ("shared_max_size", "redirect_hits")
-    settings = settings_from(
-        params,
-        **{
-            key: params.pop(key)
-            for key in (*own, *cluster, "tls_key", "htpasswd", *limits, *shared)
-        },
-    )
+    keys = (*own, *cluster, "tls_key", "htpasswd", *limits, *shared, "dashboard")
+    settings = settings_from(params, **{key: params.pop(key) for key in keys})
     if settings.clustered:
         settings.cluster_key()  # unreadable or too short: one line, exit 2
         settings.index_secret()

@@ -59,6 +59,8 @@ class StatsClient:
                 else f"{self.url} refused the login"
             )
         if response.status == 404:
+            if b'"DASHBOARD_OFF"' in response.data:
+                raise CliError(f"{self.url} runs with its dashboard off (dashboard: false)")
             raise CliError(f"{self.url} has no /api/v1/stats: is it a registry-cache?")
         if response.status != 200:
             raise CliError(f"{self.url}/api/v1/stats answered HTTP {response.status}")

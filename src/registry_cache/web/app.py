@@ -20,6 +20,7 @@ from ..stats import Recorder, StatsDB, StatsService
 from .clientauth import ClientAuth
 from .clientauth import middleware as client_auth
 from .dashboard import STATS_KEY
+from .dashboard import add_off_routes as add_dashboard_off
 from .dashboard import add_routes as add_dashboard
 from .handlers import api
 from .keys import RECORDER_KEY, SETTINGS_KEY
@@ -36,8 +37,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     components = await build(app[SETTINGS_KEY])
     ctx = components.ctx
     app[SERVICES_KEY] = Services.build(ctx, components.flight)
-    db = StatsDB(ctx.settings.data_dir / STATS_FILE)
-    stats = app[STATS_KEY] = StatsService(ctx, app[RECORDER_KEY], db)
+    recorder = app.get(RECORDER_KEY)  # None: the dashboard is off
+    db = StatsDB(ctx.settings.data_dir / STATS_FILE) if recorder is not None else None
+    stats = None
+    if recorder is not None and db is not None:
+        stats = app[STATS_KEY] = StatsService(ctx, recorder, db)
     background = [
         asyncio.create_task(_flush_touches(ctx, stats), name="flush-touches"),
         asyncio.create_task(ctx.index.watch(TOUCH_FLUSH_INTERVAL), name="index-watch"),
@@ -50,21 +54,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     for task in background:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    stats.flush_now()
-    db.close()
+    if stats is not None and db is not None:
+        stats.flush_now()
+        db.close()
     await components.close()
 
 
-async def _flush_touches(ctx: ProxyContext, stats: StatsService) -> None:
+async def _flush_touches(ctx: ProxyContext, stats: StatsService | None) -> None:
     """Access times are written in batches so hits never wait for a write lock; the same
-    beat hands the dashboard's counters to its history."""
+    beat hands the dashboard's counters to its history (``stats``, None when it is off)."""
     while True:
         await asyncio.sleep(TOUCH_FLUSH_INTERVAL)
         try:
             await ctx.index.flush()
         except Exception:
             log.exception("could not record access times")
-        await stats.flush()  # never raises; the write itself runs off the loop
+        if stats is not None:
+            await stats.flush()  # never raises; the write itself runs off the loop
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -75,7 +81,6 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    recorder = Recorder()
     middlewares: list[Middleware] = [access_log, registry_errors]
     auth: ClientAuth | None = None
     if settings.htpasswd is not None:
@@ -84,7 +89,8 @@ def build_app(settings: Settings) -> web.Application:
         middlewares.append(client_auth(auth))
     app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
-    app[RECORDER_KEY] = recorder
+    if settings.dashboard:  # off: no counting per request, no stats file, 404 at its paths
+        app[RECORDER_KEY] = Recorder()
     app.on_response_prepare.append(add_standard_headers)
     app.cleanup_ctx.append(_services)
     from .health import add_routes as add_health
@@ -92,7 +98,10 @@ def build_app(settings: Settings) -> web.Application:
 
     add_pages(app)
     add_health(app)
-    add_dashboard(app, auth if settings.dashboard_login else None)
+    if settings.dashboard:
+        add_dashboard(app, auth if settings.dashboard_login else None)
+    else:
+        add_dashboard_off(app)
     app.router.add_get("/metrics", metrics_page)
     if settings.clustered:
         from .internal import add_routes as add_internal

@@ -12,8 +12,9 @@
 
 With ``htpasswd`` set and ``dashboard_auth`` on (its default then), all of these
 but the static files ask for the same Basic login as ``/v2``; otherwise they are
-open like ``/metrics``. The JSON carries no client address, user name,
-credential or secret, whatever the setting.
+open like ``/metrics``. With ``dashboard: false`` every one of them answers 404
+(``DASHBOARD_OFF``) and nothing is counted per request. The JSON carries no client
+address, user name, credential or secret, whatever the setting.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class BadQuery(RegistryError):
     code, status = "BAD_REQUEST", 400
+
+
+class DashboardOff(RegistryError):
+    code, status = "DASHBOARD_OFF", 404
 
 
 def guarded(auth: ClientAuth | None, handler: Handler) -> Handler:
@@ -148,3 +153,15 @@ def add_routes(app: web.Application, auth: ClientAuth | None) -> None:
     app.router.add_get("/api/v1/fills", guarded(auth, api_fills))
     for name in STATIC:
         app.router.add_get(f"/static/{name}", _static_handler(name))
+
+
+async def dashboard_off(request: web.Request) -> web.StreamResponse:
+    raise DashboardOff("the dashboard is off on this cache (dashboard: false)")
+
+
+def add_off_routes(app: web.Application) -> None:
+    """``dashboard: false``: the dashboard's paths answer 404 saying so (``status`` and
+    ``doctor`` tell that from a cache that is not there)."""
+    paths = ["/", "/dashboard/parts", "/api/v1/stats", "/api/v1/history", "/api/v1/fills"]
+    for path in [*paths, *(f"/static/{name}" for name in STATIC)]:
+        app.router.add_get(path, dashboard_off)

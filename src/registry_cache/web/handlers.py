@@ -106,8 +106,9 @@ async def blob(request: web.Request, where: Route, digest: Digest) -> web.Stream
         return response
     answer = await services.blobs.get(where, digest)
     note(request, cache=answer.status.value)
-    if answer.status is CacheStatus.MISS:  # this request started the fill: the dashboard shows it
-        request.app[RECORDER_KEY].fill_started(digest_text, where.upstream.name, where.repository)
+    recorder = request.app.get(RECORDER_KEY)  # None: the dashboard is off
+    if answer.status is CacheStatus.MISS and recorder is not None:  # the dashboard shows the fill
+        recorder.fill_started(digest_text, where.upstream.name, where.repository)
     mark = {CACHE_HEADER: answer.status.value, UPSTREAM_HEADER: where.upstream.name}
     body = answer.body
     assert body is not None

@@ -102,9 +102,10 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         fields = request.get("log", {})
         duration_ms = (time.perf_counter() - start) * 1000
         metrics.observe_request(request.path, fields.get("cache"), status)
-        if request.path.startswith("/v2"):
+        recorder = request.app.get(RECORDER_KEY)  # None: the dashboard is off
+        if recorder is not None and request.path.startswith("/v2"):
             try:
-                request.app[RECORDER_KEY].answered(  # the dashboard's counters: a few additions
+                recorder.answered(  # the dashboard's counters: a few additions
                     request.method,
                     request.path,
                     status,

@@ -1,0 +1,145 @@
+"""The ``dashboard`` scenario: what the dashboard's counting costs every request.
+
+Three fresh caches over the same upstream, alike but for ``--no-dashboard`` on the
+second (no ``Recorder.answered`` per request, no flush of counters every 5 s, no
+history file); the third is the first again, so that the run shows what two
+identical caches differ by on this machine. Manifest-by-tag load (wrk, 32
+connections) against each in turn, in the order A B C C B A within a repetition
+(rotated every repetition), so that drift in a shared machine falls on all alike.
+Per contender: requests/s, p99, and the cache's CPU per request (its process's
+utime + stime from /proc over the requests wrk counted). The ratios of "on" over
+"off" are the cost; "on" over "on, again" is the noise floor.
+
+Beside it, ``Recorder.answered`` alone, per call (a tag GET answered from the
+cache, the hot path's case), timed in a child process that imports the measured
+``registry_cache``: the part of the difference that is the counting itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from .actions import ScenarioError
+from .httpio import request
+from .lab import Lab
+from .measure import RssMonitor
+from .results import ScenarioResult
+from .scenarios import CACHE, RSS, Plan, _check_manifest, _load, _manifest_url, repeat, rotated
+from .servers import Cache, product_env
+
+ON = "dashboard on"
+OFF = "dashboard off"
+TWIN = "dashboard on, again"
+OFF_FLAG = "--no-dashboard"
+DASHBOARD_CPU = f"CPU per request, {ON} vs off"
+NOISE_FLOOR = f"CPU per request, {ON} vs {TWIN} (noise)"
+# Times Recorder.answered for a tag GET hit; prints microseconds per call (best of 5).
+ANSWERED_COST = """
+import timeit
+from registry_cache.stats.recorder import Recorder
+recorder = Recorder()
+fields = {"upstream": "docker.io", "repo": "library/bench", "ref": "v1", "cache": "HIT",
+          "bytes": 1234}
+call = recorder.answered
+path = "/v2/library/bench/manifests/v1"
+number = 100_000
+best = min(
+    timeit.timeit(lambda: call("GET", path, 200, fields, 0.0002, False), number=number)
+    - timeit.timeit(lambda: None, number=number)
+    for _ in range(5)
+)
+print(best / number * 1e6)
+"""
+
+
+@dataclass(slots=True)
+class Tally:
+    requests: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.requests * 1e6 if self.requests else 0.0
+
+
+def dashboard(lab: Lab, plan: Plan) -> ScenarioResult:
+    title = "Dashboard's cost per request: manifest by tag, 32 connections, counting on vs off"
+    result = ScenarioResult("dashboard", title)
+    reference = lab.content.image.tag
+    with (
+        lab.fresh_cache() as on,
+        lab.fresh_cache(extra=[OFF_FLAG]) as off,
+        lab.fresh_cache() as twin,
+    ):
+        servers: dict[str, Cache] = {ON: on, OFF: off, TWIN: twin}
+        urls = {who: _manifest_url(server, lab, reference) for who, server in servers.items()}
+        for url in urls.values():
+            _check_manifest(url, lab.content.image.digest)  # the tag is now in every cache
+        _check_switch(on, off)
+
+        def one(rep: int, out: ScenarioResult) -> None:
+            order = rotated(list(servers), rep)
+            tallies = {who: Tally() for who in order}
+            p99s: dict[str, list[float]] = {who: [] for who in order}
+            peak = 0.0
+            for who in [*order, *reversed(order)]:
+                with RssMonitor(servers[who].pid) as monitor:
+                    run = _load(urls[who], plan, who)
+                tally = tallies[who]
+                tally.requests += run.requests
+                tally.seconds += run.seconds
+                tally.cpu += monitor.cpu_seconds
+                p99s[who].append(run.p99_ms)
+                peak = max(peak, monitor.peak_mb)
+                result.note(f"load generator: {run.tool}")
+            out.add(RSS, "MB", peak)
+            for who, tally in tallies.items():
+                out.add(f"{who} requests/s", "req/s", tally.rps)
+                out.add(f"{who} CPU per request", "µs", tally.cpu_us)
+                out.add(f"{who} p99", "ms", max(p99s[who]))
+            out.add(f"requests/s, {ON} vs off", "x", tallies[ON].rps / tallies[OFF].rps)
+            out.add(DASHBOARD_CPU, "x", tallies[ON].cpu_us / tallies[OFF].cpu_us)
+            out.add(NOISE_FLOOR, "x", tallies[ON].cpu_us / tallies[TWIN].cpu_us)
+            extra = tallies[ON].cpu_us - tallies[OFF].cpu_us
+            out.add(f"extra CPU per request, {ON}", "µs", extra)
+            out.add("Recorder.answered per call", "µs", answered_cost())
+
+        repeat(plan, result, one)
+    result.note(
+        f"{CACHE} three times: {ON}, {OFF} ({OFF_FLAG}) and {TWIN} (the same as the first: "
+        "what two identical caches differ by here); per repetition the load runs A B C C B A, "
+        f"{plan.load_seconds:g} s each; CPU per request = the cache's CPU time / requests; "
+        "the extra CPU per request is a difference of two measurements (may be < 0)"
+    )
+    return result
+
+
+def _check_switch(on: Cache, off: Cache) -> None:
+    """The two differ as intended: one has the dashboard, the other answers 404 there."""
+    for server, status in ((on, 200), (off, 404)):
+        got = request("GET", f"{server.url}/api/v1/stats").status
+        if got != status:
+            raise ScenarioError(f"{server.url}/api/v1/stats: HTTP {got}, expected {status}")
+
+
+def answered_cost() -> float:
+    """Microseconds per ``Recorder.answered`` call, in a child with the cache's imports."""
+    done = subprocess.run(
+        [sys.executable, "-c", ANSWERED_COST],
+        capture_output=True,
+        text=True,
+        env=product_env(),
+        timeout=120,
+        check=False,
+    )
+    try:
+        return float(done.stdout.strip())
+    except ValueError:
+        raise ScenarioError(f"timing Recorder.answered: {done.stderr.strip()[-300:]}") from None
