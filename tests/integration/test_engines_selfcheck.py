@@ -53,8 +53,15 @@ def _assert_gone(pids: set[int]) -> None:
 
 
 def _assert_loopback_only(pids: set[int], expect_listening: set[int]) -> None:
-    socks = sockets(pids)
-    listening = {int(s.local.rsplit(":", 1)[1]) for s in socks if s.listening}
+    # An engine is ready when its client port answers; a side listener (weed mini's
+    # admin or a gRPC port) may open a moment later, so wait for all of them.
+    deadline = time.monotonic() + 15
+    while True:
+        socks = sockets(pids)
+        listening = {int(s.local.rsplit(":", 1)[1]) for s in socks if s.listening}
+        if expect_listening <= listening or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert expect_listening <= listening, (expect_listening, socks)  # ss saw the engine
     assert off_loopback(socks) == []
 
