@@ -128,3 +128,66 @@ async def test_bytes_written_just_before_a_stall_reach_readers_without_waiting_f
         gate.set()
         await fills.close()
         await index.index.close()
+
+
+class GatedIndex(SqliteIndex):
+    """Records an object only once ``gate`` opens (a busy index, e.g. PostgreSQL under load)."""
+
+    gate: asyncio.Event
+
+    async def add_object(self, digest: str, size: int, media_type: str | None, now: float) -> None:
+        await self.gate.wait()
+        await super().add_object(digest, size, media_type, now)
+
+
+class SizeAtAfterFill:
+    """A listener (the evictor's place) noting the index's total size when told."""
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self.index = index
+        self.seen: list[asyncio.Task[int]] = []
+
+    def before_fill(self, digest: Digest, size: int) -> None:
+        pass
+
+    def after_fill(self, fill: object) -> None:
+        self.seen.append(asyncio.get_running_loop().create_task(self.index.total_size()))
+
+
+async def test_the_listener_hears_of_a_committed_fill_once_its_object_is_in_the_index(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    layout.create()
+    raw = await GatedIndex.open(layout.index)
+    assert isinstance(raw, GatedIndex)
+    raw.gate = asyncio.Event()
+    listener = SizeAtAfterFill(raw)
+    fills = LocalFills(FileBlobStore(layout), IndexFront(raw), listener=listener)
+    data = os.urandom(5000)
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    open_source = threading.Event()
+    open_source.set()
+    try:
+        joined = await fills.join_or_start(
+            digest, Origin("u", "r"), lambda _offset: GatedSource(data, open_source)
+        )
+        assert joined is not None
+        reader, _ = joined
+        assert await reader.wait_size() == len(data)
+        reader.detach()
+        fill = fills.fills.get(digest)
+        if fill is not None:
+            await fill.finished
+        assert listener.seen == []  # committed, but its row is not in the index yet
+        raw.gate.set()
+        await fills.recorded(digest)
+        for _ in range(100):  # the done callbacks run on the next turns of the loop
+            if listener.seen:
+                break
+            await asyncio.sleep(0)
+        assert [await task for task in listener.seen] == [len(data)]
+    finally:
+        raw.gate.set()
+        await fills.close()
+        await raw.close()

@@ -91,7 +91,8 @@ class FillListener(Protocol):
         """On the fill thread once upstream told the size: make room. Must not raise."""
 
     def after_fill(self, fill: Fill) -> None:
-        """On the loop thread once a fill ended (committed or failed)."""
+        """On the loop thread once a fill ended: failed, or committed and its object
+        recorded in the index (or the attempt to record it over)."""
 
 
 class FillFailed(Exception):
@@ -601,6 +602,10 @@ class LocalFills:
         )
         self.fills[digest] = fill
 
+        def tell(*_: object) -> None:
+            if self.listener is not None:
+                self.listener.after_fill(fill)
+
         def done(_: asyncio.Future[None]) -> None:
             self.fills.pop(digest, None)
             fill.release_reader()
@@ -608,8 +613,11 @@ class LocalFills:
                 task = loop.create_task(self._record(fill))
                 self._records[digest] = task
                 task.add_done_callback(lambda _: self._records.pop(digest, None))
-            if self.listener is not None:
-                self.listener.after_fill(fill)
+                # The evictor measures the index's totals: told before the object's row
+                # lands, it would see the cache under its cap and wait a whole interval.
+                task.add_done_callback(tell)
+            else:
+                tell()
 
         fill.finished.add_done_callback(done)
         # In the starting request's context: its id goes with the upstream requests.
