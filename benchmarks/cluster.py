@@ -8,6 +8,9 @@ its own ``Balancer`` (nginx round robin, no buffering):
   ``--advertise`` and one ``--cluster-secret-file``;
 - ``registry-cache, 1 node``: one cache with its SQLite index (the single-node
   figure), behind the same kind of balancer with one backend;
+- ``registry-cache, 3 replicas + bucket``: the same three replicas with a shared tier
+  (``--storage``) on one SeaweedFS started for the scenario (a key prefix of its own
+  in every repetition); only where its answers come from is measured (below);
 - ``distribution-proxy, 3 replicas``: distribution's proxy run three times on ONE
   storage directory (its documentation's way to scale out is one shared bucket;
   each replica keeps its own cache state: whatever they race on shows here as
@@ -22,8 +25,10 @@ Where a replica's answer comes from (the big blob, GET directly from a replica):
 ``cold fill`` from upstream on replica 0 first, then each of ``HIT_SOURCES`` in
 order, measured against the single node's cold fill and local hit of the same
 blob. A source is a name and a function that puts the blob where that source
-serves it from and returns the replica to GET it from; the shared tier (a bucket)
-is one more entry in ``HIT_SOURCES`` when replicas have one.
+serves it from and returns the replica to GET it from. With the bucket, a replica
+that holds nothing reads a finished blob from the bucket (not from a peer): its
+cold fill, ``hit from the bucket`` (replica 1, checked by its fill-source metric)
+and its local hit are ``BUCKET_SOURCES``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import itertools
 import os
 import secrets
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +51,18 @@ from .measure import CpuMeter, UpstreamLog
 from .postgres import Postgres, postgres_missing
 from .results import GB, ScenarioResult
 from .scenarios import CACHE, PROXY, WARM_GETS, Plan, _size, repeat, rotated
+from .seaweed import BucketTier, SeaweedFS, weed_missing
 from .servers import Balancer, Cache, ClusterMember, Registry, Server, find_binary
 
 REPLICAS = 3
 CLUSTER = f"{CACHE}, {REPLICAS} replicas"
 SINGLE = f"{CACHE}, 1 node"
 SHARED = f"{PROXY}, {REPLICAS} replicas"
+BUCKETED = f"{CLUSTER} + bucket"
 COLD = "cold fill"
 PEER = "hit from a peer"
 LOCAL = "local hit"
+BUCKET_HIT = "hit from the bucket"
 INDEXED_WAIT = 15.0  # seconds for a replica's holding to reach the index after its commit
 
 
@@ -65,6 +74,7 @@ class Replicas:
     postgres: Postgres
     database: str
     log: UpstreamLog
+    storage: str | None = None  # the shared tier's name in the index (its --storage)
 
     def holds(self, replica: Cache, blob: Blob) -> bool:
         """Whether the shared index lists ``blob`` as held by ``replica`` (its peers only
@@ -74,6 +84,18 @@ class Replicas:
             f" WHERE digest = '{blob.digest}' AND replica = '{replica.url}'"
         )
         return self.postgres.psql(sql, self.database) == "1"
+
+    def await_in_bucket(self, blob: Blob) -> None:
+        """The shared tier holds ``blob`` (uploaded and verified; listed in the index)."""
+        sql = (
+            "SELECT count(*) FROM registry_cache.holdings"
+            f" WHERE digest = '{blob.digest}' AND replica = '{self.storage}'"
+        )
+        deadline = time.monotonic() + INDEXED_WAIT
+        while self.postgres.psql(sql, self.database) != "1":
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"the bucket never held {blob.digest}")
+            time.sleep(0.05)
 
     def await_joined(self) -> None:
         """Every replica has announced itself in the index (else a fill is unshared)."""
@@ -121,13 +143,26 @@ def from_local(replicas: Replicas, blob: Blob) -> Cache:
     return replicas.caches[0]
 
 
+def from_bucket(replicas: Replicas, blob: Blob) -> Cache:
+    """Replica 1 holds nothing and the bucket holds the blob: it reads it from there."""
+    replicas.await_in_bucket(blob)
+    if replicas.caches[1].has_blob(blob.digest):
+        raise ScenarioError("replica 1 already holds the blob: not a hit from the bucket")
+    return replicas.caches[1]
+
+
 HIT_SOURCES: tuple[HitSource, ...] = (HitSource(PEER, from_peer), HitSource(LOCAL, from_local))
+BUCKET_SOURCES: tuple[HitSource, ...] = (
+    HitSource(BUCKET_HIT, from_bucket),
+    HitSource(LOCAL, from_local),
+)
 
 
 def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
     missing = postgres_missing()
     if missing is None and find_binary("nginx") is None:
         missing = "nginx is not installed"
+    missing = missing or weed_missing()
     if missing is not None:
         raise ScenarioError(missing)
     herd, big, n = lab.content.herd, lab.content.big, plan.herd_clients
@@ -144,22 +179,33 @@ def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
         f"{COLD}, {PEER}, {LOCAL}: GETs of the big blob straight from a replica "
         f"(the {LOCAL}: median of {WARM_GETS}); the 1-node figures from one fresh cache"
     )
+    result.note(
+        f"{BUCKETED}: the shared tier on SeaweedFS (weed mini, 127.0.0.1), a new key prefix "
+        f"per repetition; {BUCKET_HIT}: replica 1 with an empty data directory"
+    )
     log = UpstreamLog(lab.upstream.access_log)
     databases = itertools.count()
-    with Postgres() as postgres:
+    with Postgres() as postgres, SeaweedFS() as weed:
 
         def one(rep: int, out: ScenarioResult) -> None:
             walls: dict[str, float] = {}
             seen: list[str] = []  # failures worth a note (a sample's notes are not kept)
             single: dict[str, float] = {}
-            for who in rotated([CLUSTER, SINGLE, SHARED], rep):
-                if who == CLUSTER:
+            for who in rotated([CLUSTER, SINGLE, SHARED, BUCKETED], rep):
+                if who == BUCKETED:
+                    database = f"bench_{next(databases)}"
+                    postgres.create_database(database)
+                    bucket = (weed.tier, database)  # a fresh key prefix: every rep is cold
+                    with _replicas(lab, postgres, database, log, bucket) as replicas:
+                        replicas.await_joined()
+                        _hit_sources(out, replicas, big, lab.content.repo, BUCKETED)
+                elif who == CLUSTER:
                     database = f"bench_{next(databases)}"
                     postgres.create_database(database)
                     with _replicas(lab, postgres, database, log) as replicas:
                         replicas.await_joined()
                         walls[who] = _herd(lab, plan, out, who, replicas.caches, seen=seen)
-                        _hit_sources(out, replicas, big, lab.content.repo)
+                        _hit_sources(out, replicas, big, lab.content.repo, CLUSTER)
                 elif who == SINGLE:
                     with lab.running(Cache(_dir(lab, "single"), lab.upstream.url)) as cache:
                         walls[who] = _herd(lab, plan, out, who, [cache], seen=seen)
@@ -182,6 +228,12 @@ def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
             for name, rate in rates.items():
                 out.add(f"{name} vs 1-node {LOCAL}", "x", rate / single[LOCAL])
                 out.add(f"{name} vs 1-node {COLD}", "x", rate / single[COLD])
+            bucketed = {
+                name: out.figures[f"{BUCKETED} {name}"].values[-1]
+                for name in (COLD, BUCKET_HIT, LOCAL)
+            }
+            out.add(f"{BUCKET_HIT} vs {LOCAL}", "x", bucketed[BUCKET_HIT] / bucketed[LOCAL])
+            out.add(f"{BUCKET_HIT} vs {COLD}", "x", bucketed[BUCKET_HIT] / bucketed[COLD])
 
         repeat(plan, result, one)
     return result
@@ -192,18 +244,31 @@ def _dir(lab: Lab, stem: str) -> Path:
 
 
 @contextlib.contextmanager
-def _replicas(lab: Lab, postgres: Postgres, database: str, log: UpstreamLog) -> Iterator[Replicas]:
+def _replicas(
+    lab: Lab,
+    postgres: Postgres,
+    database: str,
+    log: UpstreamLog,
+    bucket: tuple[BucketTier, str] | None = None,
+) -> Iterator[Replicas]:
+    """Three replicas on ``database``; with ``bucket`` (a tier and a key prefix), its
+    shared tier too."""
     with lab.directory("replicas") as where, contextlib.ExitStack() as stack:
         secret = where / "cluster-secret"
         secret.write_text(secrets.token_hex(24) + "\n")
         member = ClusterMember(postgres.url(database), secret)
+        storage = None
+        if bucket is not None:
+            tier, prefix = bucket
+            storage = tier.storage(prefix)
+            member = ClusterMember(member.index, secret, tuple(tier.flags(prefix)), tier.env())
         caches = [
             stack.enter_context(
                 lab.running(Cache(where / f"replica-{i}", lab.upstream.url, cluster=member))
             )
             for i in range(REPLICAS)
         ]
-        yield Replicas(caches, postgres, database, log)
+        yield Replicas(caches, postgres, database, log, storage)
 
 
 @contextlib.contextmanager
@@ -261,21 +326,36 @@ def _herd(
     return outcome.wall
 
 
-def _hit_sources(out: ScenarioResult, replicas: Replicas, blob: Blob, repo: str) -> None:
-    """The cold fill on replica 0, then every hit source, each GET straight from a replica;
-    upstream bytes for all of them together (the cold fill's, and nothing more)."""
+def _hit_sources(out: ScenarioResult, replicas: Replicas, blob: Blob, repo: str, who: str) -> None:
+    """The cold fill on replica 0, then every hit source of ``who`` (the replicas with or
+    without the bucket), each GET straight from a replica; upstream bytes for all of them
+    together (the cold fill's, and nothing more)."""
     mark = replicas.log.mark()
     os.sync()  # the herd's write-back would slow this fill, not the 1-node one: both wait
     url = blob_url(replicas.caches[0], repo, blob.digest)
-    _add_get(out, f"{CLUSTER} {COLD}", fetch(url, blob.size))
-    for source in HIT_SOURCES:
+    _add_get(out, f"{who} {COLD}", fetch(url, blob.size))
+    for source in BUCKET_SOURCES if who == BUCKETED else HIT_SOURCES:
         replica = source.place(replicas, blob)
         os.sync()
         url = blob_url(replica, repo, blob.digest)
-        _add_get(out, f"{CLUSTER} {source.name}", _hit(url, blob.size, source.name))
+        _add_get(out, f"{who} {source.name}", _hit(url, blob.size, source.name))
         await_stored(replica, blob)
+        if source.name == BUCKET_HIT and _fill_sources(replica).get("bucket", 0) < 1:
+            raise ScenarioError(f"{replica.url} did not read the blob from the bucket")
     fetched = replicas.log.settled_traffic(mark, blob.digest).bytes
-    out.add(f"{CLUSTER} upstream bytes, {COLD} and every hit", "x blob", fetched / blob.size)
+    out.add(f"{who} upstream bytes, {COLD} and every hit", "x blob", fetched / blob.size)
+
+
+def _fill_sources(cache: Cache) -> dict[str, float]:
+    """``registry_cache_fill_sources_total`` by source, from the cache's /metrics."""
+    with urllib.request.urlopen(f"{cache.url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('registry_cache_fill_sources_total{source="'):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('"')[1]] = float(value)
+    return found
 
 
 def _single_hits(
@@ -327,4 +407,14 @@ def _errors(server: Server, since: int) -> list[str]:
     return [line for line in text.splitlines() if any(m in line for m in marks)]
 
 
-__all__ = ["CLUSTER", "HIT_SOURCES", "SHARED", "SINGLE", "HitSource", "cluster"]
+__all__ = [
+    "BUCKETED",
+    "BUCKET_HIT",
+    "BUCKET_SOURCES",
+    "CLUSTER",
+    "HIT_SOURCES",
+    "SHARED",
+    "SINGLE",
+    "HitSource",
+    "cluster",
+]

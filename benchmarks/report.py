@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cluster import CLUSTER, COLD, LOCAL, PEER, REPLICAS
+from .cluster import BUCKET_HIT, BUCKETED, CLUSTER, COLD, LOCAL, PEER, REPLICAS
 from .dashboard import DASHBOARD_CPU
 from .pullers import CTR_FETCH, CTR_PULL, SKOPEO_OCI
 from .readers import CURL, GO_READS
@@ -131,6 +131,14 @@ TARGETS: tuple[Target, ...] = (
         "==",
         1.0,
         f"cluster: {COLD}, {PEER} and {LOCAL}, upstream bytes",
+        True,
+    ),
+    Target(
+        "cluster",
+        f"{BUCKETED} upstream bytes, {COLD} and every hit",
+        "==",
+        1.0,
+        f"cluster with a bucket: {COLD}, {BUCKET_HIT} and {LOCAL}, upstream bytes",
         True,
     ),
     Target(

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -384,10 +384,13 @@ http {{
 @dataclass(frozen=True, slots=True)
 class ClusterMember:
     """What makes a cache a replica: the shared ``--index`` and secret file; each one
-    advertises its own URL."""
+    advertises its own URL. With a shared tier: its ``--storage`` flags and the AWS
+    environment that reaches it."""
 
     index: str
     secret_file: Path
+    storage_flags: tuple[str, ...] = ()
+    storage_env: dict[str, str] = field(default_factory=dict)
 
 
 class Balancer(Server):
@@ -542,6 +545,7 @@ class Cache(Server):
             self.url,
             "--cluster-secret-file",
             secret,
+            *self.cluster.storage_flags,
         ]
 
     @property
@@ -564,7 +568,7 @@ class Cache(Server):
             self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def env(self) -> dict[str, str]:
-        return product_env()
+        return product_env() | (self.cluster.storage_env if self.cluster else {})
 
     def cwd(self) -> Path:
         return self.cwd_dir

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks.cluster import CLUSTER, HIT_SOURCES, SHARED, SINGLE
+from benchmarks.cluster import BUCKET_HIT, BUCKETED, CLUSTER, HIT_SOURCES, SHARED, SINGLE
 from benchmarks.dashboard import DASHBOARD_CPU, NOISE_FLOOR, OFF, ON, TWIN
 from benchmarks.postgres import postgres_missing, state_prefix
+from benchmarks.seaweed import weed_missing
 from tests.benchmarks.test_suite_quick import OWN_TESTS, _processes_mentioning
 from tests.harness.cache import REPO_ROOT, SRC_DIR, cli_env
 from tests.harness.require import require, require_tools
@@ -74,7 +75,7 @@ def test_the_scenarios_with_their_own_quick_test_are_these() -> None:
 @pytest.mark.timeout(240)
 def test_quick_cluster_scenario(tmp_path: Path) -> None:
     require_tools("docker-registry", "nginx")
-    why = postgres_missing()
+    why = postgres_missing() or weed_missing()
     require(why is None, str(why))
     report, pid = quick_run("cluster", tmp_path, timeout=220)
 
@@ -95,11 +96,17 @@ def test_quick_cluster_scenario(tmp_path: Path) -> None:
     for source in HIT_SOURCES:
         assert got(f"{CLUSTER} {source.name}") > 0
         assert f"{source.name} vs 1-node local hit" in report["scenarios"]["cluster"]["figures"]
+    # With the bucket: replica 1 read the blob from it (the scenario checks the replica's
+    # fill-source metric), and nothing after the cold fill went upstream.
+    assert got(f"{BUCKETED} {BUCKET_HIT}") > 0
+    assert got(f"{BUCKETED} upstream bytes, cold fill and every hit") == 1.0
+    assert got(f"{BUCKET_HIT} vs local hit") > 0
     judged = {t["figure"] for t in report["targets"] if t["scenario"] == "cluster"}
     assert f"{CLUSTER} upstream bytes" in judged
     # PostgreSQL was started for the run (as its own user) and is gone with it.
     assert _processes_mentioning(state_prefix(pid)) == []
     assert not list(Path("/tmp").glob(state_prefix(pid) + "*"))
+    assert _processes_mentioning("rc-bench-weed-") == []  # SeaweedFS too
 
 
 @pytest.mark.timeout(240)
