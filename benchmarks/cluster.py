@@ -234,6 +234,8 @@ def cluster(lab: Lab, plan: Plan) -> ScenarioResult:
             }
             out.add(f"{BUCKET_HIT} vs {LOCAL}", "x", bucketed[BUCKET_HIT] / bucketed[LOCAL])
             out.add(f"{BUCKET_HIT} vs {COLD}", "x", bucketed[BUCKET_HIT] / bucketed[COLD])
+            for name in (LOCAL, COLD):
+                out.add(f"{BUCKET_HIT} vs 1-node {name}", "x", bucketed[BUCKET_HIT] / single[name])
 
         repeat(plan, result, one)
     return result

@@ -101,6 +101,7 @@ def test_quick_cluster_scenario(tmp_path: Path) -> None:
     assert got(f"{BUCKETED} {BUCKET_HIT}") > 0
     assert got(f"{BUCKETED} upstream bytes, cold fill and every hit") == 1.0
     assert got(f"{BUCKET_HIT} vs local hit") > 0
+    assert got(f"{BUCKET_HIT} vs 1-node local hit") > 0
     judged = {t["figure"] for t in report["targets"] if t["scenario"] == "cluster"}
     assert f"{CLUSTER} upstream bytes" in judged
     # PostgreSQL was started for the run (as its own user) and is gone with it.
