@@ -24,8 +24,12 @@ Definitions (the README's "Dashboard" section repeats them):
 from __future__ import annotations
 
 import time
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 HITS = frozenset({"HIT", "STALE", "REVALIDATED", "COALESCED"})
@@ -101,6 +105,21 @@ class FillOrigin:
 # Only strings and numbers: holding the request's own dictionary past its end would
 # get it promoted by the garbage collector, which measurably slowed every request.
 RawEvent = tuple[str, float, str, int, float, str, str, str, str, int, str, str]
+# A quiet answer (see ``QUIET``) as the hot path keeps it until ``fold``: (ticks at its
+# end, duration s, method, path, status, upstream, cache, bytes, repository, reference).
+# Strings and numbers only, for the same reason; the tuple is untracked by the
+# collector at its first pass.
+Answer = tuple[float, float, str, str, int, Any, Any, Any, Any, Any]
+# The answers most requests get: nothing about them depends on when they happened
+# beyond their minute, so they are only appended on the hot path and counted at flush
+# time (``fold``). Misses, revalidations, stale serves and errors also tell something
+# about their upstream at that moment: counted as they happen (rare, and slower).
+QUIET = frozenset({"HIT", "COALESCED", None})
+# Folded early when this many answers wait (a slow flush): bounds memory and the loop
+# time one fold takes (a few milliseconds at most).
+FOLD_AT = 4096
+_KEY = itemgetter(2, 3, 5, 6, 7, 8, 9)  # what answers are counted by (all but time, status)
+_TICKS = itemgetter(0)
 
 
 @dataclass
@@ -118,45 +137,55 @@ class Pending:
     def events(self) -> list[Event]:
         return sorted((_event(*raw) for raw in (*self.pulls, *self.errors)), key=lambda e: e.at)
 
+    def counts(self, minute: int, upstream: str) -> list[int]:
+        key = (minute, upstream)
+        counts = self.minutes.get(key)
+        if counts is None:
+            counts = self.minutes[key] = new_counts()
+        return counts
+
+    def repo(self, hour: int, upstream: str, repo: str) -> list[int]:
+        key = (hour, upstream, repo)
+        counts = self.repos.get(key)
+        if counts is None:
+            counts = self.repos[key] = [0, 0]  # pulls, bytes
+        return counts
+
+    def upstream(self, name: str) -> UpstreamEvents:
+        events = self.upstreams.get(name)
+        if events is None:
+            events = self.upstreams[name] = UpstreamEvents()
+        return events
+
+    def add_pulls(self, pulls: list[RawEvent]) -> None:
+        """Recent pulls counted later than others (``fold``): the newest are kept."""
+        if pulls:
+            merged = sorted((*self.pulls, *pulls), key=_AT)
+            self.pulls = deque(merged[-RECENT:], maxlen=RECENT)
+
+
+_AT = itemgetter(1)
+
 
 class Recorder:
-    """One per worker process; every method runs on the event loop thread."""
+    """One per worker process; every method runs on the event loop thread.
 
-    def __init__(self, clock: Any = time.time) -> None:
+    ``clock`` gives wall-clock time; ``ticks`` the clock of the ``at`` that
+    ``answered`` is given (``time.perf_counter``, which the access log reads anyway);
+    answers waiting for ``fold`` get their wall-clock time from the two clocks' offset
+    then. Tests pass one fake clock as both.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._clock = clock
+        self._ticks = ticks
         self._pending = Pending()
+        self._answers: list[Answer] = []
         self.origins: dict[str, FillOrigin] = {}
-        # The current minute's rows and the current hour's repositories, by upstream,
-        # so a request builds no key: two dictionary lookups find its counters.
-        self._minute_end = 0.0
-        self._minute = 0
-        self._hour = 0
-        self._current: dict[str, list[int]] = {}
-        self._repos: dict[str, dict[str, list[int]]] = {}
-
-    def _roll(self, now: float) -> None:
-        minute = int(now // 60) * 60
-        hour = minute - minute % 3600
-        if hour != self._hour:
-            self._repos = {}
-        self._minute, self._hour, self._minute_end = minute, hour, minute + 60.0
-        self._current = {}
-
-    def _counts(self, upstream: str) -> list[int]:
-        key = (self._minute, upstream)
-        counts = self._pending.minutes.get(key)
-        if counts is None:
-            counts = self._pending.minutes[key] = new_counts()
-        self._current[upstream] = counts
-        return counts
-
-    def _repo(self, upstream: str, repo: str) -> list[int]:
-        per_upstream = self._repos.get(upstream)
-        if per_upstream is None:
-            per_upstream = self._repos[upstream] = {}
-        counts = per_upstream[repo] = [0, 0]  # pulls, bytes
-        self._pending.repos[(self._hour, upstream, repo)] = counts
-        return counts
 
     # ------------------------------------------------------------ hot path
 
@@ -168,62 +197,131 @@ class Recorder:
         fields: dict[str, Any],
         duration: float,
         challenge: bool = False,
+        at: float | None = None,
     ) -> None:
-        """One registry API request finished (``challenge``: the bare 401 before login).
+        """One registry API request finished (``challenge``: the bare 401 before login;
+        ``at``: ``ticks()`` at its end, read now when not given).
 
         ``fields`` are the access log's (``web.handlers.note``): upstream, repo, ref,
         cache, bytes; for a failure also error (its OCI code) and message.
         """
-        now = self._clock()
-        if now >= self._minute_end or now < self._minute:
-            self._roll(now)
         get = fields.get
-        upstream = get("upstream", "")
-        counts = self._current.get(upstream)
-        if counts is None:
-            if upstream == "-":  # the catalog of every upstream
-                upstream = ""
-            counts = self._counts(upstream)
-        counts[REQUESTS] += 1
-        if status >= 400:
-            self._failed(now, method, status, fields, duration, challenge, counts, upstream)
-            return
-        sent = get("bytes", 0)
-        if method == "HEAD" or type(sent) is not int:
-            sent = 0
-        counts[BYTES_SERVED] += sent
         cache = get("cache")
+        if status >= 400 or cache not in QUIET:
+            self._eventful(method, path, status, fields, duration, challenge)
+            return
+        answers = self._answers
+        answers.append(
+            (self._ticks() if at is None else at, duration, method, path, status,
+             get("upstream", ""), cache, get("bytes", 0), get("repo", ""), get("ref", ""))
+        )  # fmt: skip
+        if len(answers) >= FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count the answers the hot path only kept: per minute, identical answers
+        (same path, upstream, cache mark, size) once, with their number."""
+        answers = self._answers
+        if not answers:
+            return
+        self._answers = []
+        offset = self._clock() - self._ticks()
+        pending = self._pending
+        start, end = 0, len(answers)
+        while start < end:  # answers are in time order: one slice per minute
+            minute = int((answers[start][0] + offset) // 60) * 60
+            stop = bisect_left(answers, minute + 60 - offset, start + 1, end, key=_TICKS)
+            pulled = False
+            for (method, path, upstream, cache, sent, repo, ref), n in Counter(
+                map(_KEY, islice(answers, start, stop))
+            ).items():
+                pulled |= self._count(
+                    pending, minute, method, path, upstream, cache, sent, repo, ref, n
+                )
+            if pulled:
+                pending.add_pulls(
+                    [
+                        ("pull", at + offset, method, status, duration, upstream, repo, ref,
+                         cache or "", _body(method, sent), "", "")
+                        for at, duration, method, _, status, upstream, cache, sent, repo, ref
+                        in _recent_pulls(answers, start, stop)
+                    ]
+                )  # fmt: skip
+            start = stop
+
+    @staticmethod
+    def _count(  # noqa: PLR0917 - one answer's fields, as they are
+        pending: Pending,
+        minute: int,
+        method: str,
+        path: str,
+        upstream: str,
+        cache: str | None,
+        sent: Any,
+        repo: Any,
+        ref: Any,
+        n: int,
+    ) -> bool:
+        """Add ``n`` alike successful answers; whether they are pulls."""
+        if upstream == "-":  # the catalog of every upstream
+            upstream = ""
+        counts = pending.counts(minute, upstream)
+        counts[REQUESTS] += n
+        sent = _body(method, sent) * n
+        counts[BYTES_SERVED] += sent
         manifest = "/manifests/" in path
         if cache is not None and (manifest or "/blobs/" in path):
             if cache in HITS:
-                counts[HITS_I] += 1
+                counts[HITS_I] += n
                 counts[BYTES_CACHE] += sent
                 if cache in SAVED:
-                    counts[SAVED_I] += 1
+                    counts[SAVED_I] += n
                 elif cache == "STALE":
-                    counts[STALE_I] += 1
-                    self._upstream_error(
-                        upstream, now, "stale", "revalidation failed: served stale"
-                    )
+                    counts[STALE_I] += n
             elif cache in MISSES:
-                counts[MISSES_I] += 1
-            if cache in OK_UPSTREAM:
-                self._upstream(upstream).ok_at = now
+                counts[MISSES_I] += n
         if not upstream:
-            return
-        repo = get("repo", "")
-        per_upstream = self._repos.get(upstream)
-        per_repo = per_upstream.get(repo) if per_upstream is not None else None
-        if per_repo is None:
-            per_repo = self._repo(upstream, repo)
+            return False
+        per_repo = pending.repo(minute - minute % 3600, upstream, repo)
         per_repo[1] += sent
-        if manifest and method == "GET" and ":" not in get("ref", ":"):
-            counts[PULLS] += 1
-            per_repo[0] += 1
-            self._pending.pulls.append(
-                ("pull", now, method, status, duration, upstream, repo, get("ref", ""),
-                 cache or "", sent, "", "")
+        if manifest and method == "GET" and ":" not in (ref if type(ref) is str else ":"):
+            counts[PULLS] += n
+            per_repo[0] += n
+            return True
+        return False
+
+    def _eventful(  # noqa: PLR0917 - the hot path's arguments, handed over as they are
+        self,
+        method: str,
+        path: str,
+        status: int,
+        fields: dict[str, Any],
+        duration: float,
+        challenge: bool,
+    ) -> None:
+        """An answer that also tells something about its upstream now: counted now."""
+        now = self._clock()
+        minute = int(now // 60) * 60
+        get = fields.get
+        upstream = get("upstream", "")
+        if upstream == "-":
+            upstream = ""
+        pending = self._pending
+        if status >= 400:
+            pending.counts(minute, upstream)[REQUESTS] += 1
+            self._failed(now, method, status, fields, duration, challenge, minute, upstream)
+            return
+        cache, sent, repo, ref = get("cache"), get("bytes", 0), get("repo", ""), get("ref", "")
+        if self._count(pending, minute, method, path, upstream, cache, sent, repo, ref, 1):
+            pending.pulls.append(
+                ("pull", now, method, status, duration, upstream, repo, ref, cache or "",
+                 _body(method, sent), "", "")
             )  # fmt: skip
+        if cache == "STALE":
+            self._upstream_error(upstream, now, "stale", "revalidation failed: served stale")
+        if cache in OK_UPSTREAM:
+            events = pending.upstream(upstream)
+            events.ok_at = now if events.ok_at is None else max(events.ok_at, now)
 
     def _failed(  # noqa: PLR0917 - the hot path's locals, handed over as they are
         self,
@@ -233,12 +331,12 @@ class Recorder:
         fields: dict[str, Any],
         duration: float,
         challenge: bool,
-        counts: list[int],
+        minute: int,
         upstream: str,
     ) -> None:
         if challenge:
             return  # the 401 every client gets before it sends credentials
-        counts[ERRORS] += 1
+        self._pending.counts(minute, upstream)[ERRORS] += 1
         get = fields.get
         self._pending.errors.append(
             ("error", now, method, status, duration, upstream, str(get("repo", "")),
@@ -251,16 +349,10 @@ class Recorder:
             error, message = fields.get("error") or str(status), fields.get("message", "")
             self._upstream_error(upstream, now, error, message)
         elif status == 404:
-            self._upstream(upstream).ok_at = now  # upstream answered: it is not there
-
-    def _upstream(self, name: str) -> UpstreamEvents:
-        events = self._pending.upstreams.get(name)
-        if events is None:
-            events = self._pending.upstreams[name] = UpstreamEvents()
-        return events
+            self._pending.upstream(upstream).ok_at = now  # upstream answered: it is not there
 
     def _upstream_error(self, name: str, now: float, kind: str, message: str) -> None:
-        events = self._upstream(name)
+        events = self._pending.upstream(name)
         events.error_at, events.error_kind, events.error = now, kind, message[:300]
 
     # ------------------------------------------------------------ fills
@@ -279,15 +371,13 @@ class Recorder:
         """Counters measured elsewhere (``metrics`` deltas) for the current minute."""
         if not any(deltas.values()):
             return
-        key = (int(self._clock() // 60) * 60, upstream)
-        counts = self._pending.minutes.get(key)
-        if counts is None:
-            counts = self._pending.minutes[key] = new_counts()
+        counts = self._pending.counts(int(self._clock() // 60) * 60, upstream)
         for name, value in deltas.items():
             counts[_IDX[name]] += value
 
     def heard_of(self, upstream: str) -> bool:
-        """Whether a request since the last flush told anything about ``upstream``."""
+        """Whether a request since the last flush told anything about ``upstream``
+        (quiet answers tell nothing about it: they need no fold first)."""
         return upstream in self._pending.upstreams
 
     def upstream_error(self, upstream: str, kind: str, message: str) -> None:
@@ -295,9 +385,34 @@ class Recorder:
 
     def take(self) -> Pending:
         """The deltas since the last call (the recorder starts over)."""
+        self.fold()
         pending, self._pending = self._pending, Pending()
-        self._current, self._repos = {}, {}
         return pending
+
+
+def _body(method: str, sent: Any) -> int:
+    """The body bytes an answer counts (a HEAD sends none; a non-number is none)."""
+    return 0 if method == "HEAD" or type(sent) is not int else int(sent)
+
+
+def _recent_pulls(answers: list[Answer], start: int, stop: int) -> list[Answer]:
+    """The newest ``RECENT`` pulls among ``answers[start:stop]``, oldest first."""
+    found: list[Answer] = []
+    for i in range(stop - 1, start - 1, -1):
+        raw = answers[i]
+        ref = raw[9]
+        if (
+            raw[2] == "GET"
+            and raw[5]
+            and raw[5] != "-"
+            and "/manifests/" in raw[3]
+            and ":" not in (ref if type(ref) is str else ":")
+        ):
+            found.append(raw)
+            if len(found) == RECENT:
+                break
+    found.reverse()
+    return found
 
 
 def _event(  # noqa: PLR0917 - the fields of a RawEvent, in order
