@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_cache.stats.history import MINUTES_KEPT, StatsDB
-from registry_cache.stats.recorder import COUNTERS, FOLD_AT, PULLS, Recorder
+from registry_cache.stats.recorder import COUNTERS, KEYS_AT, PULLS, Recorder
 from registry_cache.stats.service import ratelimit_value, window, without_userinfo
 from registry_cache.store.progress import FillProgress
 from registry_cache.web.dashboard_html import chart, fills_part, recent_part
@@ -113,13 +113,13 @@ def test_recent_pulls_keep_the_newest_whichever_way_they_were_counted(tmp_path: 
     assert sum(c[PULLS] for c in pending.minutes.values()) == 61
 
 
-def test_a_slow_flush_does_not_let_waiting_answers_grow_without_bound() -> None:
+def test_many_different_answers_between_flushes_are_counted_early() -> None:
     clock = Clock()
     rec = Recorder(clock=clock, ticks=clock)
-    for _ in range(FOLD_AT * 3 + 1):
-        answer(rec, **hub("blobs", "sha256:" + HEX, "HIT", 1))
-    assert len(rec._answers) <= FOLD_AT  # the bound is the behaviour
-    assert sum(c[0] for c in rec.take().minutes.values()) == FOLD_AT * 3 + 1
+    for i in range(KEYS_AT * 2 + 1):  # every blob another: a key each
+        answer(rec, **hub("blobs", f"sha256:{i:064x}", "HIT", 1))
+    assert len(rec._tally) < KEYS_AT  # the bound is the behaviour
+    assert sum(c[0] for c in rec.take().minutes.values()) == KEYS_AT * 2 + 1
 
 
 def test_two_workers_add_up_and_the_history_survives_reopening(tmp_path: Path) -> None:

@@ -24,11 +24,9 @@ Definitions (the README's "Dashboard" section repeats them):
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -105,21 +103,21 @@ class FillOrigin:
 # Only strings and numbers: holding the request's own dictionary past its end would
 # get it promoted by the garbage collector, which measurably slowed every request.
 RawEvent = tuple[str, float, str, int, float, str, str, str, str, int, str, str]
-# A quiet answer (see ``QUIET``) as the hot path keeps it until ``fold``: (ticks at its
-# end, duration s, method, path, status, upstream, cache, bytes, repository, reference).
-# Strings and numbers only, for the same reason; the tuple is untracked by the
-# collector at its first pass.
-Answer = tuple[float, float, str, str, int, Any, Any, Any, Any, Any]
+# What a quiet answer (see ``QUIET``) is counted by: method, path, upstream, cache mark,
+# bytes, repository, reference. Alike answers share one key and one number.
+Key = tuple[str, str, Any, Any, Any, Any, Any]
+# A quiet manifest GET, kept for "recent pulls": (ticks at its end, duration s, status, key).
+QuietPull = tuple[float, float, int, Key]
 # The answers most requests get: nothing about them depends on when they happened
-# beyond their minute, so they are only appended on the hot path and counted at flush
-# time (``fold``). Misses, revalidations, stale serves and errors also tell something
-# about their upstream at that moment: counted as they happen (rare, and slower).
+# beyond their minute, so the hot path only adds one to their number in this minute's
+# tally, and they are counted into the columns at flush time (``fold``). Misses,
+# revalidations, stale serves and errors also tell something about their upstream at
+# that moment: counted as they happen (rarer, and slower).
+# The hot path allocates nothing that outlives the call (the key of an answer seen
+# before is dropped at once; a kept pull replaces the oldest): whatever it kept would
+# be counted by the garbage collector, and measurably so (more frequent collections).
 QUIET = frozenset({"HIT", "COALESCED", None})
-# Folded early when this many answers wait (a slow flush): bounds memory and the loop
-# time one fold takes (a few milliseconds at most).
-FOLD_AT = 4096
-_KEY = itemgetter(2, 3, 5, 6, 7, 8, 9)  # what answers are counted by (all but time, status)
-_TICKS = itemgetter(0)
+KEYS_AT = 10_000  # alike keys folded early past this many (bounds memory between flushes)
 
 
 @dataclass
@@ -172,8 +170,8 @@ class Recorder:
 
     ``clock`` gives wall-clock time; ``ticks`` the clock of the ``at`` that
     ``answered`` is given (``time.perf_counter``, which the access log reads anyway);
-    answers waiting for ``fold`` get their wall-clock time from the two clocks' offset
-    then. Tests pass one fake clock as both.
+    quiet answers get their wall-clock time from the two clocks' offset when their
+    minute is counted. Tests pass one fake clock as both.
     """
 
     def __init__(
@@ -184,7 +182,11 @@ class Recorder:
         self._clock = clock
         self._ticks = ticks
         self._pending = Pending()
-        self._answers: list[Answer] = []
+        self._tally: dict[Key, int] = {}  # this minute's quiet answers
+        self._quiet_pulls: deque[QuietPull] = deque(maxlen=RECENT)
+        # This minute in ticks: [start, end); the tally is counted when it ends.
+        self._tally_start = 0.0
+        self._tally_end = 0.0
         self.origins: dict[str, FillOrigin] = {}
 
     # ------------------------------------------------------------ hot path
@@ -210,44 +212,51 @@ class Recorder:
         if status >= 400 or cache not in QUIET:
             self._eventful(method, path, status, fields, duration, challenge)
             return
-        answers = self._answers
-        answers.append(
-            (self._ticks() if at is None else at, duration, method, path, status,
-             get("upstream", ""), cache, get("bytes", 0), get("repo", ""), get("ref", ""))
-        )  # fmt: skip
-        if len(answers) >= FOLD_AT:
-            self.fold()
+        if at is None:
+            at = self._ticks()
+        if not self._tally_start <= at < self._tally_end:
+            self._next_minute(at)
+        key = (method, path, get("upstream", ""), cache, get("bytes", 0), get("repo", ""),
+               get("ref", ""))  # fmt: skip
+        tally = self._tally
+        n = tally.get(key)
+        if n is not None:
+            tally[key] = n + 1
+        else:
+            tally[key] = 1
+            if len(tally) >= KEYS_AT:
+                self.fold()
+        if method == "GET" and "/manifests/" in path:
+            self._quiet_pulls.append((at, duration, status, key))
+
+    def _next_minute(self, at: float) -> None:
+        self.fold()
+        offset = self._clock() - self._ticks()
+        minute = (at + offset) // 60 * 60
+        self._tally_start, self._tally_end = minute - offset, minute + 60 - offset
 
     def fold(self) -> None:
-        """Count the answers the hot path only kept: per minute, identical answers
-        (same path, upstream, cache mark, size) once, with their number."""
-        answers = self._answers
-        if not answers:
+        """Count this minute's quiet answers: each key once, with its number."""
+        tally, pulls = self._tally, self._quiet_pulls
+        if not tally:
             return
-        self._answers = []
+        self._tally = {}
         offset = self._clock() - self._ticks()
+        minute = int((self._tally_start + offset + 30) // 60 * 60)  # rounding: not drift
         pending = self._pending
-        start, end = 0, len(answers)
-        while start < end:  # answers are in time order: one slice per minute
-            minute = int((answers[start][0] + offset) // 60) * 60
-            stop = bisect_left(answers, minute + 60 - offset, start + 1, end, key=_TICKS)
-            pulled = False
-            for (method, path, upstream, cache, sent, repo, ref), n in Counter(
-                map(_KEY, islice(answers, start, stop))
-            ).items():
-                pulled |= self._count(
-                    pending, minute, method, path, upstream, cache, sent, repo, ref, n
-                )
-            if pulled:
-                pending.add_pulls(
-                    [
-                        ("pull", at + offset, method, status, duration, upstream, repo, ref,
-                         cache or "", _body(method, sent), "", "")
-                        for at, duration, method, _, status, upstream, cache, sent, repo, ref
-                        in _recent_pulls(answers, start, stop)
-                    ]
-                )  # fmt: skip
-            start = stop
+        for (method, path, upstream, cache, sent, repo, ref), n in tally.items():
+            self._count(pending, minute, method, path, upstream, cache, sent, repo, ref, n)
+        if pulls:
+            self._quiet_pulls = deque(maxlen=RECENT)
+            pending.add_pulls(
+                [
+                    ("pull", at + offset, method, status, duration, upstream, repo, ref,
+                     cache or "", _body(method, sent), "", "")
+                    for at, duration, status, (method, _, upstream, cache, sent, repo, ref)
+                    in pulls
+                    if _is_pull(method, upstream, ref)
+                ]
+            )  # fmt: skip
 
     @staticmethod
     def _count(  # noqa: PLR0917 - one answer's fields, as they are
@@ -284,7 +293,7 @@ class Recorder:
             return False
         per_repo = pending.repo(minute - minute % 3600, upstream, repo)
         per_repo[1] += sent
-        if manifest and method == "GET" and ":" not in (ref if type(ref) is str else ":"):
+        if manifest and _is_pull(method, upstream, ref):
             counts[PULLS] += n
             per_repo[0] += n
             return True
@@ -395,24 +404,9 @@ def _body(method: str, sent: Any) -> int:
     return 0 if method == "HEAD" or type(sent) is not int else int(sent)
 
 
-def _recent_pulls(answers: list[Answer], start: int, stop: int) -> list[Answer]:
-    """The newest ``RECENT`` pulls among ``answers[start:stop]``, oldest first."""
-    found: list[Answer] = []
-    for i in range(stop - 1, start - 1, -1):
-        raw = answers[i]
-        ref = raw[9]
-        if (
-            raw[2] == "GET"
-            and raw[5]
-            and raw[5] != "-"
-            and "/manifests/" in raw[3]
-            and ":" not in (ref if type(ref) is str else ":")
-        ):
-            found.append(raw)
-            if len(found) == RECENT:
-                break
-    found.reverse()
-    return found
+def _is_pull(method: str, upstream: Any, ref: Any) -> bool:
+    """A manifest answer is a pull: a GET by tag (not digest) from an upstream."""
+    return method == "GET" and upstream not in ("", "-") and type(ref) is str and ":" not in ref
 
 
 def _event(  # noqa: PLR0917 - the fields of a RawEvent, in order
