@@ -1,10 +1,14 @@
 """Per-worker, in-memory aggregation of what the registry API answered.
 
 The hot path (``Recorder.answered``, called once per ``/v2`` request by
-``web.middleware.access_log``, next to the Prometheus counter) only adds to a few
-dictionaries; nothing is written, locked or formatted there. Every few seconds
-``take()`` swaps the pending deltas out (on the loop thread, so no lock is needed)
-and ``stats.history`` adds them to the shared file off the loop.
+``web.middleware.access_log``, next to the Prometheus counter) adds one to the number
+of answers alike in this minute (a hit, most of the time) and reads no clock of its
+own (the access log's ``perf_counter`` dates it); nothing is written, locked or
+formatted there. The columns (hits, bytes, pulls, top repositories, recent pulls) are
+worked out from those numbers when the minute ends or with the flush: every few
+seconds, with the access-time batch, ``take()`` swaps the pending deltas out (on the
+loop thread, so no lock is needed) and ``stats.history`` adds them to the shared file
+off the loop.
 
 Definitions (the README's "Dashboard" section repeats them):
 
