@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 
 from benchmarks.cluster import BUCKET_HIT, BUCKETED, CLUSTER, HIT_SOURCES, SHARED, SINGLE
-from benchmarks.dashboard import DASHBOARD_CPU, NOISE_FLOOR, OFF, ON, TWIN
+from benchmarks.dashboard import (
+    DASHBOARD_CPU,
+    NOISE_FLOOR,
+    OFF,
+    ON,
+    POOLED,
+    POOLED_NOISE,
+    SHARE,
+    TWIN,
+)
 from benchmarks.postgres import postgres_missing, state_prefix
 from benchmarks.seaweed import weed_missing
 from tests.benchmarks.test_suite_quick import OWN_TESTS, _processes_mentioning
@@ -123,5 +132,10 @@ def test_quick_dashboard_scenario(tmp_path: Path) -> None:
         assert got(f"{who} CPU per request") > 0
     assert got(DASHBOARD_CPU) > 0 and got(NOISE_FLOOR) > 0
     assert 0 < got("Recorder.answered per call") < 1000  # microseconds
+    assert got(POOLED) > 0 and got(POOLED_NOISE) > 0
+    share = got(SHARE)  # the call over the CPU per request with the dashboard off, in %
+    assert share == pytest.approx(
+        got("Recorder.answered per call") / got(f"{OFF} CPU per request") * 100, rel=0.01
+    )
     judged = {t["figure"] for t in report["targets"] if t["scenario"] == "dashboard"}
     assert DASHBOARD_CPU in judged

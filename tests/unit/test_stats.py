@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_cache.stats.history import MINUTES_KEPT, StatsDB
-from registry_cache.stats.recorder import COUNTERS, Recorder
+from registry_cache.stats.recorder import COUNTERS, KEYS_AT, PULLS, Recorder
 from registry_cache.stats.service import ratelimit_value, window, without_userinfo
 from registry_cache.store.progress import FillProgress
 from registry_cache.web.dashboard_html import chart, fills_part, recent_part
@@ -54,7 +54,8 @@ def totals(db: StatsDB, since: float = 0) -> dict[str, int]:
 
 
 def test_hits_misses_saved_and_pulls_follow_the_definitions(tmp_path: Path) -> None:
-    rec = Recorder(clock=Clock())
+    clock = Clock()
+    rec = Recorder(clock=clock, ticks=clock)
     answer(rec, **hub("manifests", "3.19", "MISS", 500))  # a pull, from upstream
     answer(rec, **hub("manifests", "3.19", "HIT", 500))  # a pull, from the cache
     answer(rec, **hub("manifests", "sha256:" + HEX, "HIT", 400))  # by digest: not a pull
@@ -82,10 +83,49 @@ def test_hits_misses_saved_and_pulls_follow_the_definitions(tmp_path: Path) -> N
     assert [e.status for e in db.events("error", 5)] == [404, 401]
 
 
+def test_quiet_answers_are_counted_at_flush_in_the_minute_they_ended(tmp_path: Path) -> None:
+    clock, ticks = Clock(), Clock(1000.0)  # the hot path's clock is not the wall clock
+    rec = Recorder(clock=clock, ticks=ticks)
+    for second in (10, 70, 71, 130):  # three minutes, one fold
+        clock.now, ticks.now = T0 + second, 1000.0 + second
+        answer(rec, **hub("manifests", "1", "HIT", 10))
+    answer(rec, **hub("blobs", "sha256:" + HEX, "COALESCED", 5), method="HEAD")
+    db = StatsDB(tmp_path / "stats.sqlite3")
+    apply(db, rec, clock.now)
+    minutes = db.series("minutes", 0)
+    assert {t: c[0] for t, c in minutes.items()} == {int(T0): 1, int(T0) + 60: 2, int(T0) + 120: 2}
+    got = totals(db)
+    assert (got["hits"], got["saved"], got["pulls"], got["bytes_cache"]) == (5, 5, 4, 40)
+    assert [e.at for e in db.events("pull", 5)] == [T0 + 130, T0 + 71, T0 + 70, T0 + 10]
+
+
+def test_recent_pulls_keep_the_newest_whichever_way_they_were_counted(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recorder(clock=clock, ticks=clock)
+    for i in range(60):  # hits: counted at flush time
+        clock.now = T0 + i
+        answer(rec, **hub("manifests", f"hit{i}", "HIT", 1))
+    clock.now = T0 + 60
+    answer(rec, **hub("manifests", "miss", "MISS", 1))  # counted at once
+    pending = rec.take()
+    refs = [e.reference for e in pending.events]
+    assert len(refs) == 50 and refs[-1] == "miss" and refs[0] == "hit11"
+    assert sum(c[PULLS] for c in pending.minutes.values()) == 61
+
+
+def test_many_different_answers_between_flushes_are_counted_early() -> None:
+    clock = Clock()
+    rec = Recorder(clock=clock, ticks=clock)
+    for i in range(KEYS_AT * 2 + 1):  # every blob another: a key each
+        answer(rec, **hub("blobs", f"sha256:{i:064x}", "HIT", 1))
+    assert len(rec._tally) < KEYS_AT  # the bound is the behaviour
+    assert sum(c[0] for c in rec.take().minutes.values()) == KEYS_AT * 2 + 1
+
+
 def test_two_workers_add_up_and_the_history_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "stats.sqlite3"
     clock = Clock()
-    first, second = Recorder(clock=clock), Recorder(clock=clock)
+    first, second = Recorder(clock=clock, ticks=clock), Recorder(clock=clock, ticks=clock)
     db1, db2 = StatsDB(path), StatsDB(path)
     for _ in range(3):
         answer(first, **hub("manifests", "1", "HIT", 10))
@@ -109,7 +149,7 @@ def test_two_workers_add_up_and_the_history_survives_reopening(tmp_path: Path) -
 def test_the_newest_upstream_event_wins_whoever_wrote_it(tmp_path: Path) -> None:
     path = tmp_path / "stats.sqlite3"
     clock = Clock()
-    a, b = Recorder(clock=clock), Recorder(clock=clock)
+    a, b = Recorder(clock=clock, ticks=clock), Recorder(clock=clock, ticks=clock)
     db = StatsDB(path)
     answer(a, **hub("manifests", "1", "MISS"))  # ok at T0
     clock.now = T0 + 5
@@ -127,7 +167,7 @@ def test_the_newest_upstream_event_wins_whoever_wrote_it(tmp_path: Path) -> None
 
 def test_retention_drops_old_minutes_but_keeps_hours(tmp_path: Path) -> None:
     clock = Clock()
-    rec, db = Recorder(clock=clock), StatsDB(tmp_path / "stats.sqlite3")
+    rec, db = Recorder(clock=clock, ticks=clock), StatsDB(tmp_path / "stats.sqlite3")
     answer(rec, **hub("manifests", "1", "HIT"))
     apply(db, rec, T0)
     later = T0 + MINUTES_KEPT + 3600

@@ -1,10 +1,14 @@
 """Per-worker, in-memory aggregation of what the registry API answered.
 
 The hot path (``Recorder.answered``, called once per ``/v2`` request by
-``web.middleware.access_log``, next to the Prometheus counter) only adds to a few
-dictionaries; nothing is written, locked or formatted there. Every few seconds
-``take()`` swaps the pending deltas out (on the loop thread, so no lock is needed)
-and ``stats.history`` adds them to the shared file off the loop.
+``web.middleware.access_log``, next to the Prometheus counter) adds one to the number
+of answers alike in this minute (a hit, most of the time) and reads no clock of its
+own (the access log's ``perf_counter`` dates it); nothing is written, locked or
+formatted there. The columns (hits, bytes, pulls, top repositories, recent pulls) are
+worked out from those numbers when the minute ends or with the flush: every few
+seconds, with the access-time batch, ``take()`` swaps the pending deltas out (on the
+loop thread, so no lock is needed) and ``stats.history`` adds them to the shared file
+off the loop.
 
 Definitions (the README's "Dashboard" section repeats them):
 
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 HITS = frozenset({"HIT", "STALE", "REVALIDATED", "COALESCED"})
@@ -101,6 +107,21 @@ class FillOrigin:
 # Only strings and numbers: holding the request's own dictionary past its end would
 # get it promoted by the garbage collector, which measurably slowed every request.
 RawEvent = tuple[str, float, str, int, float, str, str, str, str, int, str, str]
+# What a quiet answer (see ``QUIET``) is counted by: method, path, upstream, cache mark,
+# bytes, repository, reference. Alike answers share one key and one number.
+Key = tuple[str, str, Any, Any, Any, Any, Any]
+# A quiet manifest GET, kept for "recent pulls": (ticks at its end, duration s, status, key).
+QuietPull = tuple[float, float, int, Key]
+# The answers most requests get: nothing about them depends on when they happened
+# beyond their minute, so the hot path only adds one to their number in this minute's
+# tally, and they are counted into the columns at flush time (``fold``). Misses,
+# revalidations, stale serves and errors also tell something about their upstream at
+# that moment: counted as they happen (rarer, and slower).
+# The hot path allocates nothing that outlives the call (the key of an answer seen
+# before is dropped at once; a kept pull replaces the oldest): whatever it kept would
+# be counted by the garbage collector, and measurably so (more frequent collections).
+QUIET = frozenset({"HIT", "COALESCED", None})
+KEYS_AT = 10_000  # alike keys folded early past this many (bounds memory between flushes)
 
 
 @dataclass
@@ -118,45 +139,59 @@ class Pending:
     def events(self) -> list[Event]:
         return sorted((_event(*raw) for raw in (*self.pulls, *self.errors)), key=lambda e: e.at)
 
+    def counts(self, minute: int, upstream: str) -> list[int]:
+        key = (minute, upstream)
+        counts = self.minutes.get(key)
+        if counts is None:
+            counts = self.minutes[key] = new_counts()
+        return counts
+
+    def repo(self, hour: int, upstream: str, repo: str) -> list[int]:
+        key = (hour, upstream, repo)
+        counts = self.repos.get(key)
+        if counts is None:
+            counts = self.repos[key] = [0, 0]  # pulls, bytes
+        return counts
+
+    def upstream(self, name: str) -> UpstreamEvents:
+        events = self.upstreams.get(name)
+        if events is None:
+            events = self.upstreams[name] = UpstreamEvents()
+        return events
+
+    def add_pulls(self, pulls: list[RawEvent]) -> None:
+        """Recent pulls counted later than others (``fold``): the newest are kept."""
+        if pulls:
+            merged = sorted((*self.pulls, *pulls), key=_AT)
+            self.pulls = deque(merged[-RECENT:], maxlen=RECENT)
+
+
+_AT = itemgetter(1)
+
 
 class Recorder:
-    """One per worker process; every method runs on the event loop thread."""
+    """One per worker process; every method runs on the event loop thread.
 
-    def __init__(self, clock: Any = time.time) -> None:
+    ``clock`` gives wall-clock time; ``ticks`` the clock of the ``at`` that
+    ``answered`` is given (``time.perf_counter``, which the access log reads anyway);
+    quiet answers get their wall-clock time from the two clocks' offset when their
+    minute is counted. Tests pass one fake clock as both.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._clock = clock
+        self._ticks = ticks
         self._pending = Pending()
+        self._tally: dict[Key, int] = {}  # this minute's quiet answers
+        self._quiet_pulls: deque[QuietPull] = deque(maxlen=RECENT)
+        # This minute in ticks: [start, end); the tally is counted when it ends.
+        self._tally_start = 0.0
+        self._tally_end = 0.0
         self.origins: dict[str, FillOrigin] = {}
-        # The current minute's rows and the current hour's repositories, by upstream,
-        # so a request builds no key: two dictionary lookups find its counters.
-        self._minute_end = 0.0
-        self._minute = 0
-        self._hour = 0
-        self._current: dict[str, list[int]] = {}
-        self._repos: dict[str, dict[str, list[int]]] = {}
-
-    def _roll(self, now: float) -> None:
-        minute = int(now // 60) * 60
-        hour = minute - minute % 3600
-        if hour != self._hour:
-            self._repos = {}
-        self._minute, self._hour, self._minute_end = minute, hour, minute + 60.0
-        self._current = {}
-
-    def _counts(self, upstream: str) -> list[int]:
-        key = (self._minute, upstream)
-        counts = self._pending.minutes.get(key)
-        if counts is None:
-            counts = self._pending.minutes[key] = new_counts()
-        self._current[upstream] = counts
-        return counts
-
-    def _repo(self, upstream: str, repo: str) -> list[int]:
-        per_upstream = self._repos.get(upstream)
-        if per_upstream is None:
-            per_upstream = self._repos[upstream] = {}
-        counts = per_upstream[repo] = [0, 0]  # pulls, bytes
-        self._pending.repos[(self._hour, upstream, repo)] = counts
-        return counts
 
     # ------------------------------------------------------------ hot path
 
@@ -168,62 +203,138 @@ class Recorder:
         fields: dict[str, Any],
         duration: float,
         challenge: bool = False,
+        at: float | None = None,
     ) -> None:
-        """One registry API request finished (``challenge``: the bare 401 before login).
+        """One registry API request finished (``challenge``: the bare 401 before login;
+        ``at``: ``ticks()`` at its end, read now when not given).
 
         ``fields`` are the access log's (``web.handlers.note``): upstream, repo, ref,
         cache, bytes; for a failure also error (its OCI code) and message.
         """
-        now = self._clock()
-        if now >= self._minute_end or now < self._minute:
-            self._roll(now)
         get = fields.get
-        upstream = get("upstream", "")
-        counts = self._current.get(upstream)
-        if counts is None:
-            if upstream == "-":  # the catalog of every upstream
-                upstream = ""
-            counts = self._counts(upstream)
-        counts[REQUESTS] += 1
-        if status >= 400:
-            self._failed(now, method, status, fields, duration, challenge, counts, upstream)
-            return
-        sent = get("bytes", 0)
-        if method == "HEAD" or type(sent) is not int:
-            sent = 0
-        counts[BYTES_SERVED] += sent
         cache = get("cache")
+        if status >= 400 or cache not in QUIET:
+            self._eventful(method, path, status, fields, duration, challenge)
+            return
+        if at is None:
+            at = self._ticks()
+        if not self._tally_start <= at < self._tally_end:
+            self._next_minute(at)
+        key = (method, path, get("upstream", ""), cache, get("bytes", 0), get("repo", ""),
+               get("ref", ""))  # fmt: skip
+        tally = self._tally
+        n = tally.get(key)
+        if n is not None:
+            tally[key] = n + 1
+        else:
+            tally[key] = 1
+            if len(tally) >= KEYS_AT:
+                self.fold()
+        if method == "GET" and "/manifests/" in path:
+            self._quiet_pulls.append((at, duration, status, key))
+
+    def _next_minute(self, at: float) -> None:
+        self.fold()
+        offset = self._clock() - self._ticks()
+        minute = (at + offset) // 60 * 60
+        self._tally_start, self._tally_end = minute - offset, minute + 60 - offset
+
+    def fold(self) -> None:
+        """Count this minute's quiet answers: each key once, with its number."""
+        tally, pulls = self._tally, self._quiet_pulls
+        if not tally:
+            return
+        self._tally = {}
+        offset = self._clock() - self._ticks()
+        minute = int((self._tally_start + offset + 30) // 60 * 60)  # rounding: not drift
+        pending = self._pending
+        for (method, path, upstream, cache, sent, repo, ref), n in tally.items():
+            self._count(pending, minute, method, path, upstream, cache, sent, repo, ref, n)
+        if pulls:
+            self._quiet_pulls = deque(maxlen=RECENT)
+            pending.add_pulls(
+                [
+                    ("pull", at + offset, method, status, duration, upstream, repo, ref,
+                     cache or "", _body(method, sent), "", "")
+                    for at, duration, status, (method, _, upstream, cache, sent, repo, ref)
+                    in pulls
+                    if _is_pull(method, upstream, ref)
+                ]
+            )  # fmt: skip
+
+    @staticmethod
+    def _count(  # noqa: PLR0917 - one answer's fields, as they are
+        pending: Pending,
+        minute: int,
+        method: str,
+        path: str,
+        upstream: str,
+        cache: str | None,
+        sent: Any,
+        repo: Any,
+        ref: Any,
+        n: int,
+    ) -> bool:
+        """Add ``n`` alike successful answers; whether they are pulls."""
+        if upstream == "-":  # the catalog of every upstream
+            upstream = ""
+        counts = pending.counts(minute, upstream)
+        counts[REQUESTS] += n
+        sent = _body(method, sent) * n
+        counts[BYTES_SERVED] += sent
         manifest = "/manifests/" in path
         if cache is not None and (manifest or "/blobs/" in path):
             if cache in HITS:
-                counts[HITS_I] += 1
+                counts[HITS_I] += n
                 counts[BYTES_CACHE] += sent
                 if cache in SAVED:
-                    counts[SAVED_I] += 1
+                    counts[SAVED_I] += n
                 elif cache == "STALE":
-                    counts[STALE_I] += 1
-                    self._upstream_error(
-                        upstream, now, "stale", "revalidation failed: served stale"
-                    )
+                    counts[STALE_I] += n
             elif cache in MISSES:
-                counts[MISSES_I] += 1
-            if cache in OK_UPSTREAM:
-                self._upstream(upstream).ok_at = now
+                counts[MISSES_I] += n
         if not upstream:
-            return
-        repo = get("repo", "")
-        per_upstream = self._repos.get(upstream)
-        per_repo = per_upstream.get(repo) if per_upstream is not None else None
-        if per_repo is None:
-            per_repo = self._repo(upstream, repo)
+            return False
+        per_repo = pending.repo(minute - minute % 3600, upstream, repo)
         per_repo[1] += sent
-        if manifest and method == "GET" and ":" not in get("ref", ":"):
-            counts[PULLS] += 1
-            per_repo[0] += 1
-            self._pending.pulls.append(
-                ("pull", now, method, status, duration, upstream, repo, get("ref", ""),
-                 cache or "", sent, "", "")
+        if manifest and _is_pull(method, upstream, ref):
+            counts[PULLS] += n
+            per_repo[0] += n
+            return True
+        return False
+
+    def _eventful(  # noqa: PLR0917 - the hot path's arguments, handed over as they are
+        self,
+        method: str,
+        path: str,
+        status: int,
+        fields: dict[str, Any],
+        duration: float,
+        challenge: bool,
+    ) -> None:
+        """An answer that also tells something about its upstream now: counted now."""
+        now = self._clock()
+        minute = int(now // 60) * 60
+        get = fields.get
+        upstream = get("upstream", "")
+        if upstream == "-":
+            upstream = ""
+        pending = self._pending
+        if status >= 400:
+            pending.counts(minute, upstream)[REQUESTS] += 1
+            self._failed(now, method, status, fields, duration, challenge, minute, upstream)
+            return
+        cache, sent, repo, ref = get("cache"), get("bytes", 0), get("repo", ""), get("ref", "")
+        if self._count(pending, minute, method, path, upstream, cache, sent, repo, ref, 1):
+            pending.pulls.append(
+                ("pull", now, method, status, duration, upstream, repo, ref, cache or "",
+                 _body(method, sent), "", "")
             )  # fmt: skip
+        if cache == "STALE":
+            self._upstream_error(upstream, now, "stale", "revalidation failed: served stale")
+        if cache in OK_UPSTREAM:
+            events = pending.upstream(upstream)
+            events.ok_at = now if events.ok_at is None else max(events.ok_at, now)
 
     def _failed(  # noqa: PLR0917 - the hot path's locals, handed over as they are
         self,
@@ -233,12 +344,12 @@ class Recorder:
         fields: dict[str, Any],
         duration: float,
         challenge: bool,
-        counts: list[int],
+        minute: int,
         upstream: str,
     ) -> None:
         if challenge:
             return  # the 401 every client gets before it sends credentials
-        counts[ERRORS] += 1
+        self._pending.counts(minute, upstream)[ERRORS] += 1
         get = fields.get
         self._pending.errors.append(
             ("error", now, method, status, duration, upstream, str(get("repo", "")),
@@ -251,16 +362,10 @@ class Recorder:
             error, message = fields.get("error") or str(status), fields.get("message", "")
             self._upstream_error(upstream, now, error, message)
         elif status == 404:
-            self._upstream(upstream).ok_at = now  # upstream answered: it is not there
-
-    def _upstream(self, name: str) -> UpstreamEvents:
-        events = self._pending.upstreams.get(name)
-        if events is None:
-            events = self._pending.upstreams[name] = UpstreamEvents()
-        return events
+            self._pending.upstream(upstream).ok_at = now  # upstream answered: it is not there
 
     def _upstream_error(self, name: str, now: float, kind: str, message: str) -> None:
-        events = self._upstream(name)
+        events = self._pending.upstream(name)
         events.error_at, events.error_kind, events.error = now, kind, message[:300]
 
     # ------------------------------------------------------------ fills
@@ -279,15 +384,13 @@ class Recorder:
         """Counters measured elsewhere (``metrics`` deltas) for the current minute."""
         if not any(deltas.values()):
             return
-        key = (int(self._clock() // 60) * 60, upstream)
-        counts = self._pending.minutes.get(key)
-        if counts is None:
-            counts = self._pending.minutes[key] = new_counts()
+        counts = self._pending.counts(int(self._clock() // 60) * 60, upstream)
         for name, value in deltas.items():
             counts[_IDX[name]] += value
 
     def heard_of(self, upstream: str) -> bool:
-        """Whether a request since the last flush told anything about ``upstream``."""
+        """Whether a request since the last flush told anything about ``upstream``
+        (quiet answers tell nothing about it: they need no fold first)."""
         return upstream in self._pending.upstreams
 
     def upstream_error(self, upstream: str, kind: str, message: str) -> None:
@@ -295,9 +398,19 @@ class Recorder:
 
     def take(self) -> Pending:
         """The deltas since the last call (the recorder starts over)."""
+        self.fold()
         pending, self._pending = self._pending, Pending()
-        self._current, self._repos = {}, {}
         return pending
+
+
+def _body(method: str, sent: Any) -> int:
+    """The body bytes an answer counts (a HEAD sends none; a non-number is none)."""
+    return 0 if method == "HEAD" or type(sent) is not int else int(sent)
+
+
+def _is_pull(method: str, upstream: Any, ref: Any) -> bool:
+    """A manifest answer is a pull: a GET by tag (not digest) from an upstream."""
+    return method == "GET" and upstream not in ("", "-") and type(ref) is str and ":" not in ref
 
 
 def _event(  # noqa: PLR0917 - the fields of a RawEvent, in order
