@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from registry_cache.index.base import Index, IndexUnavailable, ObjectRow, TagEntry
+from registry_cache.index.base import (
+    Index,
+    IndexUnavailable,
+    ObjectRow,
+    TagEntry,
+    TagImport,
+    TagRow,
+)
 from registry_cache.index.postgres import PostgresIndex
 from registry_cache.index.sqlite import SqliteIndex
 
@@ -176,6 +183,38 @@ async def test_forget_in_batches_bigger_than_one_transaction(index: Index) -> No
         await index.add_object(digest, 1, None, 1.0)
     await index.forget(digests[:1200])
     assert await index.count_objects() == 34
+
+
+# ------------------------------------------------------------------------ bulk
+
+
+async def test_import_rows_inserts_everything_in_batches_and_keeps_existing_rows(
+    index: Index,
+) -> None:
+    await index.add_object(D[0], 10, "application/x", 100.0)
+    await index.set_tag("u", "r", "t", D[0], 100.0)
+    before = await index.generation()
+    many = [  # more than one transaction's worth in either implementation
+        ObjectRow(f"sha256:{i + 100:064x}", i, None if i % 3 else "application/y", i, i + 0.5)
+        for i in range(12_345)
+    ]
+    await index.import_rows(
+        [ObjectRow(D[0], 99, None, 1.0, 1.0), *many],
+        [TagImport("u", "r", "t", D[1], 1.0, 1.0), TagImport("u", "r", "n", D[2], 5.0, 7.0)],
+        [("u", "r", D[0]), ("u", "r", D[0]), ("v", "s", D[3])],
+    )
+    assert await index.get_object(D[0]) == ObjectRow(D[0], 10, "application/x", 100.0, 100.0)
+    assert await index.get_object(many[3].digest) == many[3]
+    assert await index.count_objects() == 1 + len(many)
+    assert await index.total_size() == 10 + sum(range(len(many)))
+    assert await index.get_tag("u", "r", "t") == TagRow(D[0], 100.0, 100.0)  # kept
+    assert await index.get_tag("u", "r", "n") == TagRow(D[2], 5.0, 7.0)
+    assert await index.links_of("u", "r") == [D[0]]
+    assert await index.repositories() == [("u", "r"), ("v", "s")]
+    first = await index.objects_page(None, 2)
+    assert [r.digest for r in first] == [many[0].digest, many[1].digest]
+    assert await index.generation() == before  # nothing was deleted
+    await index.import_rows()
 
 
 # ----------------------------------------------------------------------- links

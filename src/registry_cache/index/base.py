@@ -24,15 +24,18 @@ __all__ = [
     "Cursor",
     "Index",
     "IndexUnavailable",
+    "LinkKey",
     "ObjectRow",
     "RepoKey",
     "TagEntry",
+    "TagImport",
     "TagKey",
     "TagRow",
 ]
 
 TagKey = tuple[str, str, str]  # (upstream, repository, tag)
 RepoKey = tuple[str, str]  # (upstream, repository)
+LinkKey = tuple[str, str, str]  # (upstream, repository, digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,18 @@ class TagEntry:
     repo: str
     tag: str
     digest: str
+    last_pulled: float
+
+
+@dataclass(frozen=True, slots=True)
+class TagImport:
+    """A tag row as ``import_rows`` takes it (every column ``set_tag`` and access times set)."""
+
+    upstream: str
+    repo: str
+    tag: str
+    digest: str
+    checked_at: float
     last_pulled: float
 
 
@@ -146,3 +161,17 @@ class Index(Protocol):
         self, objects: Mapping[str, float], tags: Mapping[TagKey, float]
     ) -> None:
         """Batched access times: each row's ``last_access``/``last_pulled`` only grows."""
+
+    # ------------------------------------------------------------------- bulk
+
+    async def import_rows(
+        self,
+        objects: Sequence[ObjectRow] = (),
+        tags: Sequence[TagImport] = (),
+        links: Sequence[LinkKey] = (),
+    ) -> None:
+        """Insert many rows at once, as the serving path would have left them (a
+        restore, a migration, the big-cache benchmark); rows already there are kept.
+
+        Cut into transactions of bounded size; no generation bump (nothing is deleted).
+        """

@@ -38,7 +38,17 @@ if TYPE_CHECKING:
 else:
     Conn = Any
 
-from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey, TagRow
+from .base import (
+    Cursor,
+    IndexUnavailable,
+    LinkKey,
+    ObjectRow,
+    RepoKey,
+    TagEntry,
+    TagImport,
+    TagKey,
+    TagRow,
+)
 
 log = logging.getLogger("registry_cache.index")
 
@@ -50,6 +60,7 @@ MIGRATION_LOCK = 0x7263_0001  # pg_advisory_xact_lock key: one migrating replica
 CONNECT_TIMEOUT = 3.0
 QUERY_TIMEOUT = 3.0
 RETRY_AFTER = 1.0
+IMPORT_BATCH = 10_000  # rows per statement of a bulk import
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS registry_cache;
 CREATE TABLE IF NOT EXISTS registry_cache.meta (
@@ -573,6 +584,43 @@ class PostgresIndex:
                     )
 
         await self.run(job)
+
+    # ------------------------------------------------------------------- bulk
+
+    async def import_rows(
+        self,
+        objects: Sequence[ObjectRow] = (),
+        tags: Sequence[TagImport] = (),
+        links: Sequence[LinkKey] = (),
+    ) -> None:
+        for start in range(0, len(objects), IMPORT_BATCH):
+            await self.adopt_objects(objects[start : start + IMPORT_BATCH])
+        tag_columns = [
+            (t.upstream, t.repo, t.tag, t.digest, t.checked_at, t.last_pulled) for t in tags
+        ]
+        await self._insert_columns(
+            "INSERT INTO tags (upstream, repo, tag, digest, checked_at, last_pulled)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::float8[], $6::float8[]) ON CONFLICT DO NOTHING",
+            tag_columns,
+        )
+        await self._insert_columns(
+            "INSERT INTO links (upstream, repo, digest)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            list(links),
+        )
+
+    async def _insert_columns(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``sql`` takes one array per column (``unnest``): rows in statements of a bounded size."""
+        for start in range(0, len(rows), IMPORT_BATCH):
+            columns = [
+                list(column) for column in zip(*rows[start : start + IMPORT_BATCH], strict=True)
+            ]
+
+            async def job(conn: Conn, columns: list[list[Any]] = columns) -> None:
+                await conn.execute(sql, *columns)
+
+            await self.run(job)
 
 
 async def _migrate(conn: Conn) -> None:

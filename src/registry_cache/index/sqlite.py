@@ -23,7 +23,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey, TagRow
+from .base import (
+    Cursor,
+    IndexUnavailable,
+    LinkKey,
+    ObjectRow,
+    RepoKey,
+    TagEntry,
+    TagImport,
+    TagKey,
+    TagRow,
+)
 
 T = TypeVar("T")
 
@@ -63,6 +73,7 @@ CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest);
 # Deletes and inserts are cut into transactions of this many rows: each holds the
 # write lock for a few milliseconds, so other processes' writes wait no longer.
 BATCH = 500
+IMPORT_BATCH = 5000  # rows per transaction of a bulk import (inserts only: cheap)
 WRITE_BUSY_TIMEOUT = 30.0  # the writer thread may wait this long for another process
 READ_BUSY_TIMEOUT = 2.0
 POLL_INTERVAL = 5.0  # how often generation() is asked by wait_changed
@@ -414,6 +425,39 @@ class SqliteIndex:
             )
 
         await self._write(job)
+
+    # ------------------------------------------------------------------- bulk
+
+    async def import_rows(
+        self,
+        objects: Sequence[ObjectRow] = (),
+        tags: Sequence[TagImport] = (),
+        links: Sequence[LinkKey] = (),
+    ) -> None:
+        statements: list[tuple[str, list[tuple[object, ...]]]] = [
+            (
+                "INSERT OR IGNORE INTO objects (digest, size, media_type, created, last_access)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(r.digest, r.size, r.media_type, r.created, r.last_access) for r in objects],
+            ),
+            (
+                "INSERT OR IGNORE INTO tags"
+                " (upstream, repo, tag, digest, checked_at, last_pulled) VALUES (?, ?, ?, ?, ?, ?)",
+                [(t.upstream, t.repo, t.tag, t.digest, t.checked_at, t.last_pulled) for t in tags],
+            ),
+            ("INSERT OR IGNORE INTO links (upstream, repo, digest) VALUES (?, ?, ?)", list(links)),
+        ]
+        for sql, rows in statements:
+            for chunk in _chunks(rows, IMPORT_BATCH):
+
+                def job(
+                    db: sqlite3.Connection,
+                    sql: str = sql,
+                    chunk: Sequence[tuple[object, ...]] = chunk,
+                ) -> None:
+                    db.executemany(sql, chunk)
+
+                await self._write(job)
 
 
 def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
