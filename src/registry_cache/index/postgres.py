@@ -40,26 +40,34 @@ else:
 
 from .base import (
     Cursor,
+    DigestRange,
     IndexUnavailable,
     LinkKey,
+    ManifestRefs,
     ObjectRow,
     RepoKey,
     TagEntry,
     TagImport,
     TagKey,
     TagRow,
+    UntaggedManifest,
+    UpstreamUsage,
+    UsageSummary,
 )
 
 log = logging.getLogger("registry_cache.index")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHANNEL = "registry_cache_changes"
 MIGRATION_LOCK = 0x7263_0001  # pg_advisory_xact_lock key: one migrating replica at a time
 CONNECT_TIMEOUT = 3.0
 QUERY_TIMEOUT = 3.0
 RETRY_AFTER = 1.0
+# Maintenance aggregations over every row (``cache ls/du/gc``) may take this long;
+# the serving path keeps QUERY_TIMEOUT.
+SLOW_QUERY_TIMEOUT = 600.0
 IMPORT_BATCH = 10_000  # rows per statement of a bulk import
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS registry_cache;
@@ -114,6 +122,86 @@ CREATE TABLE IF NOT EXISTS registry_cache.replicas (
     info        TEXT NOT NULL DEFAULT '{}'
 );
 """
+# Version 2: what each stored manifest lists (``refs``; ``objects.refs_known`` says
+# whose were recorded: those stored before are parsed from their files by the first
+# maintenance command that needs them), and each replica's running totals of its
+# holdings (``tier_totals``, kept by triggers: no SUM over every row per fill).
+MIGRATE_TO_2 = """
+ALTER TABLE registry_cache.objects
+    ADD COLUMN IF NOT EXISTS refs_known BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS registry_cache.refs (
+    manifest    TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    child       BOOLEAN NOT NULL,
+    PRIMARY KEY (manifest, digest)
+);
+CREATE INDEX IF NOT EXISTS refs_by_digest ON registry_cache.refs (digest);
+CREATE INDEX IF NOT EXISTS objects_manifests ON registry_cache.objects (digest)
+    WHERE media_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS objects_unparsed ON registry_cache.objects (digest)
+    WHERE media_type IS NOT NULL AND NOT refs_known;
+CREATE TABLE IF NOT EXISTS registry_cache.tier_totals (
+    replica     TEXT PRIMARY KEY,
+    objects     BIGINT NOT NULL,
+    bytes       BIGINT NOT NULL
+);
+CREATE OR REPLACE FUNCTION registry_cache.holdings_added() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO registry_cache.tier_totals AS t (replica, objects, bytes)
+    SELECT replica, count(*), sum(size) FROM added GROUP BY replica
+    ON CONFLICT (replica) DO UPDATE
+    SET objects = t.objects + excluded.objects, bytes = t.bytes + excluded.bytes;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION registry_cache.holdings_removed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE registry_cache.tier_totals t SET objects = t.objects - r.n, bytes = t.bytes - r.b
+    FROM (SELECT replica, count(*) AS n, sum(size) AS b FROM removed GROUP BY replica) r
+    WHERE t.replica = r.replica;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION registry_cache.holdings_resized() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE registry_cache.tier_totals SET bytes = bytes + NEW.size - OLD.size
+    WHERE replica = NEW.replica;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION registry_cache.objects_removed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM registry_cache.refs r USING removed o WHERE r.manifest = o.digest;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER holdings_added AFTER INSERT ON registry_cache.holdings
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+    EXECUTE FUNCTION registry_cache.holdings_added();
+CREATE OR REPLACE TRIGGER holdings_removed AFTER DELETE ON registry_cache.holdings
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
+    EXECUTE FUNCTION registry_cache.holdings_removed();
+CREATE OR REPLACE TRIGGER holdings_resized AFTER UPDATE OF size ON registry_cache.holdings
+    FOR EACH ROW WHEN (OLD.size IS DISTINCT FROM NEW.size)
+    EXECUTE FUNCTION registry_cache.holdings_resized();
+CREATE OR REPLACE TRIGGER objects_removed AFTER DELETE ON registry_cache.objects
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
+    EXECUTE FUNCTION registry_cache.objects_removed();
+"""
+# Under the migration's lock, with no holdings written meanwhile: exact from then on.
+FILL_TOTALS = """
+LOCK TABLE registry_cache.holdings IN SHARE ROW EXCLUSIVE MODE;
+DELETE FROM registry_cache.tier_totals;
+INSERT INTO registry_cache.tier_totals (replica, objects, bytes)
+SELECT replica, count(*), sum(size) FROM registry_cache.holdings GROUP BY replica;
+"""
+C = 'COLLATE "C"'  # bytewise order and ranges, whatever the database's collation
+# This replica's local tier, as object rows (its holdings, with the catalog's columns).
+LOCAL_OBJECTS = (
+    "SELECT h.digest, h.size, o.media_type, COALESCE(o.created, h.last_access),"
+    " h.last_access FROM holdings h LEFT JOIN objects o ON o.digest = h.digest"
+    " WHERE h.replica = $1"
+)
 # The database's clock, in Unix seconds: leases and heartbeats never compare two
 # machines' clocks.
 NOW = "extract(epoch from clock_timestamp())"
@@ -184,13 +272,15 @@ class PostgresIndex:
             )
         return self._pool
 
-    async def run(self, job: Callable[[Conn], Awaitable[T]]) -> T:
+    async def run(self, job: Callable[[Conn], Awaitable[T]], *, budget: float = QUERY_TIMEOUT) -> T:
+        """``job`` on a pooled connection, given ``budget`` seconds; a statement that
+        may take more than QUERY_TIMEOUT (the pool's default) passes ``timeout=``."""
         if self._closed:
             raise IndexUnavailable(f"index {self.name} is closed")
         if time.monotonic() < self._retry_at:
             raise IndexUnavailable(f"index {self.name} is unreachable (retrying shortly)")
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
+            async with asyncio.timeout(CONNECT_TIMEOUT + budget):
                 pool = await self._get_pool()
                 async with pool.acquire() as conn:
                     if not self._migrated:
@@ -420,25 +510,34 @@ class PostgresIndex:
     async def total_size(self) -> int:
         value = await self.run(
             lambda conn: conn.fetchval(
-                "SELECT COALESCE(SUM(size), 0) FROM holdings WHERE replica = $1", self.replica
+                "SELECT bytes FROM tier_totals WHERE replica = $1", self.replica
             )
         )
-        return int(value)
+        return int(value or 0)
 
     async def count_objects(self) -> int:
         value = await self.run(
             lambda conn: conn.fetchval(
-                "SELECT COUNT(*) FROM holdings WHERE replica = $1", self.replica
+                "SELECT objects FROM tier_totals WHERE replica = $1", self.replica
             )
         )
-        return int(value)
+        return int(value or 0)
+
+    async def get_objects(self, digests: Sequence[str]) -> list[ObjectRow]:
+        """Rows of this replica's local tier (as ``objects_page`` gives them)."""
+        rows = await self.run(
+            lambda conn: conn.fetch(
+                f"{LOCAL_OBJECTS} AND h.digest = ANY($2::text[])",
+                self.replica,
+                list(dict.fromkeys(digests)),
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return [ObjectRow(*r) for r in rows]
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
-        columns = (
-            "SELECT h.digest, h.size, o.media_type, COALESCE(o.created, h.last_access),"
-            " h.last_access FROM holdings h LEFT JOIN objects o ON o.digest = h.digest"
-            " WHERE h.replica = $1"
-        )
+        columns = LOCAL_OBJECTS
         order = ' ORDER BY h.last_access, h.digest COLLATE "C" LIMIT'
         if after is None:
             rows = await self.run(
@@ -482,6 +581,217 @@ class PostgresIndex:
                 ],
             )
         )
+
+    # ------------------------------------------------------------ references
+
+    async def record_refs(self, refs: Mapping[str, ManifestRefs]) -> None:
+        items = list(refs.items())
+        for start in range(0, len(items), IMPORT_BATCH):
+            chunk = items[start : start + IMPORT_BATCH]
+            rows = [
+                (manifest, digest, child)
+                for manifest, found in chunk
+                for child, digests in ((True, found.children), (False, found.blobs))
+                for digest in digests
+            ]
+
+            async def job(
+                conn: Conn,
+                chunk: list[tuple[str, ManifestRefs]] = chunk,
+                rows: list[tuple[str, str, bool]] = rows,
+            ) -> None:
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO refs (manifest, digest, child)"
+                        " SELECT v.m, v.d, v.c FROM unnest($1::text[], $2::text[], $3::bool[])"
+                        " AS v(m, d, c) JOIN objects o ON o.digest = v.m"
+                        " ON CONFLICT DO NOTHING",
+                        [r[0] for r in rows],
+                        [r[1] for r in rows],
+                        [r[2] for r in rows],
+                    )
+                    await conn.execute(
+                        "UPDATE objects SET refs_known = true"
+                        " WHERE digest = ANY($1::text[]) AND NOT refs_known",
+                        [m for m, _ in chunk],
+                    )
+
+            await self.run(job)
+
+    async def unparsed_manifests(self, after: str | None, limit: int) -> list[str]:
+        rows = await self.run(
+            lambda conn: conn.fetch(
+                "SELECT o.digest FROM objects o JOIN holdings h"
+                " ON h.replica = $1 AND h.digest = o.digest"
+                f" WHERE o.media_type IS NOT NULL AND NOT o.refs_known AND o.digest {C} > $2"
+                f" ORDER BY o.digest {C} LIMIT $3",
+                self.replica,
+                after or "",
+                limit,
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return [r[0] for r in rows]
+
+    async def refs_of(self, manifests: Sequence[str]) -> dict[str, ManifestRefs]:
+        async def job(conn: Conn) -> dict[str, ManifestRefs]:
+            names = list(dict.fromkeys(manifests))
+            known = await conn.fetch(
+                "SELECT o.digest FROM objects o JOIN holdings h"
+                " ON h.replica = $1 AND h.digest = o.digest"
+                " WHERE o.digest = ANY($2::text[]) AND o.refs_known",
+                self.replica,
+                names,
+                timeout=SLOW_QUERY_TIMEOUT,
+            )
+            found: dict[str, tuple[list[str], list[str]]] = {r[0]: ([], []) for r in known}
+            rows = await conn.fetch(
+                "SELECT manifest, digest, child FROM refs WHERE manifest = ANY($1::text[])"
+                f" ORDER BY manifest {C}, digest {C}",
+                list(found),
+                timeout=SLOW_QUERY_TIMEOUT,
+            )
+            for manifest, digest, child in rows:
+                found[manifest][1 if child else 0].append(digest)
+            return {m: ManifestRefs(tuple(b), tuple(c)) for m, (b, c) in found.items()}
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
+
+    async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
+        def within(column: str, first: int) -> str:
+            bound = f"{column} {C} >= ${first}"
+            return bound if hi is None else f"{bound} AND {column} {C} < ${first + 1}"
+
+        bounds = (lo,) if hi is None else (lo, hi)
+
+        async def job(conn: Conn) -> DigestRange:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                objects = await conn.fetch(
+                    f"{LOCAL_OBJECTS} AND {within('h.digest', 2)} ORDER BY h.digest {C}",
+                    self.replica,
+                    *bounds,
+                    timeout=SLOW_QUERY_TIMEOUT,
+                )
+                tagged = await conn.fetch(
+                    f"SELECT digest FROM tags WHERE {within('digest', 1)}", *bounds
+                )
+                linked = await conn.fetch(
+                    f"SELECT digest FROM links WHERE {within('digest', 1)}", *bounds
+                )
+                listed = await conn.fetch(
+                    "SELECT r.digest FROM refs r JOIN holdings h"
+                    " ON h.replica = $1 AND h.digest = r.manifest"
+                    f" WHERE {within('r.digest', 2)}",
+                    self.replica,
+                    *bounds,
+                )
+            names = {r[0] for rows in (tagged, linked, listed) for r in rows}
+            return DigestRange(
+                [ObjectRow(*r) for r in objects],
+                frozenset(names),
+                frozenset(r[0] for r in tagged),
+            )
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
+
+    # --------------------------------------------------------------- listing
+
+    async def tags_page(self, after: TagKey | None, limit: int) -> list[TagEntry]:
+        columns = "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
+        order = f" ORDER BY upstream {C}, repo {C}, tag {C}"
+        if after is None:
+            rows = await self.run(lambda conn: conn.fetch(f"{columns}{order} LIMIT $1", limit))
+        else:
+            rows = await self.run(
+                lambda conn: conn.fetch(
+                    f"{columns} WHERE (upstream {C}, repo {C}, tag {C}) > ($1, $2, $3)"
+                    f"{order} LIMIT $4",
+                    *after,
+                    limit,
+                )
+            )
+        return [TagEntry(*r) for r in rows]
+
+    async def untagged_manifests(self) -> list[UntaggedManifest]:
+        rows = await self.run(
+            lambda conn: conn.fetch(
+                "SELECT l.upstream, l.repo, o.digest, h.last_access FROM objects o"
+                " JOIN holdings h ON h.replica = $1 AND h.digest = o.digest"
+                " JOIN links l ON l.digest = o.digest"
+                " WHERE o.media_type IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.upstream = l.upstream"
+                " AND t.repo = l.repo AND t.digest = o.digest)"
+                " AND NOT EXISTS (SELECT 1 FROM refs r JOIN holdings p ON p.replica = $1"
+                " AND p.digest = r.manifest WHERE r.digest = o.digest AND r.child)"
+                f" ORDER BY l.upstream {C}, l.repo {C}, o.digest {C}",
+                self.replica,
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return [UntaggedManifest(*r) for r in rows]
+
+    async def usage_summary(self) -> UsageSummary:
+        async def job(conn: Conn) -> UsageSummary:
+            slow = SLOW_QUERY_TIMEOUT
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                repos = await conn.fetch(
+                    "SELECT upstream, count(*) FROM (SELECT upstream, repo FROM links"
+                    " UNION SELECT upstream, repo FROM tags) r GROUP BY upstream",
+                    timeout=slow,
+                )
+                tags = await conn.fetch(
+                    "SELECT upstream, count(*) FROM tags GROUP BY upstream", timeout=slow
+                )
+                owned = await conn.fetch(
+                    "SELECT x.upstream, count(*), sum(h.size) FROM (SELECT upstream, digest"
+                    " FROM links UNION SELECT upstream, digest FROM tags) x"
+                    " JOIN holdings h ON h.replica = $1 AND h.digest = x.digest"
+                    " GROUP BY x.upstream",
+                    self.replica,
+                    timeout=slow,
+                )
+                total = await conn.fetchrow(
+                    "SELECT objects, bytes FROM tier_totals WHERE replica = $1", self.replica
+                )
+                shared = await conn.fetchrow(
+                    "SELECT count(*), COALESCE(sum(h.size), 0) FROM (SELECT digest FROM links"
+                    " GROUP BY digest HAVING count(*) > 1) s"
+                    " JOIN holdings h ON h.replica = $1 AND h.digest = s.digest",
+                    self.replica,
+                    timeout=slow,
+                )
+                loose = await conn.fetchrow(
+                    "SELECT count(*), COALESCE(sum(size), 0) FROM holdings h"
+                    " WHERE h.replica = $1"
+                    " AND NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = h.digest)"
+                    " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.digest = h.digest)"
+                    " AND NOT EXISTS (SELECT 1 FROM refs r JOIN holdings m ON m.replica = $1"
+                    " AND m.digest = r.manifest WHERE r.digest = h.digest)",
+                    self.replica,
+                    timeout=slow,
+                )
+            per_repo = {r[0]: int(r[1]) for r in repos}
+            per_tag = {r[0]: int(r[1]) for r in tags}
+            per_owner = {r[0]: (int(r[1]), int(r[2])) for r in owned}
+            upstreams = tuple(
+                UpstreamUsage(u, per_repo[u], per_tag.get(u, 0), *per_owner.get(u, (0, 0)))
+                for u in sorted(per_repo)
+            )
+            objects, size = (int(total[0]), int(total[1])) if total else (0, 0)
+            assert shared is not None and loose is not None  # aggregates: always one row
+            return UsageSummary(
+                upstreams,
+                objects,
+                size,
+                int(shared[0]),
+                int(shared[1]),
+                int(loose[0]),
+                int(loose[1]),
+            )
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
 
     # ----------------------------------------------------------------- links
 
@@ -592,9 +902,12 @@ class PostgresIndex:
         objects: Sequence[ObjectRow] = (),
         tags: Sequence[TagImport] = (),
         links: Sequence[LinkKey] = (),
+        refs: Mapping[str, ManifestRefs] | None = None,
     ) -> None:
         for start in range(0, len(objects), IMPORT_BATCH):
             await self.adopt_objects(objects[start : start + IMPORT_BATCH])
+        if refs:
+            await self.record_refs(refs)
         tag_columns = [
             (t.upstream, t.repo, t.tag, t.digest, t.checked_at, t.last_pulled) for t in tags
         ]
@@ -635,6 +948,9 @@ async def _migrate(conn: Conn) -> None:
                 f"index schema {found} is newer than this registry-cache understands"
                 f" ({SCHEMA_VERSION}): upgrade registry-cache"
             )
+        if found < 2:
+            await conn.execute(MIGRATE_TO_2)
+            await conn.execute(FILL_TOTALS)
         await conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema', $1)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -7,9 +7,14 @@ connection, and in WAL mode never wait for a writer. A hit needs no query at all
 (the front's memos answer it), and maintenance (``cache gc/prune/verify``, eviction)
 deletes in short transactions, so another process's lock is held for milliseconds.
 
-Schema versions: 1 (the first release) and 2 (adds ``tags_by_digest``, without
+Schema versions: 1 (the first release), 2 (adds ``tags_by_digest``, without
 which dropping the tags of an evicted manifest scanned every tag, and an LRU index
-on ``(last_access, digest)`` for paged eviction walks). Opening migrates forward.
+on ``(last_access, digest)`` for paged eviction walks) and 3 (``refs``: what each
+stored manifest lists, so ``cache ls/du/gc`` parse no manifest; ``totals``: the
+number and bytes of object rows kept by triggers, instead of a SUM over every row
+per fill). Opening migrates forward; from 2 to 3 costs one scan of ``objects``
+(the totals), and the references of manifests stored before are parsed from their
+files by the first maintenance command that needs them.
 """
 
 from __future__ import annotations
@@ -25,51 +30,88 @@ from typing import TypeVar
 
 from .base import (
     Cursor,
+    DigestRange,
     IndexUnavailable,
     LinkKey,
+    ManifestRefs,
     ObjectRow,
     RepoKey,
     TagEntry,
     TagImport,
     TagKey,
     TagRow,
+    UntaggedManifest,
+    UpstreamUsage,
+    UsageSummary,
 )
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    digest      TEXT PRIMARY KEY,
-    size        INTEGER NOT NULL,
-    media_type  TEXT,
-    created     REAL NOT NULL,
-    last_access REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tags (
-    upstream    TEXT NOT NULL,
-    repo        TEXT NOT NULL,
-    tag         TEXT NOT NULL,
-    digest      TEXT NOT NULL,
-    checked_at  REAL NOT NULL,
-    last_pulled REAL NOT NULL,
-    PRIMARY KEY (upstream, repo, tag)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS links (
-    upstream    TEXT NOT NULL,
-    repo        TEXT NOT NULL,
-    digest      TEXT NOT NULL,
-    PRIMARY KEY (upstream, repo, digest)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS links_by_digest ON links (digest);
-CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
-DROP INDEX IF EXISTS objects_by_access;
-CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest);
-"""
+SCHEMA_VERSION = 3
+# One statement per item (a trigger's body has semicolons of its own).
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS objects (
+        digest      TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        media_type  TEXT,
+        created     REAL NOT NULL,
+        last_access REAL NOT NULL,
+        refs_known  INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS tags (
+        upstream    TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        tag         TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        checked_at  REAL NOT NULL,
+        last_pulled REAL NOT NULL,
+        PRIMARY KEY (upstream, repo, tag)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS links (
+        upstream    TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        PRIMARY KEY (upstream, repo, digest)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    # What each stored manifest lists (child: a manifest of an index); its rows go
+    # with the manifest's object row (trigger below).
+    """CREATE TABLE IF NOT EXISTS refs (
+        manifest TEXT NOT NULL,
+        digest   TEXT NOT NULL,
+        child    INTEGER NOT NULL,
+        PRIMARY KEY (manifest, digest)
+    ) WITHOUT ROWID""",
+    # The running totals of object rows: eviction asks for them before every fill,
+    # and SUM(size) over a million rows takes a tenth of a second.
+    """CREATE TABLE IF NOT EXISTS totals (
+        id      INTEGER PRIMARY KEY CHECK (id = 0),
+        objects INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS links_by_digest ON links (digest)",
+    "CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest)",
+    "DROP INDEX IF EXISTS objects_by_access",
+    "CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest)",
+    "CREATE INDEX IF NOT EXISTS refs_by_digest ON refs (digest)",
+    "CREATE INDEX IF NOT EXISTS objects_manifests ON objects (digest) WHERE media_type IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS objects_unparsed ON objects (digest)"
+    " WHERE media_type IS NOT NULL AND refs_known = 0",
+    """CREATE TRIGGER IF NOT EXISTS objects_added AFTER INSERT ON objects BEGIN
+        UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size WHERE id = 0;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS objects_removed AFTER DELETE ON objects BEGIN
+        UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size WHERE id = 0;
+        DELETE FROM refs WHERE manifest = OLD.digest;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS objects_resized AFTER UPDATE OF size ON objects
+    WHEN NEW.size != OLD.size BEGIN
+        UPDATE totals SET bytes = bytes + NEW.size - OLD.size WHERE id = 0;
+    END""",
+)
 # Deletes and inserts are cut into transactions of this many rows: each holds the
 # write lock for a few milliseconds, so other processes' writes wait no longer.
 BATCH = 500
@@ -77,6 +119,7 @@ IMPORT_BATCH = 5000  # rows per transaction of a bulk import (inserts only: chea
 WRITE_BUSY_TIMEOUT = 30.0  # the writer thread may wait this long for another process
 READ_BUSY_TIMEOUT = 2.0
 POLL_INTERVAL = 5.0  # how often generation() is asked by wait_changed
+OBJECT_COLUMNS = "digest, size, media_type, created, last_access"
 
 
 class SqliteIndex:
@@ -294,8 +337,7 @@ class SqliteIndex:
     async def get_object(self, digest: str) -> ObjectRow | None:
         def query(db: sqlite3.Connection) -> ObjectRow | None:
             row = db.execute(
-                "SELECT digest, size, media_type, created, last_access FROM objects"
-                " WHERE digest = ?",
+                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE digest = ?",
                 (digest,),
             ).fetchone()
             return ObjectRow(*row) if row else None
@@ -304,17 +346,33 @@ class SqliteIndex:
 
     async def total_size(self) -> int:
         return await self._read(
-            lambda db: int(db.execute("SELECT COALESCE(SUM(size), 0) FROM objects").fetchone()[0])
+            lambda db: int(db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0])
         )
 
     async def count_objects(self) -> int:
         return await self._read(
-            lambda db: int(db.execute("SELECT COUNT(*) FROM objects").fetchone()[0])
+            lambda db: int(db.execute("SELECT objects FROM totals WHERE id = 0").fetchone()[0])
         )
+
+    async def get_objects(self, digests: Sequence[str]) -> list[ObjectRow]:
+        def query(db: sqlite3.Connection) -> list[ObjectRow]:
+            rows: list[ObjectRow] = []
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                marks = ",".join("?" * len(chunk))
+                rows += [
+                    ObjectRow(*r)
+                    for r in db.execute(
+                        f"SELECT {OBJECT_COLUMNS} FROM objects WHERE digest IN ({marks})",
+                        tuple(chunk),
+                    )
+                ]
+            return rows
+
+        return await self._read(query)
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
         def query(db: sqlite3.Connection) -> list[ObjectRow]:
-            columns = "SELECT digest, size, media_type, created, last_access FROM objects"
+            columns = f"SELECT {OBJECT_COLUMNS} FROM objects"
             if after is None:
                 rows = db.execute(
                     f"{columns} ORDER BY last_access, digest LIMIT ?", (limit,)
@@ -339,6 +397,114 @@ class SqliteIndex:
                 _bump_generation(db)
 
             await self._write(job)
+
+    # ------------------------------------------------------------ references
+
+    async def record_refs(self, refs: Mapping[str, ManifestRefs]) -> None:
+        items = list(refs.items())
+        for chunk in _chunks(items):
+
+            def job(
+                db: sqlite3.Connection, chunk: Sequence[tuple[str, ManifestRefs]] = chunk
+            ) -> None:
+                _record_refs(db, chunk)
+
+            await self._write(job)
+
+    async def unparsed_manifests(self, after: str | None, limit: int) -> list[str]:
+        def query(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT digest FROM objects INDEXED BY objects_unparsed"
+                " WHERE media_type IS NOT NULL AND refs_known = 0 AND digest > ?"
+                " ORDER BY digest LIMIT ?",
+                (after or "", limit),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._read(query)
+
+    async def refs_of(self, manifests: Sequence[str]) -> dict[str, ManifestRefs]:
+        def query(db: sqlite3.Connection) -> dict[str, ManifestRefs]:
+            found: dict[str, tuple[list[str], list[str]]] = {}
+            for chunk in _chunks(list(dict.fromkeys(manifests))):
+                marks = ",".join("?" * len(chunk))
+                # Known references of stored manifests (refs rows go with the row).
+                for digest in db.execute(
+                    f"SELECT digest FROM objects WHERE digest IN ({marks}) AND refs_known = 1",
+                    tuple(chunk),
+                ):
+                    found[digest[0]] = ([], [])
+                for manifest, digest, child in db.execute(
+                    f"SELECT manifest, digest, child FROM refs WHERE manifest IN ({marks})"
+                    " ORDER BY manifest, digest",
+                    tuple(chunk),
+                ):
+                    if manifest in found:
+                        found[manifest][1 if child else 0].append(digest)
+            return {m: ManifestRefs(tuple(b), tuple(c)) for m, (b, c) in found.items()}
+
+        return await self._read(query)
+
+    async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
+        where = "digest >= ?" + ("" if hi is None else " AND digest < ?")
+        args = (lo,) if hi is None else (lo, hi)
+
+        def query(db: sqlite3.Connection) -> DigestRange:
+            db.execute("BEGIN")  # one snapshot for the four queries
+            try:
+                objects = [
+                    ObjectRow(*r)
+                    for r in db.execute(
+                        f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {where} ORDER BY digest",
+                        args,
+                    )
+                ]
+                tagged = {r[0] for r in db.execute(f"SELECT digest FROM tags WHERE {where}", args)}
+                linked = {r[0] for r in db.execute(f"SELECT digest FROM links WHERE {where}", args)}
+                listed = {r[0] for r in db.execute(f"SELECT digest FROM refs WHERE {where}", args)}
+            finally:
+                db.execute("COMMIT")
+            return DigestRange(objects, frozenset(tagged | linked | listed), frozenset(tagged))
+
+        return await self._read(query)
+
+    # --------------------------------------------------------------- listing
+
+    async def tags_page(self, after: TagKey | None, limit: int) -> list[TagEntry]:
+        def query(db: sqlite3.Connection) -> list[TagEntry]:
+            columns = "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
+            if after is None:
+                rows = db.execute(
+                    f"{columns} ORDER BY upstream, repo, tag LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    f"{columns} WHERE (upstream, repo, tag) > (?, ?, ?)"
+                    " ORDER BY upstream, repo, tag LIMIT ?",
+                    (*after, limit),
+                ).fetchall()
+            return [TagEntry(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def untagged_manifests(self) -> list[UntaggedManifest]:
+        def query(db: sqlite3.Connection) -> list[UntaggedManifest]:
+            rows = db.execute(
+                "SELECT l.upstream, l.repo, o.digest, o.last_access"
+                " FROM objects o INDEXED BY objects_manifests"
+                " JOIN links l ON l.digest = o.digest"
+                " WHERE o.media_type IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.upstream = l.upstream"
+                " AND t.repo = l.repo AND t.digest = o.digest)"
+                " AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.digest = o.digest AND r.child)"
+                " ORDER BY l.upstream, l.repo, o.digest"
+            ).fetchall()
+            return [UntaggedManifest(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def usage_summary(self) -> UsageSummary:
+        return await self._read(_usage_summary)
 
     # ----------------------------------------------------------------- links
 
@@ -433,6 +599,7 @@ class SqliteIndex:
         objects: Sequence[ObjectRow] = (),
         tags: Sequence[TagImport] = (),
         links: Sequence[LinkKey] = (),
+        refs: Mapping[str, ManifestRefs] | None = None,
     ) -> None:
         statements: list[tuple[str, list[tuple[object, ...]]]] = [
             (
@@ -458,6 +625,66 @@ class SqliteIndex:
                     db.executemany(sql, chunk)
 
                 await self._write(job)
+        if refs:
+            await self.record_refs(refs)
+
+
+def _record_refs(db: sqlite3.Connection, items: Sequence[tuple[str, ManifestRefs]]) -> None:
+    """Inside a write transaction: references of stored manifests (others are skipped)."""
+    stored = [m for m, _ in items]
+    marks = ",".join("?" * len(stored))
+    have = {
+        r[0] for r in db.execute(f"SELECT digest FROM objects WHERE digest IN ({marks})", stored)
+    }
+    rows = [
+        (manifest, digest, child)
+        for manifest, refs in items
+        if manifest in have
+        for child, digests in ((1, refs.children), (0, refs.blobs))  # a child first
+        for digest in digests
+    ]
+    db.executemany("INSERT OR IGNORE INTO refs (manifest, digest, child) VALUES (?, ?, ?)", rows)
+    db.executemany(
+        "UPDATE objects SET refs_known = 1 WHERE digest = ? AND refs_known = 0",
+        [(m,) for m in have],
+    )
+
+
+def _usage_summary(db: sqlite3.Connection) -> UsageSummary:
+    db.execute("BEGIN")  # one snapshot
+    try:
+        repos = dict(
+            db.execute(
+                "SELECT upstream, COUNT(*) FROM (SELECT upstream, repo FROM links"
+                " UNION SELECT upstream, repo FROM tags) GROUP BY upstream"
+            ).fetchall()
+        )
+        tags = dict(db.execute("SELECT upstream, COUNT(*) FROM tags GROUP BY upstream").fetchall())
+        owned = {
+            u: (n, b)
+            for u, n, b in db.execute(
+                "SELECT x.upstream, COUNT(*), SUM(o.size) FROM (SELECT upstream, digest FROM links"
+                " UNION SELECT upstream, digest FROM tags) x"
+                " JOIN objects o ON o.digest = x.digest GROUP BY x.upstream"
+            )
+        }
+        total = db.execute("SELECT objects, bytes FROM totals WHERE id = 0").fetchone()
+        shared = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(o.size), 0) FROM (SELECT digest FROM links"
+            " GROUP BY digest HAVING COUNT(*) > 1) s JOIN objects o ON o.digest = s.digest"
+        ).fetchone()
+        loose = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects o"
+            " WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = o.digest)"
+            " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.digest = o.digest)"
+            " AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.digest = o.digest)"
+        ).fetchone()
+    finally:
+        db.execute("COMMIT")
+    upstreams = tuple(
+        UpstreamUsage(u, repos[u], tags.get(u, 0), *owned.get(u, (0, 0))) for u in sorted(repos)
+    )
+    return UsageSummary(upstreams, total[0], total[1], shared[0], shared[1], loose[0], loose[1])
 
 
 def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -484,9 +711,18 @@ def _migrate(db: sqlite3.Connection) -> None:
             f"index schema {found} is newer than this registry-cache understands"
             f" ({SCHEMA_VERSION}): upgrade registry-cache"
         )
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    if 0 < found < 3:
+        # Rows of earlier releases: their manifests' references are parsed once, by
+        # the first maintenance command that needs them (see unparsed_manifests).
+        db.execute("ALTER TABLE objects ADD COLUMN refs_known INTEGER NOT NULL DEFAULT 0")
+    for statement in SCHEMA:
+        db.execute(statement)
+    if found < 3:
+        # Under the write lock, with the triggers in place: exact from here on.
+        db.execute(
+            "INSERT OR REPLACE INTO totals (id, objects, bytes)"
+            " SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM objects"
+        )
     db.execute(
         "INSERT INTO meta (key, value) VALUES ('schema', ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
