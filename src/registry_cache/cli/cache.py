@@ -12,8 +12,9 @@ import asyncio
 import json
 import os
 import sqlite3
+import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,13 +29,14 @@ from ..errors import IndexUnavailable
 from ..index import open_index
 from ..index.front import IndexFront
 from ..store.blobs import FileBlobStore
-from ..store.inventory import Image, images, load, totals
+from ..store.inventory import Image
 from ..store.layout import Layout
 from ..store.maintenance import (
     MaintenanceBusy,
     collect_garbage,
     dir_bytes,
-    scan_files,
+    disk_usage,
+    list_images,
 )
 from ..store.maintenance import (
     prune as prune_data,
@@ -58,6 +60,7 @@ class Data:
     store: FileBlobStore
     index: IndexFront
     loop: asyncio.AbstractEventLoop
+    writable: bool = True  # False: the index was opened read-only
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run one step of the command on the data directory's event loop."""
@@ -77,6 +80,7 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
     if not settings.clustered and not layout.index.is_file():
         raise CliError(f"{layout.root} is not a cache data directory (no {layout.index.name})")
     loop = asyncio.new_event_loop()
+    writable = True
     try:
         try:
             raw = loop.run_until_complete(open_index(settings))
@@ -87,9 +91,10 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
                 raw = loop.run_until_complete(open_index(settings, readonly=True))
             except (IndexUnavailable, sqlite3.Error) as again:
                 raise CliError(f"cannot open {layout.index}: {again}") from None
+            writable = False
         index = IndexFront(raw)
         try:
-            yield Data(settings, layout, FileBlobStore(layout), index, loop)
+            yield Data(settings, layout, FileBlobStore(layout), index, loop, writable)
         except MaintenanceBusy as exc:
             raise CliError(f"busy: {exc}; try again") from None
         except (IndexUnavailable, sqlite3.Error) as exc:
@@ -166,28 +171,73 @@ def _state(image: Image) -> str:
 def ls(as_json: bool, **params: Any) -> None:
     """Images (tags) per upstream: digest, cached size, last pull."""
     with open_data(params, read_only=True) as data:
-        rows = images(data.run(load(data.index.index, data.store)))
-    if as_json:
-        _emit({"data_dir": str(data.layout.root), "images": [image_json(i) for i in rows]})
-        return
-    out = console()
-    if not rows:
-        out.print(f"no images cached in {data.layout.root}")
-        return
-    for upstream in sorted({i.upstream for i in rows}):
-        table = Table(title=upstream, title_justify="left", box=None, pad_edge=False)
-        for column in ("IMAGE", "DIGEST", "SIZE", "CACHED", "LAST PULL"):
-            table.add_column(column, justify="right" if column == "SIZE" else "left")
-        for i in (r for r in rows if r.upstream == upstream):
-            table.add_row(
+        found = list_images(data.store, data.index, writable=data.writable)
+        if as_json:
+            data.run(_ls_json(str(data.layout.root), found))
+        else:
+            data.run(_ls_tables(str(data.layout.root), found))
+
+
+async def _ls_json(root: str, found: AsyncIterator[Image]) -> None:
+    """``{"data_dir": …, "images": […]}`` as ``json.dumps(indent=2)`` writes it, one
+    image at a time (a million objects make an output of tens of megabytes)."""
+    out = sys.stdout
+    out.write("{\n" + f'  "data_dir": {json.dumps(root)},\n' + '  "images": [')
+    first = True
+    async for image in found:
+        text = json.dumps(image_json(image), indent=2).replace("\n", "\n    ")
+        out.write(("\n    " if first else ",\n    ") + text)
+        first = False
+    out.write("]\n}\n" if first else "\n  ]\n}\n")
+    out.flush()
+
+
+LS_COLUMNS = ("IMAGE", "DIGEST", "SIZE", "CACHED", "LAST PULL")
+
+
+def ls_table(title: str, rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """One upstream's table: columns two spaces apart, SIZE right-aligned."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(LS_COLUMNS)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if column == "SIZE" else cell.ljust(width)
+            for column, cell, width in zip(LS_COLUMNS, cells, widths, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [title, line(LS_COLUMNS), *(line(r) for r in rows), ""]
+
+
+async def _ls_tables(root: str, found: AsyncIterator[Image]) -> None:
+    """A table per upstream, streamed: only the upstream being printed is in memory
+    (its column widths need all of its rows)."""
+    upstream: str | None = None
+    rows: list[tuple[str, ...]] = []
+
+    def flush() -> None:
+        if upstream is not None:
+            title, header, *lines = ls_table(upstream, rows)
+            click.echo(click.style(title, italic=True))  # styles only on a terminal
+            click.echo(click.style(header, bold=True))
+            click.echo("\n".join(lines))
+
+    async for i in found:
+        if i.upstream != upstream:
+            flush()
+            upstream, rows = i.upstream, []
+        rows.append(
+            (
                 i.name if i.tag else f"{i.repo}@{i.digest[:19]}",
                 i.digest[:19],
                 format_size(i.size),
                 _state(i),
                 _ago(i.last_pulled),
             )
-        out.print(table)
-        out.print()
+        )
+    if upstream is None:
+        click.echo(f"no images cached in {root}")
+    flush()
 
 
 # ------------------------------------------------------------------------- du
@@ -199,11 +249,9 @@ def ls(as_json: bool, **params: Any) -> None:
 def du(as_json: bool, **params: Any) -> None:
     """Disk usage per upstream, plus shared, unreferenced and in-flight bytes."""
     with open_data(params, read_only=True) as data:
-        snap = data.run(load(data.index.index, data.store))
-        files = scan_files(data.layout)
+        usage = data.run(disk_usage(data.store, data.index, writable=data.writable))
         settings = data.settings
-    sums = totals(snap)
-    unindexed = [f.size for d, f in files.items() if d not in snap.objects]
+    sums = usage.totals
     partials = dir_bytes(data.layout.fills)
     quarantine = dir_bytes(data.layout.quarantine)
     st = os.statvfs(data.layout.root)
@@ -224,7 +272,7 @@ def du(as_json: bool, **params: Any) -> None:
         "total": {"objects": sums.objects, "bytes": sums.bytes},
         "shared": {"objects": sums.shared_objects, "bytes": sums.shared_bytes},
         "unreferenced": {"objects": sums.unreferenced_objects, "bytes": sums.unreferenced_bytes},
-        "unindexed": {"files": len(unindexed), "bytes": sum(unindexed)},
+        "unindexed": {"files": usage.unindexed_files, "bytes": usage.unindexed_bytes},
         "fills": {"files": partials[0], "bytes": partials[1]},
         "quarantine": {"files": quarantine[0], "bytes": quarantine[1]},
         "disk": {"used": disk_used, "size": disk_size},
@@ -247,7 +295,7 @@ def du(as_json: bool, **params: Any) -> None:
     extra = [
         ("shared by repositories", sums.shared_objects, sums.shared_bytes),
         ("unreferenced (gc)", sums.unreferenced_objects, sums.unreferenced_bytes),
-        ("unindexed files (gc)", len(unindexed), sum(unindexed)),
+        ("unindexed files (gc)", usage.unindexed_files, usage.unindexed_bytes),
         ("fills in flight/partial", *partials),
         ("quarantine", *quarantine),
     ]
@@ -288,7 +336,10 @@ def verify(as_json: bool, **params: Any) -> None:
                 verify_data(
                     data.store,
                     data.index,
-                    on_total=lambda total: bar.update(task, total=total),
+                    # The total costs a walk of every file: only for a bar someone sees.
+                    on_total=(lambda total: bar.update(task, total=total))
+                    if out.is_terminal
+                    else None,
                     on_bytes=lambda n: bar.advance(task, n),
                 )
             )

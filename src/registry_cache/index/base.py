@@ -122,15 +122,14 @@ class UpstreamUsage:
 
 @dataclass(frozen=True, slots=True)
 class UsageSummary:
-    """``cache du``'s figures, aggregated by the index (see ``inventory.totals``)."""
+    """``cache du``'s figures the index aggregates (see ``inventory.totals``; what no
+    tag, link or manifest names comes from ``digest_range``, fan by fan)."""
 
     upstreams: tuple[UpstreamUsage, ...]  # sorted by name
     objects: int
     bytes: int
     shared_objects: int  # stored, linked to more than one repository
     shared_bytes: int
-    unreferenced_objects: int  # stored, named by no tag, link or stored manifest
-    unreferenced_bytes: int
 
 
 class Index(Protocol):

@@ -762,16 +762,6 @@ class PostgresIndex:
                     self.replica,
                     timeout=slow,
                 )
-                loose = await conn.fetchrow(
-                    "SELECT count(*), COALESCE(sum(size), 0) FROM holdings h"
-                    " WHERE h.replica = $1"
-                    " AND NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = h.digest)"
-                    " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.digest = h.digest)"
-                    " AND NOT EXISTS (SELECT 1 FROM refs r JOIN holdings m ON m.replica = $1"
-                    " AND m.digest = r.manifest WHERE r.digest = h.digest)",
-                    self.replica,
-                    timeout=slow,
-                )
             per_repo = {r[0]: int(r[1]) for r in repos}
             per_tag = {r[0]: int(r[1]) for r in tags}
             per_owner = {r[0]: (int(r[1]), int(r[2])) for r in owned}
@@ -780,16 +770,8 @@ class PostgresIndex:
                 for u in sorted(per_repo)
             )
             objects, size = (int(total[0]), int(total[1])) if total else (0, 0)
-            assert shared is not None and loose is not None  # aggregates: always one row
-            return UsageSummary(
-                upstreams,
-                objects,
-                size,
-                int(shared[0]),
-                int(shared[1]),
-                int(loose[0]),
-                int(loose[1]),
-            )
+            assert shared is not None  # an aggregate: always one row
+            return UsageSummary(upstreams, objects, size, int(shared[0]), int(shared[1]))
 
         return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
 

@@ -141,7 +141,7 @@ class SqliteIndex:
         index = cls(path, readonly=readonly)
         try:
             if readonly:
-                await index.ping()
+                await index._read(_check_current)
             else:
                 await index._write(_migrate)
         except BaseException:
@@ -673,18 +673,12 @@ def _usage_summary(db: sqlite3.Connection) -> UsageSummary:
             "SELECT COUNT(*), COALESCE(SUM(o.size), 0) FROM (SELECT digest FROM links"
             " GROUP BY digest HAVING COUNT(*) > 1) s JOIN objects o ON o.digest = s.digest"
         ).fetchone()
-        loose = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects o"
-            " WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = o.digest)"
-            " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.digest = o.digest)"
-            " AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.digest = o.digest)"
-        ).fetchone()
     finally:
         db.execute("COMMIT")
     upstreams = tuple(
         UpstreamUsage(u, repos[u], tags.get(u, 0), *owned.get(u, (0, 0))) for u in sorted(repos)
     )
-    return UsageSummary(upstreams, total[0], total[1], shared[0], shared[1], loose[0], loose[1])
+    return UsageSummary(upstreams, total[0], total[1], shared[0], shared[1])
 
 
 def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -728,6 +722,17 @@ def _migrate(db: sqlite3.Connection) -> None:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (str(SCHEMA_VERSION),),
     )
+
+
+def _check_current(db: sqlite3.Connection) -> None:
+    """A read-only index cannot be migrated: it must already have this release's schema."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    found = int(row[0]) if row else 0
+    if found != SCHEMA_VERSION:
+        raise IndexUnavailable(
+            f"index schema {found} is not this release's ({SCHEMA_VERSION}) and the index is"
+            " read-only here: open it writable once (serve or any cache command migrates it)"
+        )
 
 
 def _bump_generation(db: sqlite3.Connection) -> None:

@@ -352,12 +352,19 @@ class Evictor:
         # This worker's recent hits must count before victims are picked; other
         # workers' are at most their flush interval (5 s) late.
         await self.index.flush()
+        began = time.monotonic()
         removed = await self._walk(need, now)
         shortfall = max(0, need - sum(e.size for e in removed))
         report = Report(True, need, tuple(removed), shortfall)
         if removed:
             _count(removed, now - self.limits.max_age if self.limits.max_age else None)
-            log.info("evicted %d object(s), %d bytes (wanted %d)", len(removed), report.freed, need)
+            log.info(
+                "evicted %d object(s), %d bytes (wanted %d) in %.1fs",
+                len(removed),
+                report.freed,
+                need,
+                time.monotonic() - began,
+            )
         if shortfall:
             log.warning("cannot free %d more bytes: the rest is being filled or served", shortfall)
         return report
