@@ -17,8 +17,9 @@ objects are unreferenced (what ``cache gc`` removes) and a few verified files ha
 no row (what it adopts). Access times are spread over the last 60 days; a tag was
 last checked and pulled when its manifest was last accessed.
 
-``Sample`` holds what the probes request: tags, layers and configs accessed in
-the last 12 days (the newest fifth, which an eviction pass to 90 % never takes).
+``Sample`` holds what the probes request: tags, layers and configs, any of them
+(for hits), and those accessed in the last 12 days (the newest fifth, which an
+eviction pass to 90 % never takes: for the probe during a pass).
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ class Builder:
         self.rng = random.Random(seed)
         self.serial = 0
         self.summary = Summary()
-        self.sample = Sample()
+        self.pick = random.Random(seed + 1)
+        self.sample = Sample()  # any object: what the hit probes ask for
+        self.hot = Sample()  # recently used: what an eviction pass leaves (its probe)
         self._seen = {"tags": 0, "layers": 0, "configs": 0}
+        self._seen_hot = dict(self._seen)
         self._objects: list[ObjectRow] = []
         self._tags: list[TagImport] = []
         self._links: list[LinkKey] = []
@@ -144,17 +148,22 @@ class Builder:
         self.summary.tags += 1
 
     def _offer(self, kind: str, ref: Ref, accessed: float) -> None:
-        """Reservoir sampling among recently accessed objects."""
-        if accessed < self.now - HOT:
-            return
-        self._seen[kind] += 1
-        chosen: list[Ref] = getattr(self.sample, kind)
-        if len(chosen) < SAMPLE_SIZE:
-            chosen.append(ref)
-        else:
-            slot = self.rng.randrange(self._seen[kind])
-            if slot < SAMPLE_SIZE:
-                chosen[slot] = ref
+        """Reservoir sampling among all objects (``sample``) and recently accessed ones
+        (``hot``), with a generator of its own (the data set does not depend on it)."""
+        for sample, seen, wanted in (
+            (self.sample, self._seen, True),
+            (self.hot, self._seen_hot, accessed >= self.now - HOT),
+        ):
+            if not wanted:
+                continue
+            seen[kind] += 1
+            chosen: list[Ref] = getattr(sample, kind)
+            if len(chosen) < SAMPLE_SIZE:
+                chosen.append(ref)
+            else:
+                slot = self.pick.randrange(seen[kind])
+                if slot < SAMPLE_SIZE:
+                    chosen[slot] = ref
 
     async def flush(self, *, force: bool = False) -> None:
         if force or len(self._objects) + len(self._links) >= FLUSH_ROWS:
@@ -285,9 +294,9 @@ async def build(
     now: float,
     seed: int = 1,
     refs: bool | None = None,
-) -> tuple[Summary, Sample]:
+) -> tuple[Summary, Sample, Sample]:
     """Write a cache of about ``objects`` index rows into ``data_dir`` and ``index``
-    (``refs``: see ``Builder``)."""
+    (``refs``: see ``Builder``); its summary, and samples of any and of hot objects."""
     prepare(data_dir)
     builder = Builder(data_dir, index, now=now, seed=seed, refs=refs)
     bases = [
@@ -301,4 +310,4 @@ async def build(
         number += 1
         await builder.flush()
     await builder.flush(force=True)
-    return builder.summary, builder.sample
+    return builder.summary, builder.sample, builder.hot

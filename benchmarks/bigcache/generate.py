@@ -43,12 +43,13 @@ async def main(args: argparse.Namespace) -> None:
             sys.stdout.write(f"{await index.total_size()}\n")
             return
         began = time.monotonic()
-        summary, sample = await dataset.build(
+        summary, sample, hot = await dataset.build(
             args.data, index, args.objects, now=time.time(), seed=args.seed
         )
         doc = {
             "summary": asdict(summary),
             "sample": sample.to_json(),
+            "hot": hot.to_json(),
             "seconds": time.monotonic() - began,
         }
         args.out.write_text(json.dumps(doc))

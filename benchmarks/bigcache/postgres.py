@@ -8,10 +8,11 @@ PostgreSQL 15 on 127.0.0.1 and a free port, ``fsync=off``, run as the
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.harness.postgres import PostgresServer, postgres_available
+from tests.harness.postgres import PG_BIN, PostgresServer, postgres_available
 
 from .run import IndexTarget
 
@@ -33,6 +34,17 @@ class PostgresTarget(IndexTarget):
 
     def config(self) -> dict[str, Any]:
         return {"index": self.url()}
+
+    def settle(self) -> None:
+        """As after a bulk load (and as autovacuum would, later): vacuumed and analyzed."""
+        subprocess.run(
+            [
+                str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                "-h", str(self.server.socket_dir), "-p", str(self.server.port),
+                "-U", self.server.user, "-d", self.database, "-c", "VACUUM (ANALYZE)",
+            ],
+            check=True, capture_output=True, timeout=1800, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
 
     def size_on_disk(self, data_dir: Path) -> int:
         self.server.psql("CHECKPOINT")

@@ -309,6 +309,14 @@ async def test_references_of_stored_manifests_are_recorded_and_go_with_their_row
     await index.add_object(AMD, 200, "application/vnd.oci.image.manifest.v1+json", 6.0)
     assert await index.refs_of([AMD]) == {}  # stored again: not known until recorded
     assert await index.unparsed_manifests(None, 10) == [AMD]
+    await index.record_refs({AMD: ManifestRefs((CFG, L1, L2), ())})
+    assert await index.refs_of([AMD]) == {AMD: ManifestRefs((CFG, L1, L2), ())}
+    assert await index.prune_refs() == 0  # every manifest listing something is stored
+    await index.forget([AMD, IDX])
+    assert await index.prune_refs() == 3 + 2  # what AMD and IDX listed
+    assert await index.prune_refs() == 0
+    await index.record_refs({CFG: ManifestRefs((L1,), ())})  # a blob lists nothing
+    assert await index.refs_of([CFG]) == {}
 
 
 async def test_unparsed_manifests_are_paged_by_digest(index: Index) -> None:

@@ -95,7 +95,7 @@ async def test_streamed_commands_agree_with_the_whole_snapshot(backend: Any, mod
     store = FileBlobStore(layout)
     index = await opener()
     try:
-        summary, _ = await build(
+        summary, _, _ = await build(
             layout.root, index, OBJECTS, now=time.time() - 60, refs=mode == "recorded"
         )
         assert summary.unreferenced and summary.unindexed_files and summary.missing_blobs

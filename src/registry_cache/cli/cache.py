@@ -14,7 +14,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -193,48 +193,54 @@ async def _ls_json(root: str, found: AsyncIterator[Image]) -> None:
 
 
 LS_COLUMNS = ("IMAGE", "DIGEST", "SIZE", "CACHED", "LAST PULL")
+SEPARATOR = "\x1f"  # a row held as one string until its table is printed
 
 
 def ls_table(title: str, rows: Sequence[tuple[str, ...]]) -> list[str]:
     """One upstream's table: columns two spaces apart, SIZE right-aligned."""
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(LS_COLUMNS)]
+    return [title, *_lines(widths, [LS_COLUMNS, *rows]), ""]
 
-    def line(cells: Sequence[str]) -> str:
+
+def _lines(widths: Sequence[int], rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    for cells in rows:
         parts = [
             cell.rjust(width) if column == "SIZE" else cell.ljust(width)
             for column, cell, width in zip(LS_COLUMNS, cells, widths, strict=True)
         ]
-        return "  ".join(parts).rstrip()
-
-    return [title, line(LS_COLUMNS), *(line(r) for r in rows), ""]
+        yield "  ".join(parts).rstrip()
 
 
 async def _ls_tables(root: str, found: AsyncIterator[Image]) -> None:
-    """A table per upstream, streamed: only the upstream being printed is in memory
-    (its column widths need all of its rows)."""
+    """A table per upstream, streamed: only the upstream being printed is held (its
+    column widths need all of its rows), each row as one string."""
     upstream: str | None = None
-    rows: list[tuple[str, ...]] = []
+    rows: list[str] = []
+    widths = [len(c) for c in LS_COLUMNS]
 
     def flush() -> None:
-        if upstream is not None:
-            title, header, *lines = ls_table(upstream, rows)
-            click.echo(click.style(title, italic=True))  # styles only on a terminal
-            click.echo(click.style(header, bold=True))
-            click.echo("\n".join(lines))
+        if upstream is None:
+            return
+        click.echo(click.style(upstream, italic=True))  # styles only on a terminal
+        header, *lines = _lines(widths, [LS_COLUMNS, *(r.split(SEPARATOR) for r in rows)])
+        click.echo(click.style(header, bold=True))
+        for start in range(0, len(lines), 4096):
+            click.echo("\n".join(lines[start : start + 4096]))
+        click.echo()
 
     async for i in found:
         if i.upstream != upstream:
             flush()
-            upstream, rows = i.upstream, []
-        rows.append(
-            (
-                i.name if i.tag else f"{i.repo}@{i.digest[:19]}",
-                i.digest[:19],
-                format_size(i.size),
-                _state(i),
-                _ago(i.last_pulled),
-            )
+            upstream, rows, widths = i.upstream, [], [len(c) for c in LS_COLUMNS]
+        cells = (
+            i.name if i.tag else f"{i.repo}@{i.digest[:19]}",
+            i.digest[:19],
+            format_size(i.size),
+            _state(i),
+            _ago(i.last_pulled),
         )
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+        rows.append(SEPARATOR.join(cells))
     if upstream is None:
         click.echo(f"no images cached in {root}")
     flush()

@@ -201,8 +201,12 @@ class Index(Protocol):
     # ------------------------------------------------------------ references
 
     async def record_refs(self, refs: Mapping[str, ManifestRefs]) -> None:
-        """What these stored manifests list (when stored, or parsed later from their
-        files); a manifest's references are known from then on, until its row goes."""
+        """What these stored manifests (rows with a media type) list, when stored or
+        parsed later from their files; known from then on, until the row goes."""
+
+    async def prune_refs(self) -> int:
+        """Drop the references of manifests whose row is gone (``cache gc``; eviction
+        leaves them, which only ever count while their manifest is stored); how many."""
 
     async def unparsed_manifests(self, after: str | None, limit: int) -> list[str]:
         """Stored manifests whose references were never recorded (rows written by a

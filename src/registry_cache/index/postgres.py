@@ -122,10 +122,11 @@ CREATE TABLE IF NOT EXISTS registry_cache.replicas (
     info        TEXT NOT NULL DEFAULT '{}'
 );
 """
-# Version 2: what each stored manifest lists (``refs``; ``objects.refs_known`` says
-# whose were recorded: those stored before are parsed from their files by the first
-# maintenance command that needs them), and each replica's running totals of its
-# holdings (``tier_totals``, kept by triggers: no SUM over every row per fill).
+# Version 2: what manifests list (``refs``; ``objects.refs_known`` says whose were
+# recorded: those stored before are parsed from their files by the first maintenance
+# command that needs them; rows of manifests no longer in the catalog are left to
+# ``prune_refs``), and each replica's running totals of its holdings
+# (``tier_totals``, kept by triggers: no SUM over every row per fill).
 MIGRATE_TO_2 = """
 ALTER TABLE registry_cache.objects
     ADD COLUMN IF NOT EXISTS refs_known BOOLEAN NOT NULL DEFAULT false;
@@ -169,12 +170,6 @@ BEGIN
     WHERE replica = NEW.replica;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE FUNCTION registry_cache.objects_removed() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM registry_cache.refs r USING removed o WHERE r.manifest = o.digest;
-    RETURN NULL;
-END $$;
 CREATE OR REPLACE TRIGGER holdings_added AFTER INSERT ON registry_cache.holdings
     REFERENCING NEW TABLE AS added FOR EACH STATEMENT
     EXECUTE FUNCTION registry_cache.holdings_added();
@@ -184,9 +179,6 @@ CREATE OR REPLACE TRIGGER holdings_removed AFTER DELETE ON registry_cache.holdin
 CREATE OR REPLACE TRIGGER holdings_resized AFTER UPDATE OF size ON registry_cache.holdings
     FOR EACH ROW WHEN (OLD.size IS DISTINCT FROM NEW.size)
     EXECUTE FUNCTION registry_cache.holdings_resized();
-CREATE OR REPLACE TRIGGER objects_removed AFTER DELETE ON registry_cache.objects
-    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
-    EXECUTE FUNCTION registry_cache.objects_removed();
 """
 # Under the migration's lock, with no holdings written meanwhile: exact from then on.
 FILL_TOTALS = """
@@ -604,15 +596,16 @@ class PostgresIndex:
                     await conn.execute(
                         "INSERT INTO refs (manifest, digest, child)"
                         " SELECT v.m, v.d, v.c FROM unnest($1::text[], $2::text[], $3::bool[])"
-                        " AS v(m, d, c) JOIN objects o ON o.digest = v.m"
+                        " AS v(m, d, c) JOIN objects o"
+                        " ON o.digest = v.m AND o.media_type IS NOT NULL"
                         " ON CONFLICT DO NOTHING",
                         [r[0] for r in rows],
                         [r[1] for r in rows],
                         [r[2] for r in rows],
                     )
                     await conn.execute(
-                        "UPDATE objects SET refs_known = true"
-                        " WHERE digest = ANY($1::text[]) AND NOT refs_known",
+                        "UPDATE objects SET refs_known = true WHERE digest = ANY($1::text[])"
+                        " AND media_type IS NOT NULL AND NOT refs_known",
                         [m for m, _ in chunk],
                     )
 
@@ -657,6 +650,17 @@ class PostgresIndex:
             return {m: ManifestRefs(tuple(b), tuple(c)) for m, (b, c) in found.items()}
 
         return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
+
+    async def prune_refs(self) -> int:
+        status = await self.run(
+            lambda conn: conn.execute(
+                "DELETE FROM refs r WHERE NOT EXISTS"
+                " (SELECT 1 FROM objects o WHERE o.digest = r.manifest)",
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return int(status.split()[-1])
 
     async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
         def within(column: str, first: int) -> str:

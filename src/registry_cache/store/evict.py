@@ -376,23 +376,38 @@ class Evictor:
         removed: list[Entry] = []
         freed = 0
         cursor = None
-        while True:
-            rows = await self.index.index.objects_page(cursor, PAGE)
-            if not rows:
-                return removed
-            cursor = (rows[-1].last_access, rows[-1].digest)
-            entries = [Entry(r.digest, r.size, r.last_access) for r in rows]
-            chosen = plan(
-                entries, max(0, need - freed), now=now, pinned=pinned, max_age=self.limits.max_age
-            )
-            if chosen.victims:
-                done = await remove_objects(self.store, self.index, chosen.victims)
-                removed += done
-                freed += sum(e.size for e in done)
-            satisfied = freed >= need
-            expired_left = cutoff is not None and rows[-1].last_access < cutoff
-            if satisfied and not expired_left:
-                return removed
+        # A page's rows are dropped while the next page's files are unlinked (the
+        # index and the file system work at once; at most one page's rows pending).
+        forgetting: asyncio.Task[None] | None = None
+        try:
+            while True:
+                rows = await self.index.index.objects_page(cursor, PAGE)
+                if not rows:
+                    return removed
+                cursor = (rows[-1].last_access, rows[-1].digest)
+                entries = [Entry(r.digest, r.size, r.last_access) for r in rows]
+                chosen = plan(
+                    entries,
+                    max(0, need - freed),
+                    now=now,
+                    pinned=pinned,
+                    max_age=self.limits.max_age,
+                )
+                if chosen.victims:
+                    done = await asyncio.to_thread(unlink_batch, self.layout, chosen.victims)
+                    if forgetting is not None:
+                        await forgetting
+                    digests = [e.digest for e in done]
+                    forgetting = asyncio.create_task(forget(self.index, self.store, digests))
+                    removed += done
+                    freed += sum(e.size for e in done)
+                satisfied = freed >= need
+                expired_left = cutoff is not None and rows[-1].last_access < cutoff
+                if satisfied and not expired_left:
+                    return removed
+        finally:
+            if forgetting is not None:
+                await forgetting  # a few hundred rows: also when cancelled (SIGTERM)
 
     async def make_room(self, digest: Digest, size: int) -> Report:
         """Before a fill of ``size`` bytes: within the limits, and beyond them whatever

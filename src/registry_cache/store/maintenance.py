@@ -57,6 +57,7 @@ from .inventory import (
 from .layout import Layout
 
 LOCK_WAIT = 30.0
+RANGE_ROWS = 20_000  # index rows per digest range (fan_ranges)
 CHUNK = 1 << 20
 HASH_BATCH = 256  # files per thread hop in verify
 PROGRESS_STEP = 8 << 20
@@ -90,62 +91,69 @@ def scan_files(layout: Layout) -> dict[str, FileInfo]:
 
 @dataclass(frozen=True, slots=True)
 class FanRange:
-    """Digests ``lo <= d < hi`` (``hi`` None: no end); ``path``: the fan-out directory
-    whose files are all in the range (None for a range between directories)."""
+    """Digests ``lo <= d < hi`` (``hi`` None: no end) and the fan-out directories whose
+    files are all in the range (none for a range between directories)."""
 
     lo: str
     hi: str | None
-    path: Path | None
+    paths: tuple[Path, ...] = ()
 
 
-def fan_ranges(layout: Layout) -> list[FanRange]:
-    """The digest key space cut at every fan-out directory (``blobs/sha256/ab`` starts
-    the range ``sha256:ab``): every row falls in exactly one range, and a file of a
-    directory in that directory's range."""
+def fan_ranges(layout: Layout, *, rows: int = 0, per_range: int = RANGE_ROWS) -> list[FanRange]:
+    """The digest key space cut at fan-out directories (``blobs/sha256/ab`` starts the
+    range ``sha256:ab``): every row falls in exactly one range, and every file of a
+    directory in that directory's range. With ``rows`` (the index's count) several
+    directories share a range, about ``per_range`` rows each: one query per range."""
     fans: list[tuple[str, Path]] = []
     root = layout.blobs
     for algorithm in root.iterdir() if root.is_dir() else ():
         if algorithm.is_dir():
             fans += [(f"{algorithm.name}:{fan.name}", fan) for fan in algorithm.iterdir()]
     fans.sort()
-    ranges = [FanRange("", fans[0][0] if fans else None, None)]
-    for position, (key, path) in enumerate(fans):
-        hi = fans[position + 1][0] if position + 1 < len(fans) else None
-        ranges.append(FanRange(key, hi, path))
+    step = max(1, per_range * len(fans) // rows) if rows else 1
+    ranges = [FanRange("", fans[0][0] if fans else None)]
+    for start in range(0, len(fans), step):
+        group = fans[start : start + step]
+        hi = fans[start + step][0] if start + step < len(fans) else None
+        ranges.append(FanRange(group[0][0], hi, tuple(path for _, path in group)))
     return ranges
 
 
-def _in(part: FanRange, digest: str) -> bool:
-    return part.lo <= digest and (part.hi is None or digest < part.hi)
+async def _ranges(layout: Layout, index: IndexFront) -> list[FanRange]:
+    rows = await index.index.count_objects()
+    return await asyncio.to_thread(lambda: fan_ranges(layout, rows=rows))
 
 
 def fan_names(part: FanRange) -> list[str]:
-    """Digests of the files in a range's directory, sorted (no stat)."""
-    if part.path is None:
-        return []
-    try:
-        names = os.listdir(part.path)
-    except FileNotFoundError:
-        return []
+    """Digests of the files in a range's directories, sorted (no stat)."""
     digests = []
-    for name in names:
-        digest = Layout.digest_of_blob_path(part.path / name)
-        # A file named for another directory is not where the cache would look for it.
-        if digest is not None and _in(part, str(digest)):
-            digests.append(str(digest))
+    for path in part.paths:
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            digest = Layout.digest_of_blob_path(path / name)
+            # A file named for another directory is not where the cache looks for it.
+            if digest is not None and digest.hex.startswith(path.name):
+                digests.append(str(digest))
     return sorted(digests)
 
 
-def scan_fan(part: FanRange) -> dict[str, FileInfo]:
-    """``scan_files`` for one range's directory."""
+def _blob_stat(layout: Layout, digest: str) -> os.stat_result | None:
+    try:
+        return os.stat(layout.blob_str(Digest.parse(digest)))
+    except FileNotFoundError:
+        return None
+
+
+def scan_fan(layout: Layout, part: FanRange) -> dict[str, FileInfo]:
+    """``scan_files`` for one range's directories."""
     found: dict[str, FileInfo] = {}
     for digest in fan_names(part):
-        assert part.path is not None
-        try:
-            st = os.stat(part.path / digest.partition(":")[2])
-        except FileNotFoundError:
-            continue
-        found[digest] = FileInfo(st.st_size, st.st_mtime)
+        st = _blob_stat(layout, digest)
+        if st is not None:
+            found[digest] = FileInfo(st.st_size, st.st_mtime)
     return found
 
 
@@ -200,7 +208,7 @@ async def disk_usage(
         return DiskUsage(totals(snap), len(stray), sum(stray))
     summary = await index.index.usage_summary()
     loose = loose_bytes = stray_files = stray_bytes = 0
-    for part in await asyncio.to_thread(fan_ranges, layout):
+    for part in await _ranges(layout, index):
         found = await index.index.digest_range(part.lo, part.hi)
         rows = {row.digest for row in found.objects}
         for row in found.objects:
@@ -208,7 +216,7 @@ async def disk_usage(
                 loose += 1
                 loose_bytes += row.size
         names = await asyncio.to_thread(fan_names, part)
-        sizes = await asyncio.to_thread(_sizes, part, [d for d in names if d not in rows])
+        sizes = await asyncio.to_thread(_sizes, layout, [d for d in names if d not in rows])
         stray_files += len(sizes)
         stray_bytes += sum(sizes)
     sums = Totals(
@@ -226,15 +234,8 @@ async def disk_usage(
     return DiskUsage(sums, stray_files, stray_bytes)
 
 
-def _sizes(part: FanRange, digests: Sequence[str]) -> list[int]:
-    sizes = []
-    for digest in digests:
-        assert part.path is not None
-        try:
-            sizes.append(os.stat(part.path / digest.partition(":")[2]).st_size)
-        except FileNotFoundError:
-            continue
-    return sizes
+def _sizes(layout: Layout, digests: Sequence[str]) -> list[int]:
+    return [st.st_size for d in digests if (st := _blob_stat(layout, d)) is not None]
 
 
 # ------------------------------------------------------------------------- gc
@@ -266,11 +267,11 @@ async def collect_garbage(
         missing: list[str] = []
         orphan_bytes = 0
         adopt_files: dict[str, FileInfo] = {}
-        for part in await asyncio.to_thread(fan_ranges, layout):
+        for part in await _ranges(layout, index):
             # Rows before files: a row is only ever written after its file, so a row
             # read now whose file is absent later was really deleted, not yet to come.
             found = await index.index.digest_range(part.lo, part.hi)
-            files = await asyncio.to_thread(scan_fan, part)
+            files = await asyncio.to_thread(scan_fan, layout, part)
             rows = {row.digest: row for row in found.objects}
             plan = plan_gc_part(
                 rows, found.referenced, found.tagged, files, now=now, grace=grace, busy=busy
@@ -284,6 +285,7 @@ async def collect_garbage(
             await asyncio.to_thread(lambda: [store.delete_now(Digest.parse(d)) for d in orphans])
             await forget(index, store, [*orphans, *missing])
             await _adopt(index, store, adopt, adopt_files)
+            await index.index.prune_refs()  # of manifests evicted since the last gc
         removed, removed_bytes = await asyncio.to_thread(
             clean_leftovers, layout, store, now, grace, dry_run
         )
@@ -431,7 +433,7 @@ async def verify(
         if on_bytes is not None:
             loop.call_soon_threadsafe(on_bytes, count)
 
-    ranges = await asyncio.to_thread(fan_ranges, layout)
+    ranges = await _ranges(layout, index)
     workers = max(1, parallel)
     batches: asyncio.Queue[list[Digest] | None] = asyncio.Queue(maxsize=2 * workers)
 
