@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks.bigcache.dataset import build
 
+from benchmarks.bigcache.dataset import build
 from registry_cache.digest import Digest
 from registry_cache.index.base import Index
 from registry_cache.index.front import IndexFront
