@@ -135,7 +135,9 @@ def main(argv: list[str]) -> int:
             pg.close()
         report.write(args.out, results, top)
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            made = [work] if args.work is None else list(work.glob("*-*-*"))  # ours only
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
     print(f"results in {args.out}/results.md", file=sys.stderr)
     return 0
 
