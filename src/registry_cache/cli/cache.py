@@ -185,8 +185,12 @@ async def _ls_json(root: str, found: AsyncIterator[Image]) -> None:
     out.write("{\n" + f'  "data_dir": {json.dumps(root)},\n' + '  "images": [')
     first = True
     async for image in found:
-        text = json.dumps(image_json(image), indent=2).replace("\n", "\n    ")
-        out.write(("\n    " if first else ",\n    ") + text)
+        # json.dumps(indent=...) takes the pure-Python encoder: 40 µs an image. Each
+        # value on its own takes the C one, and the layout is indent=2's.
+        fields = ",\n      ".join(
+            f"{json.dumps(key)}: {json.dumps(value)}" for key, value in image_json(image).items()
+        )
+        out.write(("\n    {\n      " if first else ",\n    {\n      ") + fields + "\n    }")
         first = False
     out.write("]\n}\n" if first else "\n  ]\n}\n")
     out.flush()

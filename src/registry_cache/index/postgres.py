@@ -122,17 +122,29 @@ CREATE TABLE IF NOT EXISTS registry_cache.replicas (
     info        TEXT NOT NULL DEFAULT '{}'
 );
 """
-# Version 2: what manifests list (``refs``; ``objects.refs_known`` says whose were
+# Version 2: names and digests compare bytewise (``COLLATE "C"`` columns: the order
+# every listing already used, and digest ranges that match the fan-out directories;
+# with the database's collation on the indexes, a range query scanned the table);
+# what manifests list (``refs``; ``objects.refs_known`` says whose were
 # recorded: those stored before are parsed from their files by the first maintenance
 # command that needs them; rows of manifests no longer in the catalog are left to
 # ``prune_refs``), and each replica's running totals of its holdings
 # (``tier_totals``, kept by triggers: no SUM over every row per fill).
 MIGRATE_TO_2 = """
 ALTER TABLE registry_cache.objects
-    ADD COLUMN IF NOT EXISTS refs_known BOOLEAN NOT NULL DEFAULT false;
+    ADD COLUMN IF NOT EXISTS refs_known BOOLEAN NOT NULL DEFAULT false,
+    ALTER COLUMN digest TYPE TEXT COLLATE "C";
+ALTER TABLE registry_cache.holdings
+    ALTER COLUMN replica TYPE TEXT COLLATE "C", ALTER COLUMN digest TYPE TEXT COLLATE "C";
+ALTER TABLE registry_cache.links
+    ALTER COLUMN upstream TYPE TEXT COLLATE "C", ALTER COLUMN repo TYPE TEXT COLLATE "C",
+    ALTER COLUMN digest TYPE TEXT COLLATE "C";
+ALTER TABLE registry_cache.tags
+    ALTER COLUMN upstream TYPE TEXT COLLATE "C", ALTER COLUMN repo TYPE TEXT COLLATE "C",
+    ALTER COLUMN tag TYPE TEXT COLLATE "C", ALTER COLUMN digest TYPE TEXT COLLATE "C";
 CREATE TABLE IF NOT EXISTS registry_cache.refs (
-    manifest    TEXT NOT NULL,
-    digest      TEXT NOT NULL,
+    manifest    TEXT COLLATE "C" NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
     child       BOOLEAN NOT NULL,
     PRIMARY KEY (manifest, digest)
 );
@@ -517,16 +529,31 @@ class PostgresIndex:
 
     async def get_objects(self, digests: Sequence[str]) -> list[ObjectRow]:
         """Rows of this replica's local tier (as ``objects_page`` gives them)."""
-        rows = await self.run(
-            lambda conn: conn.fetch(
-                f"{LOCAL_OBJECTS} AND h.digest = ANY($2::text[])",
-                self.replica,
-                list(dict.fromkeys(digests)),
-                timeout=SLOW_QUERY_TIMEOUT,
-            ),
-            budget=SLOW_QUERY_TIMEOUT,
-        )
-        return [ObjectRow(*r) for r in rows]
+        names = list(dict.fromkeys(digests))
+
+        async def job(conn: Conn) -> list[ObjectRow]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                held = await conn.fetch(
+                    "SELECT digest, size, last_access FROM holdings"
+                    " WHERE replica = $1 AND digest = ANY($2::text[])",
+                    self.replica,
+                    names,
+                    timeout=SLOW_QUERY_TIMEOUT,
+                )
+                catalog = await conn.fetch(
+                    "SELECT digest, media_type, created FROM objects"
+                    " WHERE digest = ANY($1::text[])",
+                    [r[0] for r in held],
+                    timeout=SLOW_QUERY_TIMEOUT,
+                )
+            columns: dict[str, tuple[str | None, float]] = {r[0]: (r[1], r[2]) for r in catalog}
+            rows = []
+            for digest, size, accessed in held:
+                media_type, created = columns.get(digest, (None, accessed))
+                rows.append(ObjectRow(digest, size, media_type, created, accessed))
+            return rows
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
         columns = LOCAL_OBJECTS
@@ -668,34 +695,51 @@ class PostgresIndex:
             return bound if hi is None else f"{bound} AND {column} {C} < ${first + 1}"
 
         bounds = (lo,) if hi is None else (lo, hi)
+        slow = SLOW_QUERY_TIMEOUT
 
+        # Range scans of single indexes, joined here: a join in the server preferred
+        # hashing a whole table, once per range.
         async def job(conn: Conn) -> DigestRange:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                objects = await conn.fetch(
-                    f"{LOCAL_OBJECTS} AND {within('h.digest', 2)} ORDER BY h.digest {C}",
+                held = await conn.fetch(
+                    "SELECT digest, size, last_access FROM holdings"
+                    f" WHERE replica = $1 AND {within('digest', 2)} ORDER BY digest {C}",
                     self.replica,
                     *bounds,
-                    timeout=SLOW_QUERY_TIMEOUT,
+                    timeout=slow,
+                )
+                catalog = await conn.fetch(
+                    f"SELECT digest, media_type, created FROM objects WHERE {within('digest', 1)}",
+                    *bounds,
+                    timeout=slow,
                 )
                 tagged = await conn.fetch(
-                    f"SELECT digest FROM tags WHERE {within('digest', 1)}", *bounds
+                    f"SELECT digest FROM tags WHERE {within('digest', 1)}", *bounds, timeout=slow
                 )
                 linked = await conn.fetch(
-                    f"SELECT digest FROM links WHERE {within('digest', 1)}", *bounds
+                    f"SELECT digest FROM links WHERE {within('digest', 1)}", *bounds, timeout=slow
                 )
                 listed = await conn.fetch(
-                    "SELECT r.digest FROM refs r JOIN holdings h"
-                    " ON h.replica = $1 AND h.digest = r.manifest"
-                    f" WHERE {within('r.digest', 2)}",
-                    self.replica,
+                    f"SELECT digest, manifest FROM refs WHERE {within('digest', 1)}",
                     *bounds,
+                    timeout=slow,
                 )
-            names = {r[0] for rows in (tagged, linked, listed) for r in rows}
-            return DigestRange(
-                [ObjectRow(*r) for r in objects],
-                frozenset(names),
-                frozenset(r[0] for r in tagged),
-            )
+                manifests = list({r[1] for r in listed})
+                stored = await conn.fetch(
+                    "SELECT digest FROM holdings WHERE replica = $1 AND digest = ANY($2::text[])",
+                    self.replica,
+                    manifests,
+                    timeout=slow,
+                )
+            columns = {r[0]: (r[1], r[2]) for r in catalog}
+            objects = []
+            for digest, size, accessed in held:
+                media_type, created = columns.get(digest, (None, accessed))
+                objects.append(ObjectRow(digest, size, media_type, created, accessed))
+            here = {r[0] for r in stored}
+            names = {r[0] for rows in (tagged, linked) for r in rows}
+            names.update(r[0] for r in listed if r[1] in here)
+            return DigestRange(objects, frozenset(names), frozenset(r[0] for r in tagged))
 
         return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
 

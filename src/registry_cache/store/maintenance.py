@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ from .layout import Layout
 
 LOCK_WAIT = 30.0
 RANGE_ROWS = 20_000  # index rows per digest range (fan_ranges)
+_SHA256_HEX = re.compile(r"[a-f0-9]{64}")  # what Digest.parse accepts for sha256
 CHUNK = 1 << 20
 HASH_BATCH = 256  # files per thread hop in verify
 PROGRESS_STEP = 8 << 20
@@ -124,20 +126,45 @@ async def _ranges(layout: Layout, index: IndexFront) -> list[FanRange]:
     return await asyncio.to_thread(lambda: fan_ranges(layout, rows=rows))
 
 
-def fan_names(part: FanRange) -> list[str]:
-    """Digests of the files in a range's directories, sorted (no stat)."""
-    digests = []
+def _blob_entries(part: FanRange) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(digest, entry) of each file in a range's directories that is where the cache
+    would look for it (a file named for another directory is not)."""
     for path in part.paths:
+        prefix = f"{path.parent.name}:"
         try:
-            names = os.listdir(path)
+            entries = list(os.scandir(path))
         except FileNotFoundError:
             continue
-        for name in names:
-            digest = Layout.digest_of_blob_path(path / name)
-            # A file named for another directory is not where the cache looks for it.
-            if digest is not None and digest.hex.startswith(path.name):
-                digests.append(str(digest))
-    return sorted(digests)
+        sha256 = prefix == "sha256:"
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(path.name):
+                continue
+            if sha256 and _SHA256_HEX.fullmatch(name):  # the common case, without parse
+                yield prefix + name, entry
+                continue
+            try:
+                digest = str(Digest.parse(prefix + name))
+            except RegistryError:
+                continue
+            yield digest, entry
+
+
+def fan_names(part: FanRange) -> list[str]:
+    """Digests of the files in a range's directories, sorted (no stat)."""
+    return sorted(digest for digest, _ in _blob_entries(part))
+
+
+def scan_fan(layout: Layout, part: FanRange) -> dict[str, FileInfo]:
+    """``scan_files`` for one range's directories."""
+    found: dict[str, FileInfo] = {}
+    for digest, entry in sorted(_blob_entries(part), key=lambda item: item[0]):
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        found[digest] = FileInfo(st.st_size, st.st_mtime)
+    return found
 
 
 def _blob_stat(layout: Layout, digest: str) -> os.stat_result | None:
@@ -145,16 +172,6 @@ def _blob_stat(layout: Layout, digest: str) -> os.stat_result | None:
         return os.stat(layout.blob_str(Digest.parse(digest)))
     except FileNotFoundError:
         return None
-
-
-def scan_fan(layout: Layout, part: FanRange) -> dict[str, FileInfo]:
-    """``scan_files`` for one range's directories."""
-    found: dict[str, FileInfo] = {}
-    for digest in fan_names(part):
-        st = _blob_stat(layout, digest)
-        if st is not None:
-            found[digest] = FileInfo(st.st_size, st.st_mtime)
-    return found
 
 
 def dir_bytes(path: Path) -> tuple[int, int]:
