@@ -1,4 +1,5 @@
-"""``cache gc``, ``cache verify`` and ``cache prune``: safe while the server runs.
+"""``cache ls``/``du`` (``list_images``, ``disk_usage``), ``gc``, ``verify`` and ``prune``:
+safe while the server runs.
 
 Every deletion happens under ``DATA/evict.lock`` (the lock eviction takes), so at
 most one process deletes at a time and rows never disappear between a read and
@@ -6,10 +7,10 @@ the check of their file. Fills are left alone: anything with a file under
 ``fills/`` is pinned (``evict.in_flight``) and files under ``blobs/`` are
 immutable once published, so verify never reads an object that is being written.
 
-A big cache is gone through one fan-out directory of ``blobs/`` at a time
-(``fan_ranges``): the index's rows of that digest range, then the directory's
-files, so memory holds one directory's worth (a few thousand entries at a
-million objects), never every row or file.
+A big cache is gone through a few fan-out directories of ``blobs/`` at a time
+(``fan_ranges``): the index's rows of that digest range, then the directories'
+files, so memory holds about 20,000 entries, never every row or file (``prune``
+still loads the whole index: ``inventory.load``).
 
 Garbage (``gc``), each only when older than ``grace``:
 
