@@ -205,6 +205,7 @@ class ManifestService:
         index = self.ctx.index
         await index.add_object(str(digest), len(fetched.body), media_type)
         blobs, children = referenced_digests(fetched.body)
+        await index.record_refs(str(digest), blobs, children)
         # The repository may now see everything its manifest references.
         await index.link(route.upstream.name, route.repository, [str(digest), *blobs, *children])
         self.ctx.memo.put(str(digest), fetched.body, media_type)
