@@ -190,6 +190,8 @@ class ManifestService:
         if media_type == "application/octet-stream":
             return None  # JSON, but not a manifest (a config blob)
         await self.ctx.index.add_object(digest, len(body), media_type)
+        blobs, children = referenced_digests(body)
+        await self.ctx.index.record_refs(digest, blobs, children)  # as _store does
         self.ctx.memo.put(digest, body, media_type)
         return body, media_type
 
