@@ -168,13 +168,13 @@ class Postgres:
         argv = [str(PG_BIN / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(self.port), "-t", "1"]
         return subprocess.run(argv, env=self._env(), check=False, timeout=10).returncode == 0
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
+    def psql(self, sql: str, database: str = "postgres", *, timeout: float = 60.0) -> str:
         """``sql`` as the superuser over the unix socket; psql's unaligned tuples."""
         argv = [str(PG_BIN / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
         argv += ["-h", str(self._path("sock")), "-p", str(self.port), "-U", SUPERUSER]
         argv += ["-d", database, "-c", sql]
         done = subprocess.run(
-            argv, capture_output=True, text=True, env=self._env(), check=False, timeout=60
+            argv, capture_output=True, text=True, env=self._env(), check=False, timeout=timeout
         )
         if done.returncode != 0:
             raise RuntimeError(f"psql: {done.stderr.strip()[-500:]}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,13 @@ def test_a_fill_is_uploaded_and_a_fresh_cache_serves_it_from_the_bucket_not_upst
     assert manifest.status == 200 and manifest.headers["Docker-Content-Digest"] == pushed.digest
     assert manifest.data == image.manifest.read()
     assert upstream.count("GET", "/manifests/") == 0 and upstream.count("HEAD", "/manifests/") == 1
+    # Its references are recorded as those of a manifest from upstream are (cache ls/du/gc).
+    index = f"file:{second.data_dir / 'index.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(index, uri=True)) as db:
+        known = db.execute("SELECT refs_known FROM objects WHERE digest = ?", (pushed.digest,))
+        assert known.fetchone() == (1,)
+        refs = db.execute("SELECT digest FROM refs WHERE manifest = ?", (pushed.digest,))
+        assert {r[0] for r in refs} == {pushed.config_digest, *pushed.layer_digests}
     for layer, built in zip(pushed.layer_digests, image.layers, strict=True):
         assert fetch(f"{second.url}/v2/library/tier/blobs/{layer}") == (200, layer, built.size)
         assert second.wait_for_blob(layer, 5).exists()  # copied into its local tier

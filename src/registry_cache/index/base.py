@@ -28,17 +28,25 @@ from ..errors import IndexUnavailable
 
 __all__ = [
     "Cursor",
+    "DigestRange",
     "Index",
     "IndexUnavailable",
+    "LinkKey",
+    "ManifestRefs",
     "ObjectRow",
     "RepoKey",
     "TagEntry",
+    "TagImport",
     "TagKey",
     "TagRow",
+    "UntaggedManifest",
+    "UpstreamUsage",
+    "UsageSummary",
 ]
 
 TagKey = tuple[str, str, str]  # (upstream, repository, tag)
 RepoKey = tuple[str, str]  # (upstream, repository)
+LinkKey = tuple[str, str, str]  # (upstream, repository, digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,18 @@ class TagEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class TagImport:
+    """A tag row as ``import_rows`` takes it (every column ``set_tag`` and access times set)."""
+
+    upstream: str
+    repo: str
+    tag: str
+    digest: str
+    checked_at: float
+    last_pulled: float
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectRow:
     digest: str
     size: int
@@ -68,6 +88,54 @@ class ObjectRow:
 
 # Where an LRU page walk continues: (last_access, digest) of the last row seen.
 Cursor = tuple[float, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRefs:
+    """What a stored manifest lists (``mediatypes.referenced_digests``)."""
+
+    blobs: tuple[str, ...]  # config and layers
+    children: tuple[str, ...]  # manifests of an index
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRange:
+    """What the index says about the digests ``lo <= d < hi`` (one fan-out directory)."""
+
+    objects: list[ObjectRow]  # rows of this tier, by digest
+    referenced: frozenset[str]  # digests in the range a tag, a link or a stored manifest names
+    tagged: frozenset[str]  # digests in the range a tag names
+
+
+@dataclass(frozen=True, slots=True)
+class UntaggedManifest:
+    """A stored manifest a repository pulled by digest only (no tag, no stored parent)."""
+
+    upstream: str
+    repo: str
+    digest: str
+    last_access: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamUsage:
+    upstream: str
+    repos: int  # with a tag or a link
+    tags: int
+    objects: int  # stored objects its tags or links name, each once
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """``cache du``'s figures the index aggregates (see ``inventory.totals``; what no
+    tag, link or manifest names comes from ``digest_range``, fan by fan)."""
+
+    upstreams: tuple[UpstreamUsage, ...]  # sorted by name
+    objects: int
+    bytes: int
+    shared_objects: int  # stored, linked to more than one repository
+    shared_bytes: int
 
 
 class Index(Protocol):
@@ -119,9 +187,13 @@ class Index(Protocol):
     async def get_object(self, digest: str) -> ObjectRow | None: ...
 
     async def total_size(self) -> int:
-        """Sum of the sizes of every object row."""
+        """Sum of the sizes of every object row (a running total: no scan)."""
 
-    async def count_objects(self) -> int: ...
+    async def count_objects(self) -> int:
+        """The number of object rows (a running total: no scan)."""
+
+    async def get_objects(self, digests: Sequence[str]) -> list[ObjectRow]:
+        """The rows of those of ``digests`` that have one (any order)."""
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
         """Up to ``limit`` objects in least-recently-used order, after ``after``.
@@ -152,6 +224,38 @@ class Index(Protocol):
     async def forget_shared(self, digests: Sequence[str]) -> None:
         """The bucket no longer holds these; rows and tags go once no tier does."""
 
+    # ------------------------------------------------------------ references
+
+    async def record_refs(self, refs: Mapping[str, ManifestRefs]) -> None:
+        """What these stored manifests (rows with a media type) list, when stored or
+        parsed later from their files; known from then on, until the row goes."""
+
+    async def prune_refs(self) -> int:
+        """Drop the references of manifests whose row is gone (``cache gc``; eviction
+        leaves them, which only ever count while their manifest is stored); how many."""
+
+    async def unparsed_manifests(self, after: str | None, limit: int) -> list[str]:
+        """Stored manifests whose references were never recorded (rows written by a
+        release before they were), by digest, after ``after``."""
+
+    async def refs_of(self, manifests: Sequence[str]) -> dict[str, ManifestRefs]:
+        """Recorded references of those of ``manifests`` that are stored."""
+
+    async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
+        """Rows and references of the digests ``lo <= d < hi`` (``hi`` None: no end)."""
+
+    # --------------------------------------------------------------- listing
+
+    async def tags_page(self, after: TagKey | None, limit: int) -> list[TagEntry]:
+        """Up to ``limit`` tags in (upstream, repository, tag) order after ``after``."""
+
+    async def untagged_manifests(self) -> list[UntaggedManifest]:
+        """Stored manifests linked to a repository no tag of which names them and that
+        no stored manifest lists as a child (what ``cache ls`` shows as pulled by digest:
+        as long as that part of its output), in (upstream, repository, digest) order."""
+
+    async def usage_summary(self) -> UsageSummary: ...
+
     # ----------------------------------------------------------------- links
 
     async def is_linked(self, upstream: str, repo: str, digest: str) -> bool: ...
@@ -172,3 +276,19 @@ class Index(Protocol):
         self, objects: Mapping[str, float], tags: Mapping[TagKey, float]
     ) -> None:
         """Batched access times: each row's ``last_access``/``last_pulled`` only grows."""
+
+    # ------------------------------------------------------------------- bulk
+
+    async def import_rows(
+        self,
+        objects: Sequence[ObjectRow] = (),
+        tags: Sequence[TagImport] = (),
+        links: Sequence[LinkKey] = (),
+        refs: Mapping[str, ManifestRefs] | None = None,
+    ) -> None:
+        """Insert many rows at once, as the serving path would have left them (a
+        restore, a migration, the big-cache benchmark); rows already there are kept.
+        ``refs``: as ``record_refs``, for manifests among ``objects``.
+
+        Cut into transactions of bounded size; no generation bump (nothing is deleted).
+        """

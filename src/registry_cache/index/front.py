@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..lru import Lru
-from .base import Index, IndexUnavailable, ObjectRow, RepoKey, TagKey, TagRow
+from .base import Index, IndexUnavailable, ManifestRefs, ObjectRow, RepoKey, TagKey, TagRow
 
 log = logging.getLogger("registry_cache.index")
 
@@ -144,6 +144,13 @@ class IndexFront:
 
     async def add_object(self, digest: str, size: int, media_type: str | None = None) -> None:
         await self._best_effort(self.index.add_object(digest, size, media_type, self._clock()))
+
+    async def record_refs(
+        self, manifest: str, blobs: Sequence[str], children: Sequence[str]
+    ) -> None:
+        """What a manifest just stored lists (``cache ls/du/gc`` then parse no file)."""
+        refs = ManifestRefs(tuple(dict.fromkeys(blobs)), tuple(dict.fromkeys(children)))
+        await self._best_effort(self.index.record_refs({manifest: refs}))
 
     # ----------------------------------------------------------------- links
 

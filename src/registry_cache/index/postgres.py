@@ -11,7 +11,10 @@ replica's holdings, and catalog rows (with the tags naming them) only once no
 replica and no bucket holds the content any more.
 
 Tables live in their own schema (``registry_cache``), created and migrated at
-start under an advisory lock, so replicas starting together do not race. Rows
+start under an advisory lock, so replicas starting together do not race. Schema
+versions: 1 (the first release of cluster mode; the bucket's holdings need no
+change of it) and 2 (``MIGRATE_TO_2``: bytewise columns, ``refs``, per-tier
+running totals). Rows
 deleted anywhere bump a generation counter and ``NOTIFY registry_cache_changes``
 in the same transaction: every replica's front drops its memos at once
 (``wait_changed``) instead of polling.
@@ -41,18 +44,37 @@ if TYPE_CHECKING:
 else:
     Conn = Any
 
-from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey, TagRow
+from .base import (
+    Cursor,
+    DigestRange,
+    IndexUnavailable,
+    LinkKey,
+    ManifestRefs,
+    ObjectRow,
+    RepoKey,
+    TagEntry,
+    TagImport,
+    TagKey,
+    TagRow,
+    UntaggedManifest,
+    UpstreamUsage,
+    UsageSummary,
+)
 
 log = logging.getLogger("registry_cache.index")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHANNEL = "registry_cache_changes"
 MIGRATION_LOCK = 0x7263_0001  # pg_advisory_xact_lock key: one migrating replica at a time
 CONNECT_TIMEOUT = 3.0
 QUERY_TIMEOUT = 3.0
 RETRY_AFTER = 1.0
+# Maintenance aggregations over every row (``cache ls/du/gc``) may take this long;
+# the serving path keeps QUERY_TIMEOUT.
+SLOW_QUERY_TIMEOUT = 600.0
+IMPORT_BATCH = 10_000  # rows per statement of a bulk import
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS registry_cache;
 CREATE TABLE IF NOT EXISTS registry_cache.meta (
@@ -106,6 +128,90 @@ CREATE TABLE IF NOT EXISTS registry_cache.replicas (
     info        TEXT NOT NULL DEFAULT '{}'
 );
 """
+# Version 2: names and digests compare bytewise (``COLLATE "C"`` columns: the order
+# every listing already used, and digest ranges that match the fan-out directories;
+# with the database's collation on the indexes, a range query scanned the table);
+# what manifests list (``refs``; ``objects.refs_known`` says whose were
+# recorded: those stored before are parsed from their files by the first maintenance
+# command that needs them; rows of manifests no longer in the catalog are left to
+# ``prune_refs``), and each replica's running totals of its holdings
+# (``tier_totals``, kept by triggers: no SUM over every row per fill).
+MIGRATE_TO_2 = """
+ALTER TABLE registry_cache.objects
+    ADD COLUMN IF NOT EXISTS refs_known BOOLEAN NOT NULL DEFAULT false,
+    ALTER COLUMN digest TYPE TEXT COLLATE "C";
+ALTER TABLE registry_cache.holdings
+    ALTER COLUMN replica TYPE TEXT COLLATE "C", ALTER COLUMN digest TYPE TEXT COLLATE "C";
+ALTER TABLE registry_cache.links
+    ALTER COLUMN upstream TYPE TEXT COLLATE "C", ALTER COLUMN repo TYPE TEXT COLLATE "C",
+    ALTER COLUMN digest TYPE TEXT COLLATE "C";
+ALTER TABLE registry_cache.tags
+    ALTER COLUMN upstream TYPE TEXT COLLATE "C", ALTER COLUMN repo TYPE TEXT COLLATE "C",
+    ALTER COLUMN tag TYPE TEXT COLLATE "C", ALTER COLUMN digest TYPE TEXT COLLATE "C";
+CREATE TABLE IF NOT EXISTS registry_cache.refs (
+    manifest    TEXT COLLATE "C" NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
+    child       BOOLEAN NOT NULL,
+    PRIMARY KEY (manifest, digest)
+);
+CREATE INDEX IF NOT EXISTS refs_by_digest ON registry_cache.refs (digest);
+CREATE INDEX IF NOT EXISTS objects_manifests ON registry_cache.objects (digest)
+    WHERE media_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS objects_unparsed ON registry_cache.objects (digest)
+    WHERE media_type IS NOT NULL AND NOT refs_known;
+CREATE TABLE IF NOT EXISTS registry_cache.tier_totals (
+    replica     TEXT PRIMARY KEY,
+    objects     BIGINT NOT NULL,
+    bytes       BIGINT NOT NULL
+);
+CREATE OR REPLACE FUNCTION registry_cache.holdings_added() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO registry_cache.tier_totals AS t (replica, objects, bytes)
+    SELECT replica, count(*), sum(size) FROM added GROUP BY replica
+    ON CONFLICT (replica) DO UPDATE
+    SET objects = t.objects + excluded.objects, bytes = t.bytes + excluded.bytes;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION registry_cache.holdings_removed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE registry_cache.tier_totals t SET objects = t.objects - r.n, bytes = t.bytes - r.b
+    FROM (SELECT replica, count(*) AS n, sum(size) AS b FROM removed GROUP BY replica) r
+    WHERE t.replica = r.replica;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION registry_cache.holdings_resized() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE registry_cache.tier_totals SET bytes = bytes + NEW.size - OLD.size
+    WHERE replica = NEW.replica;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER holdings_added AFTER INSERT ON registry_cache.holdings
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+    EXECUTE FUNCTION registry_cache.holdings_added();
+CREATE OR REPLACE TRIGGER holdings_removed AFTER DELETE ON registry_cache.holdings
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
+    EXECUTE FUNCTION registry_cache.holdings_removed();
+CREATE OR REPLACE TRIGGER holdings_resized AFTER UPDATE OF size ON registry_cache.holdings
+    FOR EACH ROW WHEN (OLD.size IS DISTINCT FROM NEW.size)
+    EXECUTE FUNCTION registry_cache.holdings_resized();
+"""
+# Under the migration's lock, with no holdings written meanwhile: exact from then on.
+FILL_TOTALS = """
+LOCK TABLE registry_cache.holdings IN SHARE ROW EXCLUSIVE MODE;
+DELETE FROM registry_cache.tier_totals;
+INSERT INTO registry_cache.tier_totals (replica, objects, bytes)
+SELECT replica, count(*), sum(size) FROM registry_cache.holdings GROUP BY replica;
+"""
+C = 'COLLATE "C"'  # bytewise order and ranges, whatever the database's collation
+# This replica's local tier, as object rows (its holdings, with the catalog's columns).
+LOCAL_OBJECTS = (
+    "SELECT h.digest, h.size, o.media_type, COALESCE(o.created, h.last_access),"
+    " h.last_access FROM holdings h LEFT JOIN objects o ON o.digest = h.digest"
+    " WHERE h.replica = $1"
+)
 # The database's clock, in Unix seconds: leases and heartbeats never compare two
 # machines' clocks.
 NOW = "extract(epoch from clock_timestamp())"
@@ -185,13 +291,15 @@ class PostgresIndex:
             )
         return self._pool
 
-    async def run(self, job: Callable[[Conn], Awaitable[T]]) -> T:
+    async def run(self, job: Callable[[Conn], Awaitable[T]], *, budget: float = QUERY_TIMEOUT) -> T:
+        """``job`` on a pooled connection, given ``budget`` seconds; a statement that
+        may take more than QUERY_TIMEOUT (the pool's default) passes ``timeout=``."""
         if self._closed:
             raise IndexUnavailable(f"index {self.name} is closed")
         if time.monotonic() < self._retry_at:
             raise IndexUnavailable(f"index {self.name} is unreachable (retrying shortly)")
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
+            async with asyncio.timeout(CONNECT_TIMEOUT + budget):
                 pool = await self._get_pool()
                 async with pool.acquire() as conn:
                     if not self._migrated:
@@ -421,25 +529,49 @@ class PostgresIndex:
     async def total_size(self) -> int:
         value = await self.run(
             lambda conn: conn.fetchval(
-                "SELECT COALESCE(SUM(size), 0) FROM holdings WHERE replica = $1", self.replica
+                "SELECT bytes FROM tier_totals WHERE replica = $1", self.replica
             )
         )
-        return int(value)
+        return int(value or 0)
 
     async def count_objects(self) -> int:
         value = await self.run(
             lambda conn: conn.fetchval(
-                "SELECT COUNT(*) FROM holdings WHERE replica = $1", self.replica
+                "SELECT objects FROM tier_totals WHERE replica = $1", self.replica
             )
         )
-        return int(value)
+        return int(value or 0)
+
+    async def get_objects(self, digests: Sequence[str]) -> list[ObjectRow]:
+        """Rows of this replica's local tier (as ``objects_page`` gives them)."""
+        names = list(dict.fromkeys(digests))
+
+        async def job(conn: Conn) -> list[ObjectRow]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                held = await conn.fetch(
+                    "SELECT digest, size, last_access FROM holdings"
+                    " WHERE replica = $1 AND digest = ANY($2::text[])",
+                    self.replica,
+                    names,
+                    timeout=SLOW_QUERY_TIMEOUT,
+                )
+                catalog = await conn.fetch(
+                    "SELECT digest, media_type, created FROM objects"
+                    " WHERE digest = ANY($1::text[])",
+                    [r[0] for r in held],
+                    timeout=SLOW_QUERY_TIMEOUT,
+                )
+            columns: dict[str, tuple[str | None, float]] = {r[0]: (r[1], r[2]) for r in catalog}
+            rows = []
+            for digest, size, accessed in held:
+                media_type, created = columns.get(digest, (None, accessed))
+                rows.append(ObjectRow(digest, size, media_type, created, accessed))
+            return rows
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
-        columns = (
-            "SELECT h.digest, h.size, o.media_type, COALESCE(o.created, h.last_access),"
-            " h.last_access FROM holdings h LEFT JOIN objects o ON o.digest = h.digest"
-            " WHERE h.replica = $1"
-        )
+        columns = LOCAL_OBJECTS
         order = ' ORDER BY h.last_access, h.digest COLLATE "C" LIMIT'
         if after is None:
             rows = await self.run(
@@ -516,9 +648,10 @@ class PostgresIndex:
 
     async def shared_totals(self) -> tuple[int, int]:
         bucket = self._bucket()
+        # The bucket's holdings have running totals like a replica's (tier_totals).
         row = await self.run(
             lambda conn: conn.fetchrow(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM holdings WHERE replica = $1", bucket
+                "SELECT objects, bytes FROM tier_totals WHERE replica = $1", bucket
             )
         )
         return (int(row[0]), int(row[1])) if row else (0, 0)
@@ -560,6 +693,228 @@ class PostgresIndex:
                 ],
             )
         )
+
+    # ------------------------------------------------------------ references
+
+    async def record_refs(self, refs: Mapping[str, ManifestRefs]) -> None:
+        items = list(refs.items())
+        for start in range(0, len(items), IMPORT_BATCH):
+            chunk = items[start : start + IMPORT_BATCH]
+            rows = [
+                (manifest, digest, child)
+                for manifest, found in chunk
+                for child, digests in ((True, found.children), (False, found.blobs))
+                for digest in digests
+            ]
+
+            async def job(
+                conn: Conn,
+                chunk: list[tuple[str, ManifestRefs]] = chunk,
+                rows: list[tuple[str, str, bool]] = rows,
+            ) -> None:
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO refs (manifest, digest, child)"
+                        " SELECT v.m, v.d, v.c FROM unnest($1::text[], $2::text[], $3::bool[])"
+                        " AS v(m, d, c) JOIN objects o"
+                        " ON o.digest = v.m AND o.media_type IS NOT NULL"
+                        " ON CONFLICT DO NOTHING",
+                        [r[0] for r in rows],
+                        [r[1] for r in rows],
+                        [r[2] for r in rows],
+                    )
+                    await conn.execute(
+                        "UPDATE objects SET refs_known = true WHERE digest = ANY($1::text[])"
+                        " AND media_type IS NOT NULL AND NOT refs_known",
+                        [m for m, _ in chunk],
+                    )
+
+            await self.run(job)
+
+    async def unparsed_manifests(self, after: str | None, limit: int) -> list[str]:
+        rows = await self.run(
+            lambda conn: conn.fetch(
+                "SELECT o.digest FROM objects o JOIN holdings h"
+                " ON h.replica = $1 AND h.digest = o.digest"
+                f" WHERE o.media_type IS NOT NULL AND NOT o.refs_known AND o.digest {C} > $2"
+                f" ORDER BY o.digest {C} LIMIT $3",
+                self.replica,
+                after or "",
+                limit,
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return [r[0] for r in rows]
+
+    async def refs_of(self, manifests: Sequence[str]) -> dict[str, ManifestRefs]:
+        async def job(conn: Conn) -> dict[str, ManifestRefs]:
+            names = list(dict.fromkeys(manifests))
+            known = await conn.fetch(
+                "SELECT o.digest FROM objects o JOIN holdings h"
+                " ON h.replica = $1 AND h.digest = o.digest"
+                " WHERE o.digest = ANY($2::text[]) AND o.refs_known",
+                self.replica,
+                names,
+                timeout=SLOW_QUERY_TIMEOUT,
+            )
+            found: dict[str, tuple[list[str], list[str]]] = {r[0]: ([], []) for r in known}
+            rows = await conn.fetch(
+                "SELECT manifest, digest, child FROM refs WHERE manifest = ANY($1::text[])"
+                f" ORDER BY manifest {C}, digest {C}",
+                list(found),
+                timeout=SLOW_QUERY_TIMEOUT,
+            )
+            for manifest, digest, child in rows:
+                found[manifest][1 if child else 0].append(digest)
+            return {m: ManifestRefs(tuple(b), tuple(c)) for m, (b, c) in found.items()}
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
+
+    async def prune_refs(self) -> int:
+        status = await self.run(
+            lambda conn: conn.execute(
+                "DELETE FROM refs r WHERE NOT EXISTS"
+                " (SELECT 1 FROM objects o WHERE o.digest = r.manifest)",
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return int(status.split()[-1])
+
+    async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
+        def within(column: str, first: int) -> str:
+            bound = f"{column} {C} >= ${first}"
+            return bound if hi is None else f"{bound} AND {column} {C} < ${first + 1}"
+
+        bounds = (lo,) if hi is None else (lo, hi)
+        slow = SLOW_QUERY_TIMEOUT
+
+        # Range scans of single indexes, joined here: a join in the server preferred
+        # hashing a whole table, once per range.
+        async def job(conn: Conn) -> DigestRange:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                held = await conn.fetch(
+                    "SELECT digest, size, last_access FROM holdings"
+                    f" WHERE replica = $1 AND {within('digest', 2)} ORDER BY digest {C}",
+                    self.replica,
+                    *bounds,
+                    timeout=slow,
+                )
+                catalog = await conn.fetch(
+                    f"SELECT digest, media_type, created FROM objects WHERE {within('digest', 1)}",
+                    *bounds,
+                    timeout=slow,
+                )
+                tagged = await conn.fetch(
+                    f"SELECT digest FROM tags WHERE {within('digest', 1)}", *bounds, timeout=slow
+                )
+                linked = await conn.fetch(
+                    f"SELECT digest FROM links WHERE {within('digest', 1)}", *bounds, timeout=slow
+                )
+                listed = await conn.fetch(
+                    f"SELECT digest, manifest FROM refs WHERE {within('digest', 1)}",
+                    *bounds,
+                    timeout=slow,
+                )
+                manifests = list({r[1] for r in listed})
+                stored = await conn.fetch(
+                    "SELECT digest FROM holdings WHERE replica = $1 AND digest = ANY($2::text[])",
+                    self.replica,
+                    manifests,
+                    timeout=slow,
+                )
+            columns = {r[0]: (r[1], r[2]) for r in catalog}
+            objects = []
+            for digest, size, accessed in held:
+                media_type, created = columns.get(digest, (None, accessed))
+                objects.append(ObjectRow(digest, size, media_type, created, accessed))
+            here = {r[0] for r in stored}
+            names = {r[0] for rows in (tagged, linked) for r in rows}
+            names.update(r[0] for r in listed if r[1] in here)
+            return DigestRange(objects, frozenset(names), frozenset(r[0] for r in tagged))
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
+
+    # --------------------------------------------------------------- listing
+
+    async def tags_page(self, after: TagKey | None, limit: int) -> list[TagEntry]:
+        columns = "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
+        order = f" ORDER BY upstream {C}, repo {C}, tag {C}"
+        if after is None:
+            rows = await self.run(lambda conn: conn.fetch(f"{columns}{order} LIMIT $1", limit))
+        else:
+            rows = await self.run(
+                lambda conn: conn.fetch(
+                    f"{columns} WHERE (upstream {C}, repo {C}, tag {C}) > ($1, $2, $3)"
+                    f"{order} LIMIT $4",
+                    *after,
+                    limit,
+                )
+            )
+        return [TagEntry(*r) for r in rows]
+
+    async def untagged_manifests(self) -> list[UntaggedManifest]:
+        rows = await self.run(
+            lambda conn: conn.fetch(
+                "SELECT l.upstream, l.repo, o.digest, h.last_access FROM objects o"
+                " JOIN holdings h ON h.replica = $1 AND h.digest = o.digest"
+                " JOIN links l ON l.digest = o.digest"
+                " WHERE o.media_type IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.upstream = l.upstream"
+                " AND t.repo = l.repo AND t.digest = o.digest)"
+                " AND NOT EXISTS (SELECT 1 FROM refs r JOIN holdings p ON p.replica = $1"
+                " AND p.digest = r.manifest WHERE r.digest = o.digest AND r.child)"
+                f" ORDER BY l.upstream {C}, l.repo {C}, o.digest {C}",
+                self.replica,
+                timeout=SLOW_QUERY_TIMEOUT,
+            ),
+            budget=SLOW_QUERY_TIMEOUT,
+        )
+        return [UntaggedManifest(*r) for r in rows]
+
+    async def usage_summary(self) -> UsageSummary:
+        async def job(conn: Conn) -> UsageSummary:
+            slow = SLOW_QUERY_TIMEOUT
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                repos = await conn.fetch(
+                    "SELECT upstream, count(*) FROM (SELECT upstream, repo FROM links"
+                    " UNION SELECT upstream, repo FROM tags) r GROUP BY upstream",
+                    timeout=slow,
+                )
+                tags = await conn.fetch(
+                    "SELECT upstream, count(*) FROM tags GROUP BY upstream", timeout=slow
+                )
+                owned = await conn.fetch(
+                    "SELECT x.upstream, count(*), sum(h.size) FROM (SELECT upstream, digest"
+                    " FROM links UNION SELECT upstream, digest FROM tags) x"
+                    " JOIN holdings h ON h.replica = $1 AND h.digest = x.digest"
+                    " GROUP BY x.upstream",
+                    self.replica,
+                    timeout=slow,
+                )
+                total = await conn.fetchrow(
+                    "SELECT objects, bytes FROM tier_totals WHERE replica = $1", self.replica
+                )
+                shared = await conn.fetchrow(
+                    "SELECT count(*), COALESCE(sum(h.size), 0) FROM (SELECT digest FROM links"
+                    " GROUP BY digest HAVING count(*) > 1) s"
+                    " JOIN holdings h ON h.replica = $1 AND h.digest = s.digest",
+                    self.replica,
+                    timeout=slow,
+                )
+            per_repo = {r[0]: int(r[1]) for r in repos}
+            per_tag = {r[0]: int(r[1]) for r in tags}
+            per_owner = {r[0]: (int(r[1]), int(r[2])) for r in owned}
+            upstreams = tuple(
+                UpstreamUsage(u, per_repo[u], per_tag.get(u, 0), *per_owner.get(u, (0, 0)))
+                for u in sorted(per_repo)
+            )
+            objects, size = (int(total[0]), int(total[1])) if total else (0, 0)
+            assert shared is not None  # an aggregate: always one row
+            return UsageSummary(upstreams, objects, size, int(shared[0]), int(shared[1]))
+
+        return await self.run(job, budget=SLOW_QUERY_TIMEOUT)
 
     # ----------------------------------------------------------------- links
 
@@ -663,6 +1018,46 @@ class PostgresIndex:
 
         await self.run(job)
 
+    # ------------------------------------------------------------------- bulk
+
+    async def import_rows(
+        self,
+        objects: Sequence[ObjectRow] = (),
+        tags: Sequence[TagImport] = (),
+        links: Sequence[LinkKey] = (),
+        refs: Mapping[str, ManifestRefs] | None = None,
+    ) -> None:
+        for start in range(0, len(objects), IMPORT_BATCH):
+            await self.adopt_objects(objects[start : start + IMPORT_BATCH])
+        if refs:
+            await self.record_refs(refs)
+        tag_columns = [
+            (t.upstream, t.repo, t.tag, t.digest, t.checked_at, t.last_pulled) for t in tags
+        ]
+        await self._insert_columns(
+            "INSERT INTO tags (upstream, repo, tag, digest, checked_at, last_pulled)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::float8[], $6::float8[]) ON CONFLICT DO NOTHING",
+            tag_columns,
+        )
+        await self._insert_columns(
+            "INSERT INTO links (upstream, repo, digest)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            list(links),
+        )
+
+    async def _insert_columns(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``sql`` takes one array per column (``unnest``): rows in statements of a bounded size."""
+        for start in range(0, len(rows), IMPORT_BATCH):
+            columns = [
+                list(column) for column in zip(*rows[start : start + IMPORT_BATCH], strict=True)
+            ]
+
+            async def job(conn: Conn, columns: list[list[Any]] = columns) -> None:
+                await conn.execute(sql, *columns)
+
+            await self.run(job)
+
 
 async def _migrate(conn: Conn) -> None:
     """Create or upgrade the schema: one replica at a time (advisory lock)."""
@@ -676,6 +1071,9 @@ async def _migrate(conn: Conn) -> None:
                 f"index schema {found} is newer than this registry-cache understands"
                 f" ({SCHEMA_VERSION}): upgrade registry-cache"
             )
+        if found < 2:
+            await conn.execute(MIGRATE_TO_2)
+            await conn.execute(FILL_TOTALS)
         await conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema', $1)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

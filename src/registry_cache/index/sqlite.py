@@ -9,10 +9,16 @@ deletes in short transactions, so another process's lock is held for millisecond
 
 Schema versions: 1 (the first release), 2 (adds ``tags_by_digest``, without
 which dropping the tags of an evicted manifest scanned every tag, and an LRU index
-on ``(last_access, digest)`` for paged eviction walks) and 3 (the shared tier: a
+on ``(last_access, digest)`` for paged eviction walks), 3 (the shared tier: a
 ``shared`` table of what the bucket holds, and ``objects.held``, 1 while the data
-directory holds the object: a row the bucket still holds outlives its local copy).
-Opening migrates forward.
+directory holds the object: a row the bucket still holds outlives its local copy)
+and 4 (``refs``: what each stored manifest lists, so ``cache ls/du/gc`` parse no
+manifest; ``objects.refs_known``; ``totals``: the number and bytes of each tier's
+rows, the local tier's (``held = 1``) and the bucket's (``shared``), kept by
+triggers instead of a SUM over every row per fill). Opening migrates forward, from
+any earlier version; to 4 costs one scan of ``objects`` and ``shared`` (the
+totals), and the references of manifests stored before are parsed from their
+files by the first maintenance command that needs them.
 """
 
 from __future__ import annotations
@@ -26,54 +32,132 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .base import Cursor, IndexUnavailable, ObjectRow, RepoKey, TagEntry, TagKey, TagRow
+from .base import (
+    Cursor,
+    DigestRange,
+    IndexUnavailable,
+    LinkKey,
+    ManifestRefs,
+    ObjectRow,
+    RepoKey,
+    TagEntry,
+    TagImport,
+    TagKey,
+    TagRow,
+    UntaggedManifest,
+    UpstreamUsage,
+    UsageSummary,
+)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    digest      TEXT PRIMARY KEY,
-    size        INTEGER NOT NULL,
-    media_type  TEXT,
-    created     REAL NOT NULL,
-    last_access REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tags (
-    upstream    TEXT NOT NULL,
-    repo        TEXT NOT NULL,
-    tag         TEXT NOT NULL,
-    digest      TEXT NOT NULL,
-    checked_at  REAL NOT NULL,
-    last_pulled REAL NOT NULL,
-    PRIMARY KEY (upstream, repo, tag)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS links (
-    upstream    TEXT NOT NULL,
-    repo        TEXT NOT NULL,
-    digest      TEXT NOT NULL,
-    PRIMARY KEY (upstream, repo, digest)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS links_by_digest ON links (digest);
-CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
-DROP INDEX IF EXISTS objects_by_access;
-CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest);
-CREATE TABLE IF NOT EXISTS shared (
-    digest      TEXT PRIMARY KEY,
-    size        INTEGER NOT NULL,
-    stored      REAL NOT NULL
-) WITHOUT ROWID;
-"""
+SCHEMA_VERSION = 4
+# One statement per item (a trigger's body has semicolons of its own). A new file
+# gets every column here; an older one gets those it lacks from COLUMNS first.
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS objects (
+        digest      TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        media_type  TEXT,
+        created     REAL NOT NULL,
+        last_access REAL NOT NULL,
+        held        INTEGER NOT NULL DEFAULT 1,
+        refs_known  INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS tags (
+        upstream    TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        tag         TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        checked_at  REAL NOT NULL,
+        last_pulled REAL NOT NULL,
+        PRIMARY KEY (upstream, repo, tag)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS links (
+        upstream    TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        PRIMARY KEY (upstream, repo, digest)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    # 3: what the bucket holds (its catalog rows are in objects, held or not).
+    """CREATE TABLE IF NOT EXISTS shared (
+        digest      TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        stored      REAL NOT NULL
+    ) WITHOUT ROWID""",
+    # 4: what manifests list (child: a manifest of an index). Rows count only while
+    # their manifest has an object row; those of manifests gone are left to prune_refs
+    # (cache gc): deleting them with every evicted manifest tripled a pass's writes.
+    """CREATE TABLE IF NOT EXISTS refs (
+        manifest TEXT NOT NULL,
+        digest   TEXT NOT NULL,
+        child    INTEGER NOT NULL,
+        PRIMARY KEY (manifest, digest)
+    ) WITHOUT ROWID""",
+    # 4: the running totals of each tier: eviction asks for them before every fill
+    # (the bucket's before every upload), and SUM(size) over a million rows takes a
+    # tenth of a second.
+    """CREATE TABLE IF NOT EXISTS totals (
+        tier    TEXT PRIMARY KEY CHECK (tier IN ('local', 'shared')),
+        objects INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS links_by_digest ON links (digest)",
+    "CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest)",
+    "DROP INDEX IF EXISTS objects_by_access",
+    "CREATE INDEX IF NOT EXISTS objects_lru ON objects (last_access, digest)",
+    "CREATE INDEX IF NOT EXISTS refs_by_digest ON refs (digest)",
+    "CREATE INDEX IF NOT EXISTS objects_manifests ON objects (digest) WHERE media_type IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS objects_unparsed ON objects (digest)"
+    " WHERE media_type IS NOT NULL AND refs_known = 0",
+    # The local tier is the rows the data directory holds (held = 1): a row the
+    # bucket keeps after its file went (held = 0) counts there, not here.
+    """CREATE TRIGGER IF NOT EXISTS objects_added AFTER INSERT ON objects
+    WHEN NEW.held = 1 BEGIN
+        UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size WHERE tier = 'local';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS objects_removed AFTER DELETE ON objects
+    WHEN OLD.held = 1 BEGIN
+        UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size WHERE tier = 'local';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS objects_changed AFTER UPDATE OF size, held ON objects
+    WHEN NEW.size != OLD.size OR NEW.held != OLD.held BEGIN
+        UPDATE totals SET objects = objects + NEW.held - OLD.held,
+            bytes = bytes + NEW.held * NEW.size - OLD.held * OLD.size
+        WHERE tier = 'local';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS shared_added AFTER INSERT ON shared BEGIN
+        UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size WHERE tier = 'shared';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS shared_removed AFTER DELETE ON shared BEGIN
+        UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size WHERE tier = 'shared';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS shared_resized AFTER UPDATE OF size ON shared
+    WHEN NEW.size != OLD.size BEGIN
+        UPDATE totals SET bytes = bytes + NEW.size - OLD.size WHERE tier = 'shared';
+    END""",
+)
+# Columns later versions added to objects (ALTER TABLE before SCHEMA runs): rows of
+# earlier releases were all the data directory's (3), and their manifests'
+# references are parsed once, by the first maintenance command that needs them (4,
+# see unparsed_manifests).
+COLUMNS = (
+    ("held", "INTEGER NOT NULL DEFAULT 1"),
+    ("refs_known", "INTEGER NOT NULL DEFAULT 0"),
+)
 # Deletes and inserts are cut into transactions of this many rows: each holds the
 # write lock for a few milliseconds, so other processes' writes wait no longer.
 BATCH = 500
+IMPORT_BATCH = 5000  # rows per transaction of a bulk import (inserts only: cheap)
 WRITE_BUSY_TIMEOUT = 30.0  # the writer thread may wait this long for another process
 READ_BUSY_TIMEOUT = 2.0
+WAL_CHECKPOINT_PAGES = 10_000  # 40 MB of WAL between checkpoints (the default is 1,000)
 POLL_INTERVAL = 5.0  # how often generation() is asked by wait_changed
+OBJECT_COLUMNS = "digest, size, media_type, created, last_access"
 
 
 class SqliteIndex:
@@ -95,7 +179,7 @@ class SqliteIndex:
         index = cls(path, readonly=readonly)
         try:
             if readonly:
-                await index.ping()
+                await index._read(_check_current)
             else:
                 await index._write(_migrate)
         except BaseException:
@@ -129,6 +213,10 @@ class SqliteIndex:
                 conn.execute("PRAGMA journal_mode = WAL")
                 # WAL + NORMAL is durable against process crashes; the blob files are the truth.
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # A checkpoint fsyncs twice: at the default (every 1,000 pages) an
+                # eviction pass deleting rows in 500-row transactions checkpointed after
+                # nearly every one, and spent most of its time in fsync.
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             else:
                 conn.execute("PRAGMA query_only = 1")
             self._local.conn = conn
@@ -292,8 +380,7 @@ class SqliteIndex:
     async def get_object(self, digest: str) -> ObjectRow | None:
         def query(db: sqlite3.Connection) -> ObjectRow | None:
             row = db.execute(
-                "SELECT digest, size, media_type, created, last_access FROM objects"
-                " WHERE digest = ?",
+                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE digest = ?",
                 (digest,),
             ).fetchone()
             return ObjectRow(*row) if row else None
@@ -303,22 +390,37 @@ class SqliteIndex:
     async def total_size(self) -> int:
         return await self._read(
             lambda db: int(
-                db.execute("SELECT COALESCE(SUM(size), 0) FROM objects WHERE held = 1").fetchone()[
-                    0
-                ]
+                db.execute("SELECT bytes FROM totals WHERE tier = 'local'").fetchone()[0]
             )
         )
 
     async def count_objects(self) -> int:
         return await self._read(
-            lambda db: int(db.execute("SELECT COUNT(*) FROM objects WHERE held = 1").fetchone()[0])
+            lambda db: int(
+                db.execute("SELECT objects FROM totals WHERE tier = 'local'").fetchone()[0]
+            )
         )
+
+    async def get_objects(self, digests: Sequence[str]) -> list[ObjectRow]:
+        def query(db: sqlite3.Connection) -> list[ObjectRow]:
+            rows: list[ObjectRow] = []
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                marks = ",".join("?" * len(chunk))
+                rows += [
+                    ObjectRow(*r)
+                    for r in db.execute(
+                        f"SELECT {OBJECT_COLUMNS} FROM objects"
+                        f" WHERE digest IN ({marks}) AND held = 1",
+                        tuple(chunk),
+                    )
+                ]
+            return rows
+
+        return await self._read(query)
 
     async def objects_page(self, after: Cursor | None, limit: int) -> list[ObjectRow]:
         def query(db: sqlite3.Connection) -> list[ObjectRow]:
-            columns = (
-                "SELECT digest, size, media_type, created, last_access FROM objects WHERE held = 1"
-            )
+            columns = f"SELECT {OBJECT_COLUMNS} FROM objects WHERE held = 1"
             if after is None:
                 rows = db.execute(
                     f"{columns} ORDER BY last_access, digest LIMIT ?", (limit,)
@@ -377,7 +479,7 @@ class SqliteIndex:
 
     async def shared_totals(self) -> tuple[int, int]:
         def query(db: sqlite3.Connection) -> tuple[int, int]:
-            row = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM shared").fetchone()
+            row = db.execute("SELECT objects, bytes FROM totals WHERE tier = 'shared'").fetchone()
             return int(row[0]), int(row[1])
 
         return await self._read(query)
@@ -411,6 +513,138 @@ class SqliteIndex:
                 _bump_generation(db)
 
             await self._write(job)
+
+    # ------------------------------------------------------------ references
+
+    async def record_refs(self, refs: Mapping[str, ManifestRefs]) -> None:
+        items = list(refs.items())
+        for chunk in _chunks(items):
+
+            def job(
+                db: sqlite3.Connection, chunk: Sequence[tuple[str, ManifestRefs]] = chunk
+            ) -> None:
+                _record_refs(db, chunk)
+
+            await self._write(job)
+
+    async def unparsed_manifests(self, after: str | None, limit: int) -> list[str]:
+        def query(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT digest FROM objects INDEXED BY objects_unparsed"
+                " WHERE media_type IS NOT NULL AND refs_known = 0 AND held = 1 AND digest > ?"
+                " ORDER BY digest LIMIT ?",
+                (after or "", limit),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._read(query)
+
+    async def refs_of(self, manifests: Sequence[str]) -> dict[str, ManifestRefs]:
+        def query(db: sqlite3.Connection) -> dict[str, ManifestRefs]:
+            found: dict[str, tuple[list[str], list[str]]] = {}
+            for chunk in _chunks(list(dict.fromkeys(manifests))):
+                marks = ",".join("?" * len(chunk))
+                # Known references of stored manifests (refs rows go with the row).
+                for digest in db.execute(
+                    f"SELECT digest FROM objects WHERE digest IN ({marks})"
+                    " AND refs_known = 1 AND held = 1",
+                    tuple(chunk),
+                ):
+                    found[digest[0]] = ([], [])
+                for manifest, digest, child in db.execute(
+                    f"SELECT manifest, digest, child FROM refs WHERE manifest IN ({marks})"
+                    " ORDER BY manifest, digest",
+                    tuple(chunk),
+                ):
+                    if manifest in found:
+                        found[manifest][1 if child else 0].append(digest)
+            return {m: ManifestRefs(tuple(b), tuple(c)) for m, (b, c) in found.items()}
+
+        return await self._read(query)
+
+    async def prune_refs(self) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM refs WHERE manifest IN (SELECT DISTINCT manifest FROM refs r"
+                " WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.digest = r.manifest))"
+            )
+            return max(0, cursor.rowcount)
+
+        return await self._write(job)
+
+    async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
+        def within(column: str) -> str:
+            return f"{column} >= ?" + ("" if hi is None else f" AND {column} < ?")
+
+        where = within("digest")
+        args = (lo,) if hi is None else (lo, hi)
+
+        def query(db: sqlite3.Connection) -> DigestRange:
+            db.execute("BEGIN")  # one snapshot for the four queries
+            try:
+                objects = [
+                    ObjectRow(*r)
+                    for r in db.execute(
+                        f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {where} AND held = 1"
+                        " ORDER BY digest",
+                        args,
+                    )
+                ]
+                tagged = {r[0] for r in db.execute(f"SELECT digest FROM tags WHERE {where}", args)}
+                linked = {r[0] for r in db.execute(f"SELECT digest FROM links WHERE {where}", args)}
+                listed = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT r.digest FROM refs r JOIN objects m ON m.digest = r.manifest"
+                        f" WHERE {within('r.digest')} AND m.held = 1",
+                        args,
+                    )
+                }
+            finally:
+                db.execute("COMMIT")
+            return DigestRange(objects, frozenset(tagged | linked | listed), frozenset(tagged))
+
+        return await self._read(query)
+
+    # --------------------------------------------------------------- listing
+
+    async def tags_page(self, after: TagKey | None, limit: int) -> list[TagEntry]:
+        def query(db: sqlite3.Connection) -> list[TagEntry]:
+            columns = "SELECT upstream, repo, tag, digest, last_pulled FROM tags"
+            if after is None:
+                rows = db.execute(
+                    f"{columns} ORDER BY upstream, repo, tag LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    f"{columns} WHERE (upstream, repo, tag) > (?, ?, ?)"
+                    " ORDER BY upstream, repo, tag LIMIT ?",
+                    (*after, limit),
+                ).fetchall()
+            return [TagEntry(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def untagged_manifests(self) -> list[UntaggedManifest]:
+        def query(db: sqlite3.Connection) -> list[UntaggedManifest]:
+            rows = db.execute(
+                "SELECT l.upstream, l.repo, o.digest, o.last_access"
+                # From the manifests (a fifth of the rows), not from every link.
+                " FROM objects o INDEXED BY objects_manifests"
+                " CROSS JOIN links l ON l.digest = o.digest"
+                " WHERE o.media_type IS NOT NULL AND o.held = 1"
+                " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.upstream = l.upstream"
+                " AND t.repo = l.repo AND t.digest = o.digest)"
+                " AND NOT EXISTS (SELECT 1 FROM refs r JOIN objects p ON p.digest = r.manifest"
+                " WHERE r.digest = o.digest AND r.child AND p.held = 1)"
+                " ORDER BY l.upstream, l.repo, o.digest"
+            ).fetchall()
+            return [UntaggedManifest(*r) for r in rows]
+
+        return await self._read(query)
+
+    async def usage_summary(self) -> UsageSummary:
+        return await self._read(_usage_summary)
 
     # ----------------------------------------------------------------- links
 
@@ -498,6 +732,100 @@ class SqliteIndex:
 
         await self._write(job)
 
+    # ------------------------------------------------------------------- bulk
+
+    async def import_rows(
+        self,
+        objects: Sequence[ObjectRow] = (),
+        tags: Sequence[TagImport] = (),
+        links: Sequence[LinkKey] = (),
+        refs: Mapping[str, ManifestRefs] | None = None,
+    ) -> None:
+        statements: list[tuple[str, list[tuple[object, ...]]]] = [
+            (
+                # Files of the data directory (a row the bucket kept is held again).
+                "INSERT INTO objects (digest, size, media_type, created, last_access, held)"
+                " VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (digest) DO UPDATE SET held = 1",
+                [(r.digest, r.size, r.media_type, r.created, r.last_access) for r in objects],
+            ),
+            (
+                "INSERT OR IGNORE INTO tags"
+                " (upstream, repo, tag, digest, checked_at, last_pulled) VALUES (?, ?, ?, ?, ?, ?)",
+                [(t.upstream, t.repo, t.tag, t.digest, t.checked_at, t.last_pulled) for t in tags],
+            ),
+            ("INSERT OR IGNORE INTO links (upstream, repo, digest) VALUES (?, ?, ?)", list(links)),
+        ]
+        for sql, rows in statements:
+            for chunk in _chunks(rows, IMPORT_BATCH):
+
+                def job(
+                    db: sqlite3.Connection,
+                    sql: str = sql,
+                    chunk: Sequence[tuple[object, ...]] = chunk,
+                ) -> None:
+                    db.executemany(sql, chunk)
+
+                await self._write(job)
+        if refs:
+            await self.record_refs(refs)
+
+
+def _record_refs(db: sqlite3.Connection, items: Sequence[tuple[str, ManifestRefs]]) -> None:
+    """Inside a write transaction: references of stored manifests (others are skipped)."""
+    stored = [m for m, _ in items]
+    marks = ",".join("?" * len(stored))
+    have = {
+        r[0]
+        for r in db.execute(
+            f"SELECT digest FROM objects WHERE digest IN ({marks}) AND media_type IS NOT NULL",
+            stored,
+        )
+    }
+    rows = [
+        (manifest, digest, child)
+        for manifest, refs in items
+        if manifest in have
+        for child, digests in ((1, refs.children), (0, refs.blobs))  # a child first
+        for digest in digests
+    ]
+    db.executemany("INSERT OR IGNORE INTO refs (manifest, digest, child) VALUES (?, ?, ?)", rows)
+    db.executemany(
+        "UPDATE objects SET refs_known = 1 WHERE digest = ? AND refs_known = 0",
+        [(m,) for m in have],
+    )
+
+
+def _usage_summary(db: sqlite3.Connection) -> UsageSummary:
+    db.execute("BEGIN")  # one snapshot
+    try:
+        repos = dict(
+            db.execute(
+                "SELECT upstream, COUNT(*) FROM (SELECT upstream, repo FROM links"
+                " UNION SELECT upstream, repo FROM tags) GROUP BY upstream"
+            ).fetchall()
+        )
+        tags = dict(db.execute("SELECT upstream, COUNT(*) FROM tags GROUP BY upstream").fetchall())
+        owned = {
+            u: (n, b)
+            for u, n, b in db.execute(
+                "SELECT x.upstream, COUNT(*), SUM(o.size) FROM (SELECT upstream, digest FROM links"
+                " UNION SELECT upstream, digest FROM tags) x"
+                " JOIN objects o ON o.digest = x.digest AND o.held = 1 GROUP BY x.upstream"
+            )
+        }
+        total = db.execute("SELECT objects, bytes FROM totals WHERE tier = 'local'").fetchone()
+        shared = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(o.size), 0) FROM (SELECT digest FROM links"
+            " GROUP BY digest HAVING COUNT(*) > 1) s JOIN objects o ON o.digest = s.digest"
+            " AND o.held = 1"
+        ).fetchone()
+    finally:
+        db.execute("COMMIT")
+    upstreams = tuple(
+        UpstreamUsage(u, repos[u], tags.get(u, 0), *owned.get(u, (0, 0))) for u in sorted(repos)
+    )
+    return UsageSummary(upstreams, total[0], total[1], shared[0], shared[1])
+
 
 def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
     db.execute("BEGIN IMMEDIATE")
@@ -523,12 +851,28 @@ def _migrate(db: sqlite3.Connection) -> None:
             f"index schema {found} is newer than this registry-cache understands"
             f" ({SCHEMA_VERSION}): upgrade registry-cache"
         )
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
-    if "held" not in columns:  # 3: rows until now were all the data directory's
-        db.execute("ALTER TABLE objects ADD COLUMN held INTEGER NOT NULL DEFAULT 1")
+    present = {row[1] for row in db.execute("PRAGMA table_info(objects)")}  # none: new
+    for name, ddl in COLUMNS:
+        if present and name not in present:
+            db.execute(f"ALTER TABLE objects ADD COLUMN {name} {ddl}")
+    if found < 4:
+        # The totals are rebuilt below. A pre-release build of 4 numbered itself 3
+        # and kept one total over every row: its triggers and table go first.
+        for trigger in ("objects_added", "objects_removed", "objects_resized"):
+            db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        db.execute("DROP TABLE IF EXISTS totals")
+    for statement in SCHEMA:
+        db.execute(statement)
+    if found < 4:
+        # Under the write lock, with the triggers in place: exact from here on.
+        db.execute(
+            "INSERT OR REPLACE INTO totals (tier, objects, bytes)"
+            " SELECT 'local', COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE held = 1"
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO totals (tier, objects, bytes)"
+            " SELECT 'shared', COUNT(*), COALESCE(SUM(size), 0) FROM shared"
+        )
     db.execute(
         "INSERT INTO meta (key, value) VALUES ('schema', ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -543,6 +887,17 @@ def _drop_unheld_tags(db: sqlite3.Connection, rows: Sequence[tuple[str]]) -> Non
         " AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.digest = ?1)",
         rows,
     )
+
+
+def _check_current(db: sqlite3.Connection) -> None:
+    """A read-only index cannot be migrated: it must already have this release's schema."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    found = int(row[0]) if row else 0
+    if found != SCHEMA_VERSION:
+        raise IndexUnavailable(
+            f"index schema {found} is not this release's ({SCHEMA_VERSION}) and the index is"
+            " read-only here: open it writable once (serve or any cache command migrates it)"
+        )
 
 
 def _bump_generation(db: sqlite3.Connection) -> None:

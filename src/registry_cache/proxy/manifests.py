@@ -190,6 +190,8 @@ class ManifestService:
         if media_type == "application/octet-stream":
             return None  # JSON, but not a manifest (a config blob)
         await self.ctx.index.add_object(digest, len(body), media_type)
+        blobs, children = referenced_digests(body)
+        await self.ctx.index.record_refs(digest, blobs, children)  # as _store does
         self.ctx.memo.put(digest, body, media_type)
         return body, media_type
 
@@ -205,6 +207,7 @@ class ManifestService:
         index = self.ctx.index
         await index.add_object(str(digest), len(fetched.body), media_type)
         blobs, children = referenced_digests(fetched.body)
+        await index.record_refs(str(digest), blobs, children)
         # The repository may now see everything its manifest references.
         await index.link(route.upstream.name, route.repository, [str(digest), *blobs, *children])
         self.ctx.memo.put(str(digest), fetched.body, media_type)

@@ -349,15 +349,28 @@ class Evictor:
             return Report(ran=False)
         if age_due:
             self._aged_at = now
+        log.log(
+            logging.INFO if need else logging.DEBUG,  # an age-only walk every minute: quiet
+            "eviction pass: %d bytes to free%s",
+            need,
+            " and what was not used for max_age" if age_due else "",
+        )
         # This worker's recent hits must count before victims are picked; other
         # workers' are at most their flush interval (5 s) late.
         await self.index.flush()
+        began = time.monotonic()
         removed = await self._walk(need, now)
         shortfall = max(0, need - sum(e.size for e in removed))
         report = Report(True, need, tuple(removed), shortfall)
         if removed:
             _count(removed, now - self.limits.max_age if self.limits.max_age else None)
-            log.info("evicted %d object(s), %d bytes (wanted %d)", len(removed), report.freed, need)
+            log.info(
+                "evicted %d object(s), %d bytes (wanted %d) in %.1fs",
+                len(removed),
+                report.freed,
+                need,
+                time.monotonic() - began,
+            )
         if shortfall:
             log.warning("cannot free %d more bytes: the rest is being filled or served", shortfall)
         return report
@@ -369,23 +382,52 @@ class Evictor:
         removed: list[Entry] = []
         freed = 0
         cursor = None
-        while True:
-            rows = await self.index.index.objects_page(cursor, PAGE)
-            if not rows:
-                return removed
-            cursor = (rows[-1].last_access, rows[-1].digest)
-            entries = [Entry(r.digest, r.size, r.last_access) for r in rows]
-            chosen = plan(
-                entries, max(0, need - freed), now=now, pinned=pinned, max_age=self.limits.max_age
-            )
-            if chosen.victims:
-                done = await remove_objects(self.store, self.index, chosen.victims)
-                removed += done
-                freed += sum(e.size for e in done)
-            satisfied = freed >= need
-            expired_left = cutoff is not None and rows[-1].last_access < cutoff
-            if satisfied and not expired_left:
-                return removed
+        # A page's rows are dropped while the next page's files are unlinked (the
+        # index and the file system work at once; at most one page's rows pending).
+        # Cancelled (SIGTERM) mid-page, the page is finished first: the thread unlinks
+        # its batch anyway, and its rows must go with the files (a second or less).
+        forgetting: asyncio.Task[None] | None = None
+        unlinking: asyncio.Future[list[Entry]] | None = None
+        try:
+            while True:
+                rows = await self.index.index.objects_page(cursor, PAGE)
+                if not rows:
+                    return removed
+                cursor = (rows[-1].last_access, rows[-1].digest)
+                entries = [Entry(r.digest, r.size, r.last_access) for r in rows]
+                chosen = plan(
+                    entries,
+                    max(0, need - freed),
+                    now=now,
+                    pinned=pinned,
+                    max_age=self.limits.max_age,
+                )
+                if chosen.victims:
+                    unlinking = asyncio.ensure_future(
+                        asyncio.to_thread(unlink_batch, self.layout, chosen.victims)
+                    )
+                    done = await asyncio.shield(unlinking)
+                    unlinking = None
+                    forgetting = await self._forget_next(forgetting, done)
+                    removed += done
+                    freed += sum(e.size for e in done)
+                satisfied = freed >= need
+                expired_left = cutoff is not None and rows[-1].last_access < cutoff
+                if satisfied and not expired_left:
+                    return removed
+        finally:
+            if unlinking is not None:
+                forgetting = await self._forget_next(forgetting, await unlinking)
+            if forgetting is not None:
+                await forgetting
+
+    async def _forget_next(
+        self, previous: asyncio.Task[None] | None, done: Sequence[Entry]
+    ) -> asyncio.Task[None]:
+        """Wait for the previous page's rows to be dropped, then start on ``done``'s."""
+        if previous is not None:
+            await previous
+        return asyncio.create_task(forget(self.index, self.store, [e.digest for e in done]))
 
     async def make_room(self, digest: Digest, size: int) -> Report:
         """Before a fill of ``size`` bytes: within the limits, and beyond them whatever

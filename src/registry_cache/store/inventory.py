@@ -1,9 +1,17 @@
-"""What the cache holds, as plain data: a snapshot of the index plus the manifest graph.
+"""What the cache holds, as plain data: snapshots of the index plus the manifest graph.
 
-``load`` is the only function here that does I/O. Everything else is pure and
-unit-tested with hand-made snapshots: ``images`` (what ``cache ls`` shows),
-``totals`` (``cache du``), ``referenced`` / ``plan_gc`` (what ``cache gc`` calls an
-orphan) and ``plan_prune`` (what ``cache prune`` selects).
+The rules are pure and unit-tested with hand-made snapshots: ``images`` (what
+``cache ls`` shows), ``totals`` (``cache du``), ``referenced`` / ``plan_gc`` (what
+``cache gc`` calls an orphan) and ``plan_prune`` (what ``cache prune`` selects).
+
+A big cache is never loaded whole: the index stores what each manifest lists
+(``Index.record_refs``, written when the manifest is stored), ``iter_images`` walks
+the tags a page at a time and builds a small snapshot of just those images'
+objects for ``image``, ``cache du`` has the index aggregate, and ``gc``/``verify``
+go one fan-out directory (``fan_ranges``) at a time. Manifests stored by a release
+before the index kept references are parsed from their files once
+(``ensure_refs``); only when the index is read-only and some are still unknown do
+``ls`` and ``du`` fall back to a whole ``load`` (what ``prune`` still uses).
 
 Definitions used throughout:
 
@@ -20,24 +28,21 @@ Definitions used throughout:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..digest import Digest
 from ..errors import RegistryError
-from ..index.base import Index, ObjectRow, TagEntry
+from ..index.base import Index, ManifestRefs, ObjectRow, TagEntry, UntaggedManifest
 from ..mediatypes import referenced_digests
 from .blobs import BlobStore
 from .evict import Entry
 
 Repo = tuple[str, str]  # (upstream, repository)
 PAGE = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class Refs:
-    blobs: tuple[str, ...]  # config and layers
-    children: tuple[str, ...]  # manifests of an index
+IMAGE_PAGE = 1000  # images per small snapshot (``iter_images``)
+Refs = ManifestRefs  # what a stored manifest lists: blobs (config, layers) and children
 
 
 @dataclass(frozen=True)
@@ -64,28 +69,122 @@ async def all_objects(index: Index) -> list[ObjectRow]:
     return rows
 
 
+async def parse_refs(store: BlobStore, digest: str) -> Refs | None:
+    """What a stored manifest lists, from its file; None when it cannot be read."""
+    try:
+        body = await store.read(Digest.parse(digest))
+    except (OSError, RegistryError):
+        return None  # a bad name or an unreadable file: nothing to follow
+    if body is None:
+        return None  # evicted under us
+    blobs, children = referenced_digests(body)
+    return Refs(tuple(dict.fromkeys(blobs)), tuple(dict.fromkeys(children)))
+
+
+async def ensure_refs(index: Index, store: BlobStore, *, writable: bool = True) -> bool:
+    """Record the references of stored manifests the index does not know yet (stored
+    by an earlier release), parsing each file once. Returns whether the index now
+    knows them all: not when it is read-only (``writable`` False) and some are
+    unknown (the caller then uses ``load``)."""
+    if not writable:
+        return not await index.unparsed_manifests(None, 1)
+    after = None
+    while names := await index.unparsed_manifests(after, PAGE):
+        found = {}
+        for digest in names:
+            refs = await parse_refs(store, digest)
+            if refs is not None:
+                found[digest] = refs
+        await index.record_refs(found)
+        after = names[-1]
+    return True
+
+
 async def load(index: Index, store: BlobStore, rows: Sequence[ObjectRow] | None = None) -> Snapshot:
-    """Read the index and parse every stored manifest (they are small). ``rows``: the
-    objects to look at instead of the local tier's (the bucket's, for ``cache``)."""
+    """The whole index and every stored manifest's references, in memory (``prune``,
+    and ``ls``/``du`` on a read-only index with manifests of an earlier release).
+    ``rows``: the objects to look at instead of the local tier's (the bucket's, for
+    ``cache``: manifests the index has no references of are read from ``store``)."""
     objects = {row.digest: row for row in (await all_objects(index) if rows is None else rows)}
     tags = await index.all_tags()
     links: dict[str, set[Repo]] = {}
     for upstream, repo in await index.repositories():
         for digest in await index.links_of(upstream, repo):
             links.setdefault(digest, set()).add((upstream, repo))
+    manifests = [d for d, row in objects.items() if row.media_type is not None]
     refs: dict[str, Refs] = {}
-    for digest, row in objects.items():
-        if row.media_type is None:
-            continue
-        try:
-            body = await store.read(Digest.parse(digest))
-        except (OSError, RegistryError):
-            continue  # a bad name or an unreadable file: nothing to follow
-        if body is None:
-            continue  # evicted under us
-        blobs, children = referenced_digests(body)
-        refs[digest] = Refs(tuple(blobs), tuple(children))
+    for start in range(0, len(manifests), PAGE):
+        refs.update(await index.refs_of(manifests[start : start + PAGE]))
+    for digest in manifests:
+        if digest not in refs:
+            parsed = await parse_refs(store, digest)
+            if parsed is not None:
+                refs[digest] = parsed
     return Snapshot(objects, tags, {d: frozenset(r) for d, r in links.items()}, refs)
+
+
+async def closure_snapshot(index: Index, roots: Iterable[str]) -> Snapshot:
+    """Just the objects and references ``image`` needs for images at ``roots``."""
+    objects: dict[str, ObjectRow] = {}
+    refs: dict[str, Refs] = {}
+    asked: set[str] = set()
+    frontier = set(roots)
+    while frontier:
+        asked |= frontier
+        rows = await index.get_objects(sorted(frontier))
+        objects.update((r.digest, r) for r in rows)
+        manifests = [r.digest for r in rows if r.media_type is not None]
+        found = await index.refs_of(manifests) if manifests else {}
+        refs.update(found)
+        frontier = {d for f in found.values() for d in (*f.blobs, *f.children)} - asked
+    return Snapshot(objects, refs=refs)
+
+
+def _sort_key(item: TagEntry | UntaggedManifest) -> tuple[str, str, bool, str]:
+    """The order of ``images``: tags of a repository first, then its digest-only ones."""
+    if isinstance(item, TagEntry):
+        return item.upstream, item.repo, False, item.tag
+    return item.upstream, item.repo, True, item.digest
+
+
+async def iter_images(index: Index, page: int = IMAGE_PAGE) -> AsyncIterator[Image]:
+    """``images`` of the whole cache, in its order, one small snapshot per page of tags
+    (``ensure_refs`` first: this follows the references the index recorded)."""
+    untagged = deque(await index.untagged_manifests())
+    after = None
+    while True:
+        tags = await index.tags_page(after, page)
+        batch: list[TagEntry | UntaggedManifest] = []
+        for tag in tags:
+            while untagged and _sort_key(untagged[0]) < _sort_key(tag):
+                batch.append(untagged.popleft())
+            batch.append(tag)
+        if not tags:
+            batch += untagged
+            untagged.clear()
+        for start in range(0, len(batch), page):
+            chunk = batch[start : start + page]
+            snap = await closure_snapshot(index, (i.digest for i in chunk))
+            for item in chunk:
+                if isinstance(item, TagEntry):
+                    yield image(
+                        snap,
+                        (item.upstream, item.repo),
+                        item.tag,
+                        item.digest,
+                        last_pulled=item.last_pulled,
+                    )
+                else:
+                    yield image(
+                        snap,
+                        (item.upstream, item.repo),
+                        None,
+                        item.digest,
+                        last_pulled=item.last_access,
+                    )
+        if not tags:
+            return
+        after = (tags[-1].upstream, tags[-1].repo, tags[-1].tag)
 
 
 # --------------------------------------------------------------------- images
@@ -273,21 +372,43 @@ def plan_gc(
     Nothing written or accessed within ``grace`` and nothing with a fill in flight
     (``busy``) is touched: a fill commits its file a moment before its row appears.
     """
-    names = referenced(snap)
+    return plan_gc_part(
+        snap.objects,
+        referenced(snap),
+        {t.digest for t in snap.tags},
+        files,
+        now=now,
+        grace=grace,
+        busy=busy,
+    )
+
+
+def plan_gc_part(
+    objects: Mapping[str, ObjectRow],
+    names: Collection[str],
+    tagged: Collection[str],
+    files: Mapping[str, FileInfo],
+    *,
+    now: float,
+    grace: float,
+    busy: Collection[str] = frozenset(),
+) -> GcPlan:
+    """``plan_gc`` over a part of the digests (one fan-out directory): its rows, the
+    digests of the part that are ``referenced`` (``names``) or tagged, and its files."""
     recent = now - grace
     orphans: list[str] = []
     adopt: list[str] = []
     for digest, info in files.items():
-        row = snap.objects.get(digest)
+        row = objects.get(digest)
         if digest in busy or info.mtime > recent or (row and row.last_access > recent):
             continue
         if digest not in names:
             orphans.append(digest)
         elif row is None:
             adopt.append(digest)
-    orphans += [d for d in snap.objects if d not in files and d not in names and d not in busy]
-    missing = {d for d in snap.objects if d not in files and d in names and d not in busy}
-    missing |= {t.digest for t in snap.tags if t.digest not in files and t.digest not in busy}
+    orphans += [d for d in objects if d not in files and d not in names and d not in busy]
+    missing = {d for d in objects if d not in files and d in names and d not in busy}
+    missing |= {d for d in tagged if d not in files and d not in busy}
     return GcPlan(tuple(sorted(orphans)), tuple(sorted(adopt)), tuple(sorted(missing)))
 
 

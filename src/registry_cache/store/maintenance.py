@@ -1,10 +1,16 @@
-"""``cache gc``, ``cache verify`` and ``cache prune``: safe while the server runs.
+"""``cache ls``/``du`` (``list_images``, ``disk_usage``), ``gc``, ``verify`` and ``prune``:
+safe while the server runs.
 
 Every deletion happens under ``DATA/evict.lock`` (the lock eviction takes), so at
 most one process deletes at a time and rows never disappear between a read and
 the check of their file. Fills are left alone: anything with a file under
 ``fills/`` is pinned (``evict.in_flight``) and files under ``blobs/`` are
 immutable once published, so verify never reads an object that is being written.
+
+A big cache is gone through a few fan-out directories of ``blobs/`` at a time
+(``fan_ranges``): the index's rows of that digest range, then the directories'
+files, so memory holds about 20,000 entries, never every row or file (``prune``
+still loads the whole index: ``inventory.load``).
 
 Garbage (``gc``), each only when older than ``grace``:
 
@@ -22,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +39,31 @@ from ..digest import Digest
 from ..errors import RegistryError
 from ..index.base import ObjectRow, TagEntry
 from ..index.front import IndexFront
-from ..mediatypes import manifest_media_type
+from ..mediatypes import manifest_media_type, referenced_digests
 from .blobs import FileBlobStore
 from .evict import Entry, evict_lock, forget, in_flight, remove_objects
-from .inventory import FileInfo, all_objects, load, plan_gc, plan_prune
+from .inventory import (
+    FileInfo,
+    Image,
+    Refs,
+    Totals,
+    UpstreamTotals,
+    ensure_refs,
+    images,
+    iter_images,
+    load,
+    plan_gc_part,
+    plan_prune,
+    totals,
+)
 from .layout import Layout
 
 LOCK_WAIT = 30.0
+RANGE_ROWS = 20_000  # index rows per digest range (fan_ranges)
+_SHA256_HEX = re.compile(r"[a-f0-9]{64}")  # what Digest.parse accepts for sha256
 CHUNK = 1 << 20
+HASH_BATCH = 256  # files per thread hop in verify
+PROGRESS_STEP = 8 << 20
 
 
 class MaintenanceBusy(Exception):
@@ -68,6 +92,89 @@ def scan_files(layout: Layout) -> dict[str, FileInfo]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class FanRange:
+    """Digests ``lo <= d < hi`` (``hi`` None: no end) and the fan-out directories whose
+    files are all in the range (none for a range between directories)."""
+
+    lo: str
+    hi: str | None
+    paths: tuple[Path, ...] = ()
+
+
+def fan_ranges(layout: Layout, *, rows: int = 0, per_range: int = RANGE_ROWS) -> list[FanRange]:
+    """The digest key space cut at fan-out directories (``blobs/sha256/ab`` starts the
+    range ``sha256:ab``): every row falls in exactly one range, and every file of a
+    directory in that directory's range. With ``rows`` (the index's count) several
+    directories share a range, about ``per_range`` rows each: one query per range."""
+    fans: list[tuple[str, Path]] = []
+    root = layout.blobs
+    for algorithm in root.iterdir() if root.is_dir() else ():
+        if algorithm.is_dir():
+            fans += [(f"{algorithm.name}:{fan.name}", fan) for fan in algorithm.iterdir()]
+    fans.sort()
+    step = max(1, per_range * len(fans) // rows) if rows else 1
+    ranges = [FanRange("", fans[0][0] if fans else None)]
+    for start in range(0, len(fans), step):
+        group = fans[start : start + step]
+        hi = fans[start + step][0] if start + step < len(fans) else None
+        ranges.append(FanRange(group[0][0], hi, tuple(path for _, path in group)))
+    return ranges
+
+
+async def _ranges(layout: Layout, index: IndexFront) -> list[FanRange]:
+    rows = await index.index.count_objects()
+    return await asyncio.to_thread(lambda: fan_ranges(layout, rows=rows))
+
+
+def _blob_entries(part: FanRange) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(digest, entry) of each file in a range's directories that is where the cache
+    would look for it (a file named for another directory is not)."""
+    for path in part.paths:
+        prefix = f"{path.parent.name}:"
+        try:
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            continue
+        sha256 = prefix == "sha256:"
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(path.name):
+                continue
+            if sha256 and _SHA256_HEX.fullmatch(name):  # the common case, without parse
+                yield prefix + name, entry
+                continue
+            try:
+                digest = str(Digest.parse(prefix + name))
+            except RegistryError:
+                continue
+            yield digest, entry
+
+
+def fan_names(part: FanRange) -> list[str]:
+    """Digests of the files in a range's directories, sorted (no stat)."""
+    return sorted(digest for digest, _ in _blob_entries(part))
+
+
+def scan_fan(layout: Layout, part: FanRange) -> dict[str, FileInfo]:
+    """``scan_files`` for one range's directories."""
+    found: dict[str, FileInfo] = {}
+    for digest, entry in sorted(_blob_entries(part), key=lambda item: item[0]):
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        found[digest] = FileInfo(st.st_size, st.st_mtime)
+    return found
+
+
+def _blob_stat(layout: Layout, digest: str) -> os.stat_result | None:
+    try:
+        return os.stat(layout.blob_str(Digest.parse(digest)))
+    except FileNotFoundError:
+        return None
+
+
 def dir_bytes(path: Path) -> tuple[int, int]:
     """(files, bytes) directly under ``path``."""
     count = size = 0
@@ -82,6 +189,71 @@ def dir_bytes(path: Path) -> tuple[int, int]:
         except FileNotFoundError:
             pass
     return count, size
+
+
+# --------------------------------------------------------------------- ls, du
+
+
+async def list_images(
+    store: FileBlobStore, index: IndexFront, *, writable: bool = True
+) -> AsyncIterator[Image]:
+    """``cache ls``: every image in ``images`` order, without loading the index whole."""
+    if await ensure_refs(index.index, store, writable=writable):
+        async for found in iter_images(index.index):
+            yield found
+        return
+    for found in images(await load(index.index, store)):
+        yield found
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    totals: Totals
+    unindexed_files: int  # verified files without a row (``cache gc`` adopts or removes)
+    unindexed_bytes: int
+
+
+async def disk_usage(
+    store: FileBlobStore, index: IndexFront, *, writable: bool = True
+) -> DiskUsage:
+    """``cache du``: the index aggregates; what nothing names, and the files without a
+    row, come from one fan-out directory at a time."""
+    layout = store.layout
+    if not await ensure_refs(index.index, store, writable=writable):
+        snap = await load(index.index, store)
+        files = await asyncio.to_thread(scan_files, layout)
+        stray = [f.size for d, f in files.items() if d not in snap.objects]
+        return DiskUsage(totals(snap), len(stray), sum(stray))
+    summary = await index.index.usage_summary()
+    loose = loose_bytes = stray_files = stray_bytes = 0
+    for part in await _ranges(layout, index):
+        found = await index.index.digest_range(part.lo, part.hi)
+        rows = {row.digest for row in found.objects}
+        for row in found.objects:
+            if row.digest not in found.referenced:
+                loose += 1
+                loose_bytes += row.size
+        names = await asyncio.to_thread(fan_names, part)
+        sizes = await asyncio.to_thread(_sizes, layout, [d for d in names if d not in rows])
+        stray_files += len(sizes)
+        stray_bytes += sum(sizes)
+    sums = Totals(
+        upstreams=tuple(
+            UpstreamTotals(u.upstream, u.repos, u.tags, u.objects, u.bytes)
+            for u in summary.upstreams
+        ),
+        objects=summary.objects,
+        bytes=summary.bytes,
+        shared_objects=summary.shared_objects,
+        shared_bytes=summary.shared_bytes,
+        unreferenced_objects=loose,
+        unreferenced_bytes=loose_bytes,
+    )
+    return DiskUsage(sums, stray_files, stray_bytes)
+
+
+def _sizes(layout: Layout, digests: Sequence[str]) -> list[int]:
+    return [st.st_size for d in digests if (st := _blob_stat(layout, d)) is not None]
 
 
 # ------------------------------------------------------------------------- gc
@@ -106,25 +278,43 @@ async def collect_garbage(
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
         now = time.time()
-        # Rows before files: a row is only ever written after its file, so a row
-        # read now whose file is absent later was really deleted, not yet to come.
-        snap = await load(index.index, store)
-        files = await asyncio.to_thread(scan_files, layout)
-        plan = plan_gc(snap, files, now=now, grace=grace, busy=in_flight(layout))
-        orphan_bytes = sum(
-            files[d].size if d in files else snap.objects[d].size for d in plan.orphans
-        )
-        if not dry_run:
-            await asyncio.to_thread(
-                lambda: [store.delete_now(Digest.parse(d)) for d in plan.orphans]
+        await ensure_refs(index.index, store)
+        busy = in_flight(layout)
+        orphans: list[str] = []
+        adopt: list[str] = []
+        missing: list[str] = []
+        orphan_bytes = 0
+        adopt_files: dict[str, FileInfo] = {}
+        for part in await _ranges(layout, index):
+            # Rows before files: a row is only ever written after its file, so a row
+            # read now whose file is absent later was really deleted, not yet to come.
+            found = await index.index.digest_range(part.lo, part.hi)
+            files = await asyncio.to_thread(scan_fan, layout, part)
+            rows = {row.digest: row for row in found.objects}
+            plan = plan_gc_part(
+                rows, found.referenced, found.tagged, files, now=now, grace=grace, busy=busy
             )
-            await forget(index, store, [*plan.orphans, *plan.missing])
-            await _adopt(index, store, plan.adopt, files)
+            orphans += plan.orphans
+            adopt += plan.adopt
+            missing += plan.missing
+            orphan_bytes += sum(files[d].size if d in files else rows[d].size for d in plan.orphans)
+            adopt_files |= {d: files[d] for d in plan.adopt}
+        if not dry_run:
+            await asyncio.to_thread(lambda: [store.delete_now(Digest.parse(d)) for d in orphans])
+            await forget(index, store, [*orphans, *missing])
+            await _adopt(index, store, adopt, adopt_files)
+            await index.index.prune_refs()  # of manifests evicted since the last gc
         removed, removed_bytes = await asyncio.to_thread(
             clean_leftovers, layout, store, now, grace, dry_run
         )
     return GcReport(
-        plan.orphans, orphan_bytes, plan.adopt, plan.missing, removed, removed_bytes, dry_run
+        tuple(sorted(orphans)),
+        orphan_bytes,
+        tuple(sorted(adopt)),
+        tuple(sorted(missing)),
+        removed,
+        removed_bytes,
+        dry_run,
     )
 
 
@@ -132,6 +322,7 @@ async def _adopt(
     index: IndexFront, store: FileBlobStore, digests: Sequence[str], files: dict[str, FileInfo]
 ) -> None:
     rows = []
+    refs: dict[str, Refs] = {}
     for text in digests:
         info = files[text]
         media_type = None
@@ -145,9 +336,12 @@ async def _adopt(
             guess = manifest_media_type(body, None)
             if guess != "application/octet-stream" and body.lstrip()[:1] == b"{":
                 media_type = guess
+                blobs, children = referenced_digests(body)
+                refs[text] = Refs(tuple(dict.fromkeys(blobs)), tuple(dict.fromkeys(children)))
         rows.append(ObjectRow(text, info.size, media_type, info.mtime, info.mtime))
     if rows:
         await index.index.adopt_objects(rows)
+        await index.index.record_refs(refs)
 
 
 def clean_leftovers(
@@ -240,16 +434,15 @@ async def verify(
 ) -> VerifyReport:
     """Re-hash every object under ``blobs/``; quarantine the ones whose bytes are wrong.
 
-    Hashing runs without the lock (it may take long), ``parallel`` objects at a time
-    on threads (hashlib releases the GIL); each quarantine, and the final check of
-    rows against files, take it.
+    Hashing runs without the lock (it may take long), ``parallel`` batches of files at
+    a time on threads (hashlib releases the GIL; a batch is one thread hop for many
+    small files), one fan-out directory after another; each quarantine, and the final
+    check of rows against files, take it. ``on_total`` costs a first walk (a stat per
+    file), so give it only when a progress bar shows it.
     """
     layout = store.layout
-    objects = sorted(
-        await asyncio.to_thread(lambda: list(store.walk_now())), key=lambda i: str(i[0])
-    )
     if on_total is not None:
-        on_total(sum(size for _, size in objects))
+        on_total(await asyncio.to_thread(lambda: sum(size for _, size in store.walk_now())))
     corrupt: list[str] = []
     checked = total = vanished = 0
     loop = asyncio.get_running_loop()
@@ -258,33 +451,68 @@ async def verify(
         if on_bytes is not None:
             loop.call_soon_threadsafe(on_bytes, count)
 
-    slots = asyncio.Semaphore(max(1, parallel))
+    ranges = await _ranges(layout, index)
+    workers = max(1, parallel)
+    batches: asyncio.Queue[list[Digest] | None] = asyncio.Queue(maxsize=2 * workers)
 
-    async def check_one(digest: Digest) -> None:
+    async def produce() -> None:
+        for part in ranges:
+            names = await asyncio.to_thread(fan_names, part)
+            for start in range(0, len(names), HASH_BATCH):
+                await batches.put([Digest.parse(d) for d in names[start : start + HASH_BATCH]])
+        for _ in range(workers):
+            await batches.put(None)
+
+    async def work() -> None:
         nonlocal checked, total, vanished
-        async with slots:
-            result = await asyncio.to_thread(_hash_file, layout, digest, progress)
-        if result is None:
-            vanished += 1
-            return
-        actual, size, inode = result
-        checked += 1
-        total += size
-        if actual != digest.hex and await _quarantine(layout, index, store, digest, inode):
-            corrupt.append(str(digest))
+        while (batch := await batches.get()) is not None:
+            results = await asyncio.to_thread(_hash_batch, layout, batch, progress)
+            for digest, result in zip(batch, results, strict=True):
+                if result is None:
+                    vanished += 1
+                    continue
+                actual, size, inode = result
+                checked += 1
+                total += size
+                if actual != digest.hex and await _quarantine(layout, index, store, digest, inode):
+                    corrupt.append(str(digest))
 
-    await asyncio.gather(*(check_one(digest) for digest, _ in objects))
+    await asyncio.gather(produce(), *(work() for _ in range(workers)))
+    missing: list[str] = []
     async with _locked(layout) as held:
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
         busy = in_flight(layout)
-        missing = [
-            row.digest
-            for row in await all_objects(index.index)
-            if row.digest not in busy and _absent(store, row.digest)
-        ]
+        for part in ranges:
+            rows = (await index.index.digest_range(part.lo, part.hi)).objects  # before files
+            present = set(await asyncio.to_thread(fan_names, part))
+            missing += [
+                row.digest
+                for row in rows
+                if row.digest not in busy and row.digest not in present and _parses(row.digest)
+            ]
         await forget(index, store, missing)
     return VerifyReport(checked, total, tuple(sorted(corrupt)), tuple(missing), vanished)
+
+
+def _hash_batch(
+    layout: Layout, digests: Sequence[Digest], progress: Callable[[int], None]
+) -> list[tuple[str, int, int] | None]:
+    """``_hash_file`` over a batch; progress reported per PROGRESS_STEP bytes, not per
+    file (a million small files would otherwise be a million loop wake-ups)."""
+    pending = 0
+
+    def add(count: int) -> None:
+        nonlocal pending
+        pending += count
+        if pending >= PROGRESS_STEP:
+            progress(pending)
+            pending = 0
+
+    results = [_hash_file(layout, digest, add) for digest in digests]
+    if pending:
+        progress(pending)
+    return results
 
 
 def _hash_file(
@@ -292,7 +520,7 @@ def _hash_file(
 ) -> tuple[str, int, int] | None:
     """(hex digest, size, inode) of a blob file, None when it vanished."""
     try:
-        handle = open(layout.blob(digest), "rb")  # noqa: SIM115 - closed below
+        handle = open(layout.blob_str(digest), "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return None
     size = 0
@@ -306,11 +534,12 @@ def _hash_file(
     return hasher.hexdigest(), size, inode
 
 
-def _absent(store: FileBlobStore, text: str) -> bool:
+def _parses(text: str) -> bool:
     try:
-        return store.stat_now(Digest.parse(text)) is None
+        Digest.parse(text)
     except RegistryError:
         return False
+    return True
 
 
 async def _quarantine(

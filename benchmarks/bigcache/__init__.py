@@ -1,0 +1,1 @@
+"""The big-cache benchmark: see ``__main__.py``."""
