@@ -36,7 +36,6 @@ from ..digest import Digest
 from ..errors import DigestMismatch, IndexUnavailable, StorageUnavailable
 from ..index.front import IndexFront
 from ..store.blobs import FileBlobStore
-from ..store.body import FileBody
 from ..store.layout import Layout
 from .store import S3BlobStore
 
@@ -60,6 +59,11 @@ class Journal:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+
+    @classmethod
+    def beside(cls, local: FileBlobStore) -> Journal:
+        """The journal in ``local``'s data directory."""
+        return cls(local.layout)
 
     @contextlib.contextmanager
     def hold(self, digest: Digest) -> Iterator[NoteWriter | None]:
@@ -219,7 +223,7 @@ class Uploader:
             with self.journal.hold(digest) as note:
                 if note is None:
                     return False
-                body = FileBody.open(self.local.layout.blob_str(digest))
+                body = await self.local.open(digest)
                 if body is None:
                     return False
                 try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -33,13 +32,12 @@ from ..index import open_index
 from ..index.front import IndexFront
 from ..store.blobs import FileBlobStore
 from ..store.inventory import Image, images
-from ..store.layout import Layout
 from ..store.maintenance import (
     MaintenanceBusy,
     collect_garbage,
-    dir_bytes,
     disk_usage,
     list_images,
+    side_usage,
 )
 from ..store.maintenance import (
     prune as prune_data,
@@ -62,7 +60,6 @@ T = TypeVar("T")
 @dataclass
 class Data:
     settings: Settings
-    layout: Layout
     store: FileBlobStore
     index: IndexFront
     loop: asyncio.AbstractEventLoop
@@ -84,9 +81,10 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
     """
     settings = settings_from(params)
     checked = data_dir(settings, write=not read_only)
-    layout = Layout(checked.path)
-    if not settings.clustered and not layout.index.is_file():
-        raise CliError(f"{layout.root} is not a cache data directory (no {layout.index.name})")
+    store = FileBlobStore.at(checked.path)
+    index_file = store.index_file
+    if not settings.clustered and not index_file.is_file():
+        raise CliError(f"{store.root} is not a cache data directory (no {index_file.name})")
     loop = asyncio.new_event_loop()
     writable = True
     try:
@@ -96,11 +94,11 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
             raw = loop.run_until_complete(open_index(settings, readonly=not checked.writable))
         except (IndexUnavailable, sqlite3.Error) as exc:
             if not read_only:
-                raise CliError(f"cannot open {layout.index}: {exc}") from None
+                raise CliError(f"cannot open {index_file}: {exc}") from None
             try:
                 raw = loop.run_until_complete(open_index(settings, readonly=True))
             except (IndexUnavailable, sqlite3.Error) as again:
-                raise CliError(f"cannot open {layout.index}: {again}") from None
+                raise CliError(f"cannot open {index_file}: {again}") from None
             writable = False
         index = IndexFront(raw)
         bucket = None
@@ -109,13 +107,13 @@ def open_data(params: dict[str, Any], *, read_only: bool = False) -> Iterator[Da
                 from ..bucket.store import S3BlobStore
 
                 bucket = loop.run_until_complete(S3BlobStore.connect(settings))
-            yield Data(settings, layout, FileBlobStore(layout), index, loop, writable, bucket)
+            yield Data(settings, store, index, loop, writable, bucket)
         except StorageUnavailable as exc:
             raise CliError(exc.message) from None
         except MaintenanceBusy as exc:
             raise CliError(f"busy: {exc}; try again") from None
         except (IndexUnavailable, sqlite3.Error) as exc:
-            raise CliError(f"index {layout.index}: {exc}") from None
+            raise CliError(f"index {index_file}: {exc}") from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise CliError(f"{exc.strerror or exc}{where}") from None
@@ -215,9 +213,9 @@ def ls(as_json: bool, **params: Any) -> None:
             held = {_key(i): i for i in images(data.run(snapshot(data.index, data.bucket)))}
             found = _with_bucket_only(found, list(held.values()))
         if as_json:
-            data.run(_ls_json(str(data.layout.root), found, held))
+            data.run(_ls_json(str(data.store.root), found, held))
         else:
-            data.run(_ls_tables(str(data.layout.root), found, held))
+            data.run(_ls_tables(str(data.store.root), found, held))
 
 
 BucketImages = Mapping[tuple[str, str, str | None, str], Image]
@@ -361,13 +359,11 @@ def du(as_json: bool, **params: Any) -> None:
             shared = data.run(bucket_usage(data.bucket, data.index))
             bucket_url = data.bucket.location.url
     sums = usage.totals
-    partials = dir_bytes(data.layout.fills)
-    quarantine = dir_bytes(data.layout.quarantine)
-    st = os.statvfs(data.layout.root)
-    disk_used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    disk_size = disk_used + st.f_bavail * st.f_frsize
+    side = side_usage(data.store)
+    partials, quarantine = side.partials, side.quarantine
+    disk_used, disk_size = side.disk_used, side.disk_size
     doc: dict[str, Any] = {
-        "data_dir": str(data.layout.root),
+        "data_dir": str(data.store.root),
         "upstreams": [
             {
                 "upstream": u.upstream,
@@ -489,7 +485,7 @@ def verify(as_json: bool, **params: Any) -> None:
                         on_bytes=lambda n: bar.advance(task, n),
                     )
                 )
-        quarantine = data.layout.quarantine
+        quarantine = data.store.quarantine_dir
     corrupt = len(report.corrupt) + (len(shared.corrupt) if shared else 0)
     missing = len(report.missing) + (len(shared.missing) if shared else 0)
     if as_json:
@@ -560,7 +556,7 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
             from ..bucket.maintenance import collect_garbage as collect_bucket
             from ..bucket.upload import Journal
 
-            journal = Journal(data.layout)
+            journal = Journal.beside(data.store)
             shared = data.run(
                 collect_bucket(data.bucket, data.index, journal, grace=seconds, dry_run=dry_run)
             )

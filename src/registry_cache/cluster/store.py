@@ -34,7 +34,6 @@ class ClusterStore:
         peers: PeerClient,
     ) -> None:
         self.local = local
-        self.layout = local.layout
         self.index = index
         self.directory = directory
         self.peers = peers

@@ -61,6 +61,25 @@ class FileBlobStore:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
 
+    @classmethod
+    def at(cls, root: Path) -> FileBlobStore:
+        return cls(Layout(root))
+
+    @property
+    def root(self) -> Path:
+        """The data directory itself (for messages and reports)."""
+        return self.layout.root
+
+    @property
+    def index_file(self) -> Path:
+        """Where the SQLite index lives in this data directory."""
+        return self.layout.index
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where ``cache verify`` moves objects that fail their digest."""
+        return self.layout.quarantine
+
     def describe(self) -> str:
         return f"data directory {self.layout.root}"
 

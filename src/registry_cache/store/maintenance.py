@@ -175,6 +175,29 @@ def _blob_stat(layout: Layout, digest: str) -> os.stat_result | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class SideUsage:
+    """What ``cache du`` shows beside the objects: fills' partial files, the quarantine,
+    and the file system the data directory lives on."""
+
+    partials: tuple[int, int]  # (files, bytes)
+    quarantine: tuple[int, int]
+    disk_used: int
+    disk_size: int
+
+
+def side_usage(store: FileBlobStore) -> SideUsage:
+    layout = store.layout
+    st = os.statvfs(layout.root)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    return SideUsage(
+        dir_bytes(layout.fills),
+        dir_bytes(layout.quarantine),
+        used,
+        used + st.f_bavail * st.f_frsize,
+    )
+
+
 def dir_bytes(path: Path) -> tuple[int, int]:
     """(files, bytes) directly under ``path``."""
     count = size = 0
