@@ -6,6 +6,8 @@ content through the ``BlobStore`` contract (body answers, never paths)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "registry_cache"
@@ -48,3 +50,15 @@ def test_only_the_storage_tiers_and_the_composition_roots_know_the_layout() -> N
 def test_the_check_sees_an_offender() -> None:
     tree = ast.parse("from ..store.layout import Layout\nx = store.layout.blob_str(d)\n")
     assert _imports_layout(tree) and _reads_layout_attribute(tree)
+
+
+def test_a_cache_without_a_cluster_or_bucket_loads_neither_client() -> None:
+    # Each worker would carry asyncpg and aiobotocore (~2-3 MB RSS each) for nothing.
+    code = (
+        "import sys, registry_cache.server, registry_cache.proxy.build, registry_cache.web.app\n"
+        "print(sorted(m for m in ('asyncpg', 'aiobotocore', 'botocore') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

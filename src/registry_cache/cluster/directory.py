@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..index.postgres import NOW, Conn, PostgresIndex
+from ..index.pgclock import NOW
+
+if TYPE_CHECKING:  # asyncpg is loaded only where a cluster opens its index
+    from ..index.postgres import Conn, PostgresIndex
 
 LEASE_TTL = 3.0  # seconds a lease lives without renewal
 HEARTBEAT = 1.0  # how often owners renew leases and replicas announce themselves

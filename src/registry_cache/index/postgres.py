@@ -212,9 +212,6 @@ LOCAL_OBJECTS = (
     " h.last_access FROM holdings h LEFT JOIN objects o ON o.digest = h.digest"
     " WHERE h.replica = $1"
 )
-# The database's clock, in Unix seconds: leases and heartbeats never compare two
-# machines' clocks.
-NOW = "extract(epoch from clock_timestamp())"
 BUMP = (
     "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key)"
     " DO UPDATE SET value = (meta.value::bigint + 1)::text"
