@@ -24,6 +24,8 @@ files by the first maintenance command that needs them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -50,6 +52,7 @@ from .base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("registry_cache.index")
 
 SCHEMA_VERSION = 4
 # One statement per item (a trigger's body has semicolons of its own). A new file
@@ -230,14 +233,29 @@ class SqliteIndex:
         write = pool is self._writer
 
         def call() -> T:
-            try:
-                return job(self._connection(write=write))
-            except sqlite3.OperationalError as exc:
-                if "full" in str(exc):
-                    raise  # the middleware makes a full disk a 507
-                raise IndexUnavailable(f"index {self.path}: {exc}") from None
-            except sqlite3.DatabaseError as exc:
-                raise IndexUnavailable(f"index {self.path}: {exc}") from None
+            db = self._connection(write=write)
+            for attempt in (1, 2):
+                try:
+                    return job(db)
+                except sqlite3.OperationalError as exc:
+                    if "full" in str(exc):
+                        raise  # the middleware makes a full disk a 507
+                    raise IndexUnavailable(f"index {self.path}: {exc}") from None
+                except sqlite3.InterfaceError as exc:
+                    # SQLITE_MISUSE ("bad parameter or other API misuse") came twice from a
+                    # plain INSERT OR IGNORE on the writer thread during heavy disk
+                    # writeback; the cause is not known. The job's transaction was rolled
+                    # back: run it once more, then the index counts as unavailable (a
+                    # request's best-effort write is then lost, the request is not).
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+                    if attempt == 2:
+                        raise IndexUnavailable(f"index {self.path}: {exc}") from None
+                    log.warning("index %s: %s; trying once more", self.path, exc)
+                except sqlite3.DatabaseError as exc:
+                    raise IndexUnavailable(f"index {self.path}: {exc}") from None
+            raise AssertionError("unreachable")  # the loop returns or raises
 
         return await asyncio.get_running_loop().run_in_executor(pool, call)
 
