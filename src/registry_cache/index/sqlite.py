@@ -236,7 +236,14 @@ class SqliteIndex:
             db = self._connection(write=write)
             for attempt in (1, 2):
                 try:
-                    return job(db)
+                    result = job(db)
+                    if isinstance(result, sqlite3.Cursor):
+                        # A cursor must end on the thread that owns its connection: one
+                        # dropped later on the loop thread resets its statement while this
+                        # thread runs the next job on the same connection (the likely
+                        # source of the SQLITE_MISUSE below; CPython gh-118172).
+                        result.close()
+                    return result
                 except sqlite3.OperationalError as exc:
                     if "full" in str(exc):
                         raise  # the middleware makes a full disk a 507
