@@ -16,7 +16,7 @@ from .dashboard import DASHBOARD_CPU
 from .pullers import CTR_FETCH, CTR_PULL, SKOPEO_OCI
 from .readers import CURL, GO_READS
 from .results import Figure, ScenarioResult
-from .scenarios import CACHE, PROXY, RSS
+from .scenarios import CACHE, PROXY, PSS, RSS
 
 RSS_LIMIT_MB = 150.0
 RSS_GROWTH_LIMIT = 1.10  # "independent of blob size": 1 GiB vs 256 MiB cold GET
@@ -170,11 +170,12 @@ def memory_summary(results: Mapping[str, ScenarioResult]) -> ScenarioResult | No
 
 def all_targets(results: Mapping[str, ScenarioResult]) -> list[Target]:
     targets = [t for t in TARGETS if t.scenario in results]
-    targets += [
-        Target(name, RSS, "<=", RSS_LIMIT_MB, f"peak RSS during {name}")
-        for name, result in results.items()
-        if RSS in result.figures
-    ]
+    for name, result in results.items():
+        if PSS in result.figures:  # several processes: what the node pays, shared pages once
+            label = f"peak memory (PSS summed) during {name}"
+            targets.append(Target(name, PSS, "<=", RSS_LIMIT_MB, label))
+        elif RSS in result.figures:
+            targets.append(Target(name, RSS, "<=", RSS_LIMIT_MB, f"peak RSS during {name}"))
     return targets
 
 

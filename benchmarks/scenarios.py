@@ -57,6 +57,9 @@ TLS_CACHE = f"{CACHE} over HTTPS"
 WARM_GETS = 3  # per contender and repetition; the median counts
 MEMORY_PAUSE = 6.0  # seconds: long enough for freed memory to go back to the host
 RSS = f"{CACHE} peak RSS"
+# A prefork cache's physical memory: its processes' PSS summed (the pages the workers
+# share with their parent by fork counted once, not once per process as summed RSS).
+PSS = f"{CACHE} peak PSS"
 NOISE = "other processes' CPU"
 T = TypeVar("T")
 
@@ -358,14 +361,16 @@ def workers(lab: Lab, plan: Plan) -> ScenarioResult:
         def one(rep: int, out: ScenarioResult) -> None:
             runs: dict[str, LoadResult] = {}
             peaks: list[float] = []
+            pss_peaks: list[float] = []
             for who in rotated(list(urls), rep):
                 mark = log_mark(servers[who].log_path)
                 with RssMonitor(servers[who].pid, pss=True) as rss:
                     runs[who] = _load(urls[who], plan, who)
                 peaks.append(rss.peak_mb)
+                pss_peaks.append(rss.peak_pss_mb)
                 out.add(f"{RSS}, {who}", "MB", rss.peak_mb)
                 # Forked workers share their parent's pages: PSS splits them fairly.
-                out.add(f"{CACHE} peak PSS, {who}", "MB", rss.peak_pss_mb)
+                out.add(f"{PSS}, {who}", "MB", rss.peak_pss_mb)
                 out.add(f"{CACHE} CPU, {who}", "cores", rss.cores)
                 out.add(f"load generator CPU, {who}", "cores", runs[who].cores)
                 shares = requests_per_process(servers[who].log_path, mark)
@@ -377,6 +382,7 @@ def workers(lab: Lab, plan: Plan) -> ScenarioResult:
                 out.add(f"{who} p99", "ms", run.p99_ms)
             out.add("2 vs 1 workers", "x", runs["2 workers"].rps / runs["1 worker"].rps)
             out.add(RSS, "MB", max(peaks))
+            out.add(PSS, "MB", max(pss_peaks))
             result.note(f"load generator: {runs['1 worker'].tool}")
 
         repeat(plan, result, one)

@@ -25,7 +25,7 @@ from benchmarks.report import (
 )
 from benchmarks.results import Figure, ScenarioResult
 from benchmarks.runner import core_fingerprint, revision
-from benchmarks.scenarios import RSS, rotated
+from benchmarks.scenarios import PSS, RSS, rotated
 from benchmarks.servers import Balancer, Cache, ClusterMember
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:25000/v2/library/bench/manifests/v1
@@ -115,6 +115,20 @@ def _results() -> dict[str, ScenarioResult]:
         herd.add(f"{RSS}, single GET", "MB", small)
     broken = ScenarioResult("image-pull", "image-pull", error="ScenarioError: skopeo failed")
     return {"warm-blob": warm, "cold-blob": cold, "herd": herd, "image-pull": broken}
+
+
+def test_a_prefork_cache_is_judged_on_its_summed_pss() -> None:
+    """Summed RSS counts the pages forked workers share with their parent once per
+    process; the memory target of a several-process cache is judged on summed PSS."""
+    workers = ScenarioResult("workers", "Tag manifests: --workers 2 vs 1")
+    workers.add(RSS, "MB", 155.0)
+    workers.add(PSS, "MB", 104.0)
+    judged = {(v.target.scenario, v.target.figure): v.passed for v in verdicts({"w": workers})}
+    assert judged == {("w", PSS): True}
+    over = ScenarioResult("workers", "over")
+    over.add(RSS, "MB", 120.0)
+    over.add(PSS, "MB", 151.0)
+    assert [v.passed for v in verdicts({"w": over})] == [False]
 
 
 def test_report_markdown_and_json() -> None:
