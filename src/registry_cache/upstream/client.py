@@ -48,6 +48,12 @@ from ..errors import (
     TooManyRequests,
     Unavailable,
 )
+from ..httpranges import (
+    ContentRangeInvalid,
+    header_int,
+    parse_content_range,
+    parse_unsatisfied_total,
+)
 from ..mediatypes import UPSTREAM_ACCEPT
 from ..reference import display_reference
 from ..units import format_size
@@ -266,7 +272,7 @@ class UpstreamClient:
         return ManifestHead(
             digest=digest,
             media_type=reply.headers.get("Content-Type"),
-            size=_int(reply.headers.get("Content-Length")),
+            size=header_int(reply.headers.get("Content-Length")),
         )
 
     def _manifest(self, method: str, repo: str, reference: str, retry: RetryPolicy) -> _Reply:
@@ -292,7 +298,7 @@ class UpstreamClient:
             what=f"{repo}@{digest}",
             cap=0,
         )
-        return _int(reply.headers.get("Content-Length"))
+        return header_int(reply.headers.get("Content-Length"))
 
     def open_blob(self, repo: str, digest: str, offset: int = 0) -> BlobStream:
         """Start streaming a blob from ``offset`` (a Range request when offset > 0)."""
@@ -311,16 +317,23 @@ class UpstreamClient:
         if response.status == 416:
             # Asked from the very end (a partial a crash left complete but unpublished):
             # nothing more to read, and the total says whether the partial is the blob.
-            total = _unsatisfied_range_total(response.headers.get("Content-Range"))
+            try:
+                total: int | None = parse_unsatisfied_total(response.headers.get("Content-Range"))
+            except ContentRangeInvalid:
+                total = None  # then not the offset asked from: refused below
             _discard(response)
             if total != offset:
                 raise BadGateway(f"{self._who} refused the range from {offset} of {repo}@{digest}")
             return _EmptyStream(offset, total, name)
         _body_timeout(response, self.config.read_timeout)
         if response.status == 206:
-            start, size = _content_range(response.headers.get("Content-Range"))
-            return BlobStream(response, start if start is not None else offset, size, name)
-        return BlobStream(response, 0, _int(response.headers.get("Content-Length")), name)
+            try:
+                span = parse_content_range(response.headers.get("Content-Range"), offset)
+            except ContentRangeInvalid as exc:
+                _drop(response)
+                raise BadGateway(f"{self._who} {exc} for {repo}@{digest}") from None
+            return BlobStream(response, offset, span.total, name)
+        return BlobStream(response, 0, header_int(response.headers.get("Content-Length")), name)
 
     def tags(
         self, repo: str, n: int | None = None, last: str | None = None
@@ -549,7 +562,7 @@ class UpstreamClient:
         """The whole body if it is at most ``cap`` bytes; else a 502 (connection dropped)."""
         about = f" for {what}" if what else ""
         too_big = BadGateway(f"{self._who} sent a {kind}{about} larger than {format_size(cap)}")
-        length = _int(response.headers.get("Content-Length"))
+        length = header_int(response.headers.get("Content-Length"))
         if length is not None and length > cap:
             _drop(response)
             raise too_big
@@ -650,29 +663,6 @@ def _body_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
 
 def _pull(repo: str) -> str:
     return f"repository:{repo}:pull"
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``bytes 100-199/1000`` → (100, 1000)."""
-    if not value or not value.startswith("bytes "):
-        return None, None
-    span, _, total = value[6:].partition("/")
-    start = _int(span.split("-", 1)[0])
-    return start, _int(total)
-
-
-def _unsatisfied_range_total(value: str | None) -> int | None:
-    """``bytes */1000`` (a 416's Content-Range) → 1000."""
-    if not value or not value.startswith("bytes */"):
-        return None
-    return _int(value[8:].strip())
 
 
 def _retry_after(value: str | None) -> float | None:
