@@ -23,6 +23,7 @@ import http.client
 import json
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -71,6 +72,7 @@ TOKEN_CAP = 1 << 20  # a JWT for a handful of scopes is a few KiB
 ERROR_BODY_CAP = 64 << 10  # read only for its first error code
 DISCARD_LIMIT = 1 << 20  # drain at most this much to reuse a connection; else drop it
 READ_CHUNK = 64 << 10
+_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,7 +630,9 @@ class UpstreamClient:
         if status == 403:
             return Denied(f"{who} denied access to {what}")
         if status == 400 and code:
-            return RegistryError(f"{who} rejected the request for {what}")
+            # The cache checked the name, tag and digest before asking: what upstream
+            # still rejects, the client cannot mend by asking again (a bad gateway).
+            return BadGateway(f"{who} rejected the request for {what} ({code})")
         return BadGateway(f"{who} answered HTTP {status} for {what}")
 
     def _pause(self, retry: RetryPolicy, attempt: int) -> None:
@@ -702,11 +706,14 @@ def _drop(response: urllib3.BaseHTTPResponse) -> None:
 
 
 def _first_error_code(body: bytes) -> str | None:
+    """The first OCI error code of an error body; None when there is none that looks
+    like one (it goes into messages: nothing but a short upper-case word)."""
     try:
         doc = json.loads(body or b"{}")
-        return str(doc["errors"][0]["code"])
+        code = str(doc["errors"][0]["code"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
+    return code if _ERROR_CODE.fullmatch(code) else None
 
 
 def _secure(url: str) -> bool:
