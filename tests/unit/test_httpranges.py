@@ -6,14 +6,11 @@ server on 127.0.0.1: a bad header is their usual error for that server, never a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import urllib3
 
 from registry_cache.bucket.transfer import Transfers
 from registry_cache.cluster.peers import PeerClient
-from registry_cache.config import UpstreamConfig
 from registry_cache.errors import BadGateway, StorageUnavailable, Unavailable
 from registry_cache.httpranges import (
     ContentRange,
@@ -22,8 +19,7 @@ from registry_cache.httpranges import (
     parse_content_range,
     parse_unsatisfied_total,
 )
-from registry_cache.upstream.client import UpstreamClient
-from tests.harness.scripted import Answer, Scripted
+from tests.harness.scripted import Answer, Scripted, client_for
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -97,9 +93,8 @@ def test_upstream_range_from_elsewhere_is_a_bad_gateway(server: Scripted) -> Non
     server.script["/v2/library/x/blobs/"] = [
         Answer(206, {"Content-Range": "bytes 0-9/10"}, b"0123456789")
     ]
-    config = UpstreamConfig.model_validate({"name": "docker.io", "url": server.url})
     with pytest.raises(BadGateway, match="sent bytes from 0 when asked from 4"):
-        UpstreamClient(config, urllib3.PoolManager()).open_blob("library/x", DIGEST, 4)
+        client_for(server.url).open_blob("library/x", DIGEST, 4)
 
 
 def test_unsatisfied_total() -> None:
@@ -120,13 +115,6 @@ def test_message_shows_a_bounded_printable_header() -> None:
 # --------------------------------------------------------------- the readers
 
 
-@pytest.fixture
-def server() -> Iterator[Scripted]:
-    scripted = Scripted()
-    yield scripted
-    scripted.close()
-
-
 BAD_206 = [
     Answer(206, {"Content-Range": "bytes 4-9/ten"}, b"456789"),
     Answer(206, {}, b"456789"),
@@ -136,8 +124,7 @@ BAD_206 = [
 @pytest.mark.parametrize("answer", BAD_206, ids=["malformed", "missing"])
 def test_upstream_bad_content_range_is_a_bad_gateway(server: Scripted, answer: Answer) -> None:
     server.script["/v2/library/x/blobs/"] = [answer]
-    config = UpstreamConfig.model_validate({"name": "docker.io", "url": server.url})
-    upstream = UpstreamClient(config, urllib3.PoolManager())
+    upstream = client_for(server.url)
     with pytest.raises(BadGateway, match=r"upstream docker\.io sent (an invalid|no) Content-Range"):
         upstream.open_blob("library/x", DIGEST, offset=4)
 
@@ -146,8 +133,7 @@ def test_upstream_unknown_total_is_an_unknown_size(server: Scripted) -> None:
     server.script["/v2/library/x/blobs/"] = [
         Answer(206, {"Content-Range": "bytes 4-9/*"}, b"456789")
     ]
-    config = UpstreamConfig.model_validate({"name": "docker.io", "url": server.url})
-    stream = UpstreamClient(config, urllib3.PoolManager()).open_blob("library/x", DIGEST, 4)
+    stream = client_for(server.url).open_blob("library/x", DIGEST, 4)
     assert (stream.start, stream.size) == (4, None)
     stream.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import urllib3
@@ -19,20 +18,7 @@ from registry_cache.errors import (
     Unavailable,
 )
 from registry_cache.upstream.client import QUICK, RetryPolicy, UpstreamClient
-from tests.harness.scripted import Answer, Scripted
-
-
-@pytest.fixture
-def server() -> Iterator[Scripted]:
-    scripted = Scripted()
-    yield scripted
-    scripted.close()
-
-
-def client_for(url: str, **extra: object) -> UpstreamClient:
-    config = UpstreamConfig.model_validate({"name": "docker.io", "url": url, **extra})
-    return UpstreamClient(config, urllib3.PoolManager())
-
+from tests.harness.scripted import Answer, Scripted, client_for
 
 FAST = RetryPolicy(attempts=3, backoff=0.01)
 DIGEST = "sha256:" + "a" * 64
