@@ -1,4 +1,10 @@
-"""A stand-in for a fill in flight: its size note, its partial, and the partial's lock."""
+"""Fills in tests: a stand-in for one in flight, and a reader's whole body.
+
+- ``live_fill(layout, digest, size, written=b"")``: its size note, its partial, and the
+  partial's lock, held for the ``with`` block, as a running fill holds them.
+- ``read_all(reader)``: every byte a ``FillReader`` serves, read as a client's download
+  reads them (up to what is readable, then wait for more), then the reader detached.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 from collections.abc import Iterator
 
 from registry_cache.digest import Digest
+from registry_cache.store.fill import FillReader
 from registry_cache.store.layout import Layout
 
 
@@ -23,3 +30,18 @@ def live_fill(layout: Layout, digest: Digest, size: int, written: bytes = b"") -
         yield fd
     finally:
         os.close(fd)
+
+
+async def read_all(reader: FillReader) -> bytes:
+    size = await reader.wait_size()
+    handle = reader.open()
+    pos, out = 0, bytearray()
+    try:
+        while pos < size:
+            end = await reader.readable(pos)
+            out += os.pread(handle.fileno(), end - pos, pos)
+            pos = end
+    finally:
+        handle.close()
+        reader.detach()
+    return bytes(out)

@@ -15,6 +15,8 @@ Contract:
   ``https://127.0.0.1:P`` and ``http://127.0.0.1:P`` name one server, as ``https://host``
   and ``http://host`` do on the default ports, and a test sees which one a client used.
 - ``close()`` stops the server and closes its socket.
+- ``client_for(url, **config)``: the product's ``UpstreamClient`` for an upstream at
+  ``url`` named ``docker.io`` (``config``: more ``UpstreamConfig`` keys, ``name`` too).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import urllib3
+
+from registry_cache.config import UpstreamConfig
+from registry_cache.upstream.client import UpstreamClient
 
 from .certs import TlsFiles
 from .ports import LOOPBACK
@@ -154,3 +161,8 @@ class Scripted:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def client_for(url: str, **config: object) -> UpstreamClient:
+    settings = UpstreamConfig.model_validate({"name": "docker.io", "url": url, **config})
+    return UpstreamClient(settings, urllib3.PoolManager())

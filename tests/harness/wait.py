@@ -4,6 +4,9 @@
   threads run) until ``predicate()`` is true; AssertionError naming it on timeout.
 - ``wait_until(predicate, timeout=5.0, interval=0.01)``: the same for plain code,
   polling ``predicate`` (a condition on another process or a thread).
+- ``eventually(predicate, timeout=20.0)``: polls the same way (every 50 ms) and says
+  whether it came true in time, for ``assert eventually(...), context`` (the message
+  then shows what the test chose to show, such as a log).
 - ``wait_tag_expired(data_dir, upstream, repo, tag, ttl)``: until a running cache
   counts a tag's TTL as over, from the ``checked_at`` it wrote.
 - ``wait_unused_for(data_dir, seconds, digests, tags)``: until objects and tags were
@@ -39,6 +42,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 # -- a running cache's clocks, as its index records them -----------------------------

@@ -22,33 +22,14 @@ import urllib3
 from tests.harness.bucket import BucketView, aws_env, storage_args
 from tests.harness.cache import CacheServer, cli_env, run_cli
 from tests.harness.clients import pulled_blobs, skopeo_copy
+from tests.harness.download import HTTP, MIB, fetch, fetch_status
 from tests.harness.images import build_image, push
 from tests.harness.metrics import scrape
 from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.s3engine import S3Engine
 from tests.harness.tcpproxy import TcpProxy
-
-HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=60))
-MIB = 1 << 20
-
-
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, int]:
-    response = HTTP.request("GET", url, headers=headers, preload_content=False)
-    hasher, size = hashlib.sha256(), 0
-    for chunk in response.stream(MIB):
-        hasher.update(chunk)
-        size += len(chunk)
-    response.release_conn()
-    return response.status, "sha256:" + hasher.hexdigest(), size
-
-
-def fetch_status(url: str) -> int:
-    """The status of a GET, not following redirects (the body is not read)."""
-    response = HTTP.request("GET", url, redirect=False, preload_content=False)
-    response.drain_conn()
-    response.release_conn()
-    return response.status
+from tests.harness.wait import eventually
 
 
 def bucket_cache(
@@ -65,15 +46,6 @@ def bucket_cache(
         *extra,
         env=aws_env(engine),
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_a_fill_is_uploaded_and_a_fresh_cache_serves_it_from_the_bucket_not_upstream(
@@ -137,7 +109,7 @@ def test_kill9_during_an_upload_leaves_no_object_and_the_next_start_cleans_up(
         )
         # The client's download does not wait for the upload.
         assert fetch(f"{cache.url}/v2/library/killup/blobs/{layer}")[:2] == (200, layer)
-        assert wait_for(lambda: slow.sent_up > 10 * MIB)  # the second part is on its way
+        assert eventually(lambda: slow.sent_up > 10 * MIB)  # the second part is on its way
         assert len(view.uploads()) == 1
         cache.kill9()
         assert view.key(layer) not in view.listing()  # nothing under the digest
@@ -147,7 +119,7 @@ def test_kill9_during_an_upload_leaves_no_object_and_the_next_start_cleans_up(
         slow.upload_rate = None
         cache.start()
         # At start the note's upload is aborted at once, and the upload starts over.
-        assert wait_for(lambda: view.holds(layer)), cache.log_text()
+        assert eventually(lambda: view.holds(layer)), cache.log_text()
         assert view.uploads() == []
         assert not list((cache.data_dir / "uploads").iterdir())
         assert fetch(f"{cache.url}/v2/library/killup/blobs/{layer}")[:2] == (200, layer)
@@ -192,7 +164,7 @@ def test_bucket_down_hits_flow_misses_pass_through_unstored_and_it_recovers(
     assert counted.value("registry_cache_bucket_bypasses_total", kind="upload") >= 1
 
     s3_engine.start()
-    assert wait_for(
+    assert eventually(
         lambda: json.loads(HTTP.request("GET", f"{cache.url}/readyz").data)["status"] == "ready",
         30,
     )
@@ -226,7 +198,7 @@ def test_content_evicted_from_the_local_tier_comes_back_from_the_bucket(
             assert view.wait_holds(digest)
         assert view.wait_holds(pushed.digest)
     local_old = cache.blob_path(pushed_old.layer_digests[0])
-    assert wait_for(lambda: not local_old.exists())  # evicted here
+    assert eventually(lambda: not local_old.exists())  # evicted here
     upstream.clear_request_log()
     manifest = HTTP.request("GET", f"{cache.url}/v2/library/old/manifests/1")
     assert manifest.status == 200 and manifest.headers["Docker-Content-Digest"] == pushed_old.digest
@@ -252,7 +224,7 @@ def test_redirect_hits_send_clients_to_the_bucket_and_skopeo_follows(
     assert fetch(url)[:2] == (200, layer)
     assert view.wait_holds(layer)
     # Once the index says the bucket holds it (a moment after the upload completed):
-    assert wait_for(lambda: fetch_status(url) == 307)
+    assert eventually(lambda: fetch_status(url) == 307)
     answer = HTTP.request("GET", url, redirect=False)
     assert answer.status == 307 and answer.data == b""
     assert answer.headers["Content-Length"] == "0"
@@ -277,7 +249,7 @@ def test_redirect_hits_send_clients_to_the_bucket_and_skopeo_follows(
     assert location not in cache.log_text()  # a presigned URL is a credential: never logged
     # The bucket down: within a few seconds nobody is sent there; the local tier serves.
     seaweedfs.stop()
-    assert wait_for(lambda: fetch(url)[:2] == (200, layer), 10)
+    assert eventually(lambda: fetch(url)[:2] == (200, layer), 10)
 
 
 def test_a_corrupt_object_in_the_bucket_is_never_served_whole_and_is_replaced(
@@ -294,7 +266,7 @@ def test_a_corrupt_object_in_the_bucket_is_never_served_whole_and_is_replaced(
     cache = bucket_cache(make_cache, upstream, seaweedfs)
     with pytest.raises(urllib3.exceptions.ProtocolError):  # one byte short: never complete
         fetch(f"{cache.url}/v2/library/rot/blobs/{layer}")
-    assert wait_for(lambda: view.key(layer) not in view.listing())  # removed from the bucket
+    assert eventually(lambda: view.key(layer) not in view.listing())  # removed from the bucket
     assert fetch(f"{cache.url}/v2/library/rot/blobs/{layer}") == (200, layer, size)
     assert upstream.blob_gets(layer) == 1
     assert view.wait_holds(layer)  # the right bytes, uploaded
@@ -323,7 +295,7 @@ def test_shared_max_size_keeps_the_bucket_under_its_cap_least_recently_used_firs
         if i == 3:  # the first one pulled again: now the least recently used is the second
             assert fetch(f"{cache.url}/v2/library/cap0/blobs/{layers[0]}")[:2] == (200, layers[0])
     # 5 x ~6 MiB is over 95% of 30 MiB: evicted down to 90%, least recently used first.
-    assert wait_for(lambda: view.total() <= 30 * MIB * 0.9), view.total()
+    assert eventually(lambda: view.total() <= 30 * MIB * 0.9), view.total()
     assert view.digests() == {layers[0], *layers[2:]}
     assert scrape(cache.url).value("registry_cache_bucket_evictions_total") == 1
     # Still served (from the local tier) and not fetched again.
@@ -364,7 +336,7 @@ def test_cache_commands_cover_the_bucket(
         return run_cli("cache", *args, cwd=cache.cwd, timeout=120, env=env)
 
     # Each upload's index row follows its object by a moment (safe while serving).
-    assert wait_for(lambda: json.loads(cli("du", "--json").stdout)["bucket"]["objects"] == 4)
+    assert eventually(lambda: json.loads(cli("du", "--json").stdout)["bucket"]["objects"] == 4)
     cache.stop()
     listed = cli("ls", "--json")
     assert listed.returncode == 0, listed.stderr

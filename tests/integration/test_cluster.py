@@ -15,29 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib3
 
 from registry_cache.cluster.peers import BLOBS, HEADER, sign
 from tests.harness.cache import CacheServer
 from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.cluster import Cluster
 from tests.harness.containerd import Containerd
+from tests.harness.download import HTTP, fetch
 from tests.harness.images import build_image, push
 from tests.harness.loadbalancer import LoadBalancer
 from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
-
-HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=60))
-
-
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, int]:
-    response = HTTP.request("GET", url, headers=headers, preload_content=False)
-    hasher, size = hashlib.sha256(), 0
-    for chunk in response.stream(1 << 20):
-        hasher.update(chunk)
-        size += len(chunk)
-    response.release_conn()
-    return response.status, "sha256:" + hasher.hexdigest(), size
 
 
 @pytest.fixture

@@ -9,19 +9,17 @@ tests' own S3 client (boto3).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
 from tests.harness.bucket import BucketView, storage_env
 from tests.harness.cache import CacheServer
 from tests.harness.clients import pulled_blobs, skopeo_copy
 from tests.harness.cluster import Cluster
+from tests.harness.download import HTTP, MIB, fetch
 from tests.harness.images import build_image, push
 from tests.harness.loadbalancer import LoadBalancer
 from tests.harness.metrics import scrape
@@ -29,33 +27,12 @@ from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.s3engine import S3Engine
 from tests.harness.tcpproxy import TcpProxy
-
-HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=60))
-MIB = 1 << 20
-
-
-def fetch(url: str) -> tuple[int, str, int]:
-    response = HTTP.request("GET", url, preload_content=False)
-    hasher, size = hashlib.sha256(), 0
-    for chunk in response.stream(MIB):
-        hasher.update(chunk)
-        size += len(chunk)
-    response.release_conn()
-    return response.status, "sha256:" + hasher.hexdigest(), size
+from tests.harness.wait import eventually
 
 
 def ready(replica: CacheServer) -> bool:
     body = json.loads(HTTP.request("GET", f"{replica.url}/readyz").data)
     return bool(body["status"] == "ready")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_content_pulled_through_the_cluster_serves_a_fresh_replica_with_no_upstream_request(  # noqa: PLR0917
@@ -119,7 +96,7 @@ def test_kill9_of_a_replica_during_its_upload_leaves_no_object_and_the_next_requ
         )
         a, b = cluster[0], cluster[1]
         assert fetch(f"{a.url}/v2/library/killfleet/blobs/{layer}")[:2] == (200, layer)
-        assert wait_for(lambda: slow.sent_up > 10 * MIB)
+        assert eventually(lambda: slow.sent_up > 10 * MIB)
         a.kill9()
         assert view.key(layer) not in view.listing()  # nothing under the digest
         # The next request, on another replica, succeeds (the dead one's copy is out of
@@ -128,7 +105,7 @@ def test_kill9_of_a_replica_during_its_upload_leaves_no_object_and_the_next_requ
         assert fetch(f"{b.url}/v2/library/killfleet/blobs/{layer}")[:2] == (200, layer)
         assert view.wait_holds(layer)
         a.start()  # its abandoned upload is aborted at start
-        assert wait_for(lambda: view.uploads() == [])
+        assert eventually(lambda: view.uploads() == [])
     assert upstream.blob_gets(layer) == 2
     assert "Traceback" not in cluster.logs()
 
@@ -170,7 +147,7 @@ def test_the_bucket_stopped_hits_flow_misses_pass_through_and_the_cluster_recove
 
     s3_engine.start()
     for replica in (a, b):
-        assert wait_for(functools.partial(ready, replica), 30)
+        assert eventually(functools.partial(ready, replica), 30)
     assert fetch(f"{a.url}/v2/library/c/blobs/{layers['c']}")[:2] == (200, layers["c"])
     assert view.wait_holds(layers["c"])
     assert view.key(layers["b"]) not in view.listing()  # the outage's miss was not stored
@@ -206,7 +183,7 @@ def test_shared_max_size_holds_for_the_cluster(
         assert fetch(url)[:2] == (200, layer)
         assert view.wait_holds(layer)
         layers.append(layer)
-    assert wait_for(lambda: view.total() <= 20 * MIB * 0.9), view.total()
+    assert eventually(lambda: view.total() <= 20 * MIB * 0.9), view.total()
     kept = view.digests()
     assert layers[-1] in kept and layers[0] not in kept  # least recently used went first
     evicted = sum(

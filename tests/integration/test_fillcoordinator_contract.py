@@ -34,11 +34,11 @@ from registry_cache.store.fill import (
     HOLDBACK,
     FillCoordinator,
     FillFailed,
-    FillReader,
     LocalFills,
     Origin,
 )
 from registry_cache.store.layout import Layout
+from tests.harness.fills import read_all
 
 DATA = os.urandom((2 << 20) + 4321)
 DIGEST = Digest("sha256", hashlib.sha256(DATA).hexdigest())
@@ -112,21 +112,6 @@ async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if keeper is not None:
         await keeper.stop()
     await index.index.close()
-
-
-async def read_all(reader: FillReader) -> bytes:
-    size = await reader.wait_size()
-    handle = reader.open()
-    pos, out = 0, bytearray()
-    try:
-        while pos < size:
-            end = await reader.readable(pos)
-            out += os.pread(handle.fileno(), end - pos, pos)
-            pos = end
-    finally:
-        handle.close()
-        reader.detach()
-    return bytes(out)
 
 
 async def finished(subject: Subject, digest: Digest = DIGEST) -> None:

@@ -19,12 +19,12 @@ from registry_cache.store.blobs import FileBlobStore
 from registry_cache.store.fill import (
     HOLDBACK,
     FillFailed,
-    FillReader,
     LocalFills,
     Origin,
     RemoteFill,
 )
 from registry_cache.store.layout import Layout
+from tests.harness.fills import read_all
 from tests.harness.wait import until
 
 DATA = os.urandom(3 * (1 << 20) + 12345)
@@ -87,21 +87,6 @@ async def manager(tmp_path: Path) -> LocalFills:
     layout.create()
     index = IndexFront(await SqliteIndex.open(layout.index))
     return LocalFills(FileBlobStore(layout), index)
-
-
-async def read_all(reader: FillReader) -> bytes:
-    size = await reader.wait_size()
-    handle = reader.open()
-    pos, out = 0, bytearray()
-    try:
-        while pos < size:
-            end = await reader.readable(pos)
-            out += os.pread(handle.fileno(), end - pos, pos)
-            pos = end
-    finally:
-        handle.close()
-        reader.detach()
-    return bytes(out)
 
 
 async def fills_finished(fills: LocalFills) -> None:

@@ -12,11 +12,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import urllib3
 
-from registry_cache.config import UpstreamConfig
 from registry_cache.errors import BadGateway, ManifestUnknown
 from registry_cache.upstream.client import RetryPolicy, UpstreamClient
+from tests.harness import scripted
 from tests.harness.scripted import Answer, Scripted
 
 ONCE = RetryPolicy(attempts=1)
@@ -39,16 +38,8 @@ class Endless:
             yield b" " * (64 << 10)
 
 
-@pytest.fixture
-def server() -> Iterator[Scripted]:
-    scripted = Scripted()
-    yield scripted
-    scripted.close()
-
-
 def client_for(url: str, **extra: object) -> UpstreamClient:
-    config = UpstreamConfig.model_validate({"name": "reg.test", "url": url, **extra})
-    return UpstreamClient(config, urllib3.PoolManager())
+    return scripted.client_for(url, name="reg.test", **extra)
 
 
 def test_a_manifest_announced_over_4_mib_is_refused_unread(server: Scripted) -> None:

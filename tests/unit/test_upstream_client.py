@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import urllib3
@@ -19,20 +18,7 @@ from registry_cache.errors import (
     Unavailable,
 )
 from registry_cache.upstream.client import QUICK, RetryPolicy, UpstreamClient
-from tests.harness.scripted import Answer, Scripted
-
-
-@pytest.fixture
-def server() -> Iterator[Scripted]:
-    scripted = Scripted()
-    yield scripted
-    scripted.close()
-
-
-def client_for(url: str, **extra: object) -> UpstreamClient:
-    config = UpstreamConfig.model_validate({"name": "docker.io", "url": url, **extra})
-    return UpstreamClient(config, urllib3.PoolManager())
-
+from tests.harness.scripted import Answer, Scripted, client_for
 
 FAST = RetryPolicy(attempts=3, backoff=0.01)
 DIGEST = "sha256:" + "a" * 64
@@ -219,3 +205,27 @@ def test_a_range_from_the_very_end_is_an_empty_stream(server: Scripted) -> None:
     stream.close()
     with pytest.raises(BadGateway, match="refused the range from 12"):
         upstream.open_blob("library/x", DIGEST, offset=12)
+
+
+def test_a_400_with_an_oci_code_is_a_bad_gateway(server: Scripted) -> None:
+    """The cache checked what it forwards: an upstream's 400 is nothing a client can mend."""
+    server.script["/v2/library/x/manifests/"] = [
+        Answer(400, body=b'{"errors":[{"code":"TAG_INVALID","message":"no"}]}')
+    ]
+    with pytest.raises(BadGateway) as info:
+        client_for(server.url).get_manifest("library/x", "1", FAST)
+    assert info.value.status == 502 and info.value.code == "UNAVAILABLE"
+    assert (
+        info.value.message
+        == "upstream docker.io rejected the request for library/x:1 (TAG_INVALID)"
+    )
+    assert server.count("/v2/library/x/manifests/") == 1  # it would come again: not retried
+
+
+def test_an_upstream_error_code_is_quoted_only_when_it_looks_like_one(server: Scripted) -> None:
+    server.script["/v2/library/x/blobs/"] = [
+        Answer(400, body=b'{"errors":[{"code":"<b>' + b"x" * 500 + b'</b>"}]}')
+    ]
+    with pytest.raises(BadGateway) as info:
+        client_for(server.url).open_blob("library/x", DIGEST)
+    assert info.value.message == f"upstream docker.io answered HTTP 400 for library/x@{DIGEST}"

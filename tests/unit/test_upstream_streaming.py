@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import urllib3
 
-from registry_cache.config import UpstreamConfig
 from registry_cache.store.pipes import CHUNK, ReadSizer
-from registry_cache.upstream.client import UpstreamClient, UpstreamTimeout
+from registry_cache.upstream.client import UpstreamTimeout
+from tests.harness.scripted import client_for
 
 DIGEST = "sha256:" + "a" * 64
 Script = Callable[[socket.socket], None]
@@ -71,11 +71,6 @@ def serve() -> Iterator[Callable[[Script], Scheduled]]:
     yield make
     for server in servers:
         server.close()
-
-
-def client_for(url: str, **extra: object) -> UpstreamClient:
-    config = UpstreamConfig.model_validate({"name": "docker.io", "url": url, **extra})
-    return UpstreamClient(config, urllib3.PoolManager())
 
 
 def test_hanging_upstream_times_out_after_header_timeout(

@@ -22,6 +22,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .. import metrics
 from ..errors import BlobUnknown, StorageUnavailable
+from ..httpranges import ContentRangeInvalid, header_int, parse_content_range
 from ..upstream.client import BlobStream
 
 CONNECT_TIMEOUT = 2.0
@@ -72,9 +73,13 @@ class Transfers:
         if sock is not None:
             sock.settimeout(READ_TIMEOUT)
         if status == 206:
-            total = _total(response.headers.get("Content-Range"))
-            return BucketStream(response, offset, total, "")
-        return BucketStream(response, 0, _int(response.headers.get("Content-Length")), "")
+            try:
+                span = parse_content_range(response.headers.get("Content-Range"), offset)
+            except ContentRangeInvalid as exc:
+                _drop(response)
+                raise StorageUnavailable(f"bucket {self.name} {exc}") from None
+            return BucketStream(response, offset, span.total, "")
+        return BucketStream(response, 0, header_int(response.headers.get("Content-Length")), "")
 
     def put(self, url: str, body: bytes, md5: str) -> str:
         """PUT ``body`` (a part or a small object); its ETag. ``md5``: base64 Content-MD5."""
@@ -139,14 +144,7 @@ def _error_code(response: urllib3.BaseHTTPResponse, *, preloaded: bool = False) 
     return match.group(1).decode() if match else ""
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _total(content_range: str | None) -> int | None:
-    if not content_range or "/" not in content_range:
-        return None
-    return _int(content_range.rsplit("/", 1)[1])
+def _drop(response: urllib3.BaseHTTPResponse) -> None:
+    """Close a response left unread (its connection is not reused with a body pending)."""
+    response.close()
+    response.release_conn()

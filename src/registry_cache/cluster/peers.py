@@ -18,6 +18,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import BlobUnknown, Unavailable
+from ..httpranges import ContentRangeInvalid, header_int, parse_content_range
 from ..upstream.client import BlobStream
 
 HEADER = "X-Registry-Cache-Peer"
@@ -85,11 +86,14 @@ class PeerClient:
         sock = getattr(getattr(response, "connection", None), "sock", None)
         if sock is not None:
             sock.settimeout(READ_TIMEOUT)
-        length = _int(response.headers.get("Content-Length"))
         if status == 206:
-            total = _total(response.headers.get("Content-Range"))
-            return BlobStream(response, offset, total, "")
-        return BlobStream(response, 0, length, "")
+            try:
+                span = parse_content_range(response.headers.get("Content-Range"), offset)
+            except ContentRangeInvalid as exc:
+                _drop(response)
+                raise Unavailable(f"replica {peer} {exc} for {digest}") from None
+            return BlobStream(response, offset, span.total, "")
+        return BlobStream(response, 0, header_int(response.headers.get("Content-Length")), "")
 
     def read_small(self, peer: str, digest: str, limit: int) -> bytes:
         """A whole small object (a manifest) from a peer; BlobUnknown when it lacks it."""
@@ -112,14 +116,7 @@ class PeerClient:
             stream.close()
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _total(content_range: str | None) -> int | None:
-    if not content_range or "/" not in content_range:
-        return None
-    return _int(content_range.rsplit("/", 1)[1])
+def _drop(response: urllib3.BaseHTTPResponse) -> None:
+    """Close a response left unread (its connection is not reused with a body pending)."""
+    response.close()
+    response.release_conn()

@@ -23,6 +23,7 @@ import http.client
 import json
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -48,6 +49,12 @@ from ..errors import (
     TooManyRequests,
     Unavailable,
 )
+from ..httpranges import (
+    ContentRangeInvalid,
+    header_int,
+    parse_content_range,
+    parse_unsatisfied_total,
+)
 from ..mediatypes import UPSTREAM_ACCEPT
 from ..reference import display_reference
 from ..units import format_size
@@ -65,6 +72,7 @@ TOKEN_CAP = 1 << 20  # a JWT for a handful of scopes is a few KiB
 ERROR_BODY_CAP = 64 << 10  # read only for its first error code
 DISCARD_LIMIT = 1 << 20  # drain at most this much to reuse a connection; else drop it
 READ_CHUNK = 64 << 10
+_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +274,7 @@ class UpstreamClient:
         return ManifestHead(
             digest=digest,
             media_type=reply.headers.get("Content-Type"),
-            size=_int(reply.headers.get("Content-Length")),
+            size=header_int(reply.headers.get("Content-Length")),
         )
 
     def _manifest(self, method: str, repo: str, reference: str, retry: RetryPolicy) -> _Reply:
@@ -292,7 +300,7 @@ class UpstreamClient:
             what=f"{repo}@{digest}",
             cap=0,
         )
-        return _int(reply.headers.get("Content-Length"))
+        return header_int(reply.headers.get("Content-Length"))
 
     def open_blob(self, repo: str, digest: str, offset: int = 0) -> BlobStream:
         """Start streaming a blob from ``offset`` (a Range request when offset > 0)."""
@@ -311,16 +319,23 @@ class UpstreamClient:
         if response.status == 416:
             # Asked from the very end (a partial a crash left complete but unpublished):
             # nothing more to read, and the total says whether the partial is the blob.
-            total = _unsatisfied_range_total(response.headers.get("Content-Range"))
+            try:
+                total: int | None = parse_unsatisfied_total(response.headers.get("Content-Range"))
+            except ContentRangeInvalid:
+                total = None  # then not the offset asked from: refused below
             _discard(response)
             if total != offset:
                 raise BadGateway(f"{self._who} refused the range from {offset} of {repo}@{digest}")
             return _EmptyStream(offset, total, name)
         _body_timeout(response, self.config.read_timeout)
         if response.status == 206:
-            start, size = _content_range(response.headers.get("Content-Range"))
-            return BlobStream(response, start if start is not None else offset, size, name)
-        return BlobStream(response, 0, _int(response.headers.get("Content-Length")), name)
+            try:
+                span = parse_content_range(response.headers.get("Content-Range"), offset)
+            except ContentRangeInvalid as exc:
+                _drop(response)
+                raise BadGateway(f"{self._who} {exc} for {repo}@{digest}") from None
+            return BlobStream(response, offset, span.total, name)
+        return BlobStream(response, 0, header_int(response.headers.get("Content-Length")), name)
 
     def tags(
         self, repo: str, n: int | None = None, last: str | None = None
@@ -549,7 +564,7 @@ class UpstreamClient:
         """The whole body if it is at most ``cap`` bytes; else a 502 (connection dropped)."""
         about = f" for {what}" if what else ""
         too_big = BadGateway(f"{self._who} sent a {kind}{about} larger than {format_size(cap)}")
-        length = _int(response.headers.get("Content-Length"))
+        length = header_int(response.headers.get("Content-Length"))
         if length is not None and length > cap:
             _drop(response)
             raise too_big
@@ -615,7 +630,9 @@ class UpstreamClient:
         if status == 403:
             return Denied(f"{who} denied access to {what}")
         if status == 400 and code:
-            return RegistryError(f"{who} rejected the request for {what}")
+            # The cache checked the name, tag and digest before asking: what upstream
+            # still rejects, the client cannot mend by asking again (a bad gateway).
+            return BadGateway(f"{who} rejected the request for {what} ({code})")
         return BadGateway(f"{who} answered HTTP {status} for {what}")
 
     def _pause(self, retry: RetryPolicy, attempt: int) -> None:
@@ -650,29 +667,6 @@ def _body_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
 
 def _pull(repo: str) -> str:
     return f"repository:{repo}:pull"
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``bytes 100-199/1000`` → (100, 1000)."""
-    if not value or not value.startswith("bytes "):
-        return None, None
-    span, _, total = value[6:].partition("/")
-    start = _int(span.split("-", 1)[0])
-    return start, _int(total)
-
-
-def _unsatisfied_range_total(value: str | None) -> int | None:
-    """``bytes */1000`` (a 416's Content-Range) → 1000."""
-    if not value or not value.startswith("bytes */"):
-        return None
-    return _int(value[8:].strip())
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -712,11 +706,14 @@ def _drop(response: urllib3.BaseHTTPResponse) -> None:
 
 
 def _first_error_code(body: bytes) -> str | None:
+    """The first OCI error code of an error body; None when there is none that looks
+    like one (it goes into messages: nothing but a short upper-case word)."""
     try:
         doc = json.loads(body or b"{}")
-        return str(doc["errors"][0]["code"])
+        code = str(doc["errors"][0]["code"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
+    return code if _ERROR_CODE.fullmatch(code) else None
 
 
 def _secure(url: str) -> bool:
