@@ -45,7 +45,7 @@ import urllib3
 
 from benchmarks.bigcache.dataset import build
 from registry_cache.index.base import Index
-from registry_cache.index.postgres import PostgresIndex
+from registry_cache.index.postgres import BUMP, CHANNEL, PostgresIndex
 from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.web.app import TOUCH_FLUSH_INTERVAL
 from tests.harness.cache import CacheServer, cli_env, run_cli
@@ -122,7 +122,12 @@ class Hits(threading.Thread):
                 f"{base}/blobs/{image.layers[-1].digest}",
                 lambda r: hashlib.sha256(r.data).digest() == hashlib.sha256(layer).digest(),
             ),
-            ("config GET", "GET", f"{base}/blobs/{image.config.digest}", lambda r: r.data == config),
+            (
+                "config GET",
+                "GET",
+                f"{base}/blobs/{image.config.digest}",
+                lambda r: r.data == config,
+            ),
         ]
         while not self._done.is_set():
             for kind, method, path, right in checks:
@@ -176,7 +181,6 @@ def assert_all_hits(served: Served, hits: Hits, during: str) -> None:
 async def _synthetic(data_dir: Path, index_url: str | None, replica: str) -> None:
     index: Index
     if index_url is None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         index = await SqliteIndex.open(data_dir / "index.sqlite3")
     else:
         index = await PostgresIndex.open(index_url, replica=replica)
@@ -213,6 +217,7 @@ def served(
         )
     cache = make_cache(*args, port=port, start=False)
     env["REGISTRY_CACHE_DATA_DIR"] = str(cache.data_dir)
+    cache.data_dir.mkdir(parents=True)
     asyncio.run(_synthetic(cache.data_dir, index_url, f"http://127.0.0.1:{port}"))
     cache.start()
     served = Served(cache, upstream, image, index_url, env)
@@ -312,19 +317,13 @@ class PostgresLocks:
                         self.digests,
                     )
                     assert len(locked) >= len(self.digests), (table, locked)
-                tags = await locker.fetch(
-                    "SELECT tag FROM tags WHERE repo = $1 FOR UPDATE", REPO
-                )
+                tags = await locker.fetch("SELECT tag FROM tags WHERE repo = $1 FOR UPDATE", REPO)
                 assert tags, "the tag has no row"
                 deadline = time.monotonic() + seconds
                 while time.monotonic() < deadline:
                     async with bumper.transaction():
-                        value = await bumper.fetchval(
-                            "INSERT INTO meta (key, value) VALUES ('generation', '1')"
-                            " ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text"
-                            " RETURNING value"
-                        )
-                        await bumper.execute("SELECT pg_notify('registry_cache_changes', $1)", value)
+                        value = await bumper.fetchval(BUMP + " RETURNING value")
+                        await bumper.execute("SELECT pg_notify($1, $2)", CHANNEL, value)
                     self.bumps += 1
                     await asyncio.sleep(0.2)
             finally:
