@@ -149,7 +149,8 @@ def measure_all(args: argparse.Namespace, argv: list[str], use_loop: bool) -> in
             if why is not None:
                 print(f"{why} (scripts/install-test-deps.sh)", file=sys.stderr)
                 return 2
-            pg = Postgres().start()
+            pg = Postgres()  # before start: a signal during it still gets it closed
+            pg.start()
         for size in args.sizes:
             for kind in args.index:
                 for label, src in args.src:
