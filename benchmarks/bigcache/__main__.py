@@ -8,19 +8,27 @@ each data set lives on its own ext4 image (``volume.py``), removed once measured
 LABEL=DIR`` (repeatable) measures those ``src`` trees, each data set built and
 measured once per tree, back to back (before/after side by side in one run).
 ``--max-minutes`` bounds the whole run: what is left is skipped and noted.
+SIGTERM (or SIGINT) stops the run as a Ctrl-C does: every server it started (the
+PostgreSQL, a ``serve``, a command, a probe) is stopped by PID, the images are
+unmounted and what was measured so far is written (``stopping_on_signals``; the
+run re-executed in a private mount namespace gets the signal passed on).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from . import report, volume
@@ -88,11 +96,43 @@ def header(args: argparse.Namespace, argv: list[str]) -> list[str]:
     ]
 
 
+STOPPING = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise KeyboardInterrupt here, so every ``finally`` runs: the
+    servers started are stopped by PID (a plain SIGTERM ended the interpreter without
+    them, and left the PostgreSQL running). A second signal meanwhile is ignored."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        for s in STOPPING:
+            signal.signal(s, signal.SIG_IGN)  # the unwinding is not cut short again
+        print(f"{signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in STOPPING}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str]) -> int:
     args = arguments(argv)
     use_loop = args.volume == "loop" or (args.volume == "auto" and volume.can_mount())
     if use_loop and not volume.in_namespace():
         return volume.reexec(argv)
+    try:
+        with stopping_on_signals():
+            return measure_all(args, argv, use_loop)
+    except KeyboardInterrupt:
+        print("stopped by a signal; every server it started was stopped", file=sys.stderr)
+        return 130
+
+
+def measure_all(args: argparse.Namespace, argv: list[str], use_loop: bool) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bigcache-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +149,8 @@ def main(argv: list[str]) -> int:
             if why is not None:
                 print(f"{why} (scripts/install-test-deps.sh)", file=sys.stderr)
                 return 2
-            pg = Postgres().start()
+            pg = Postgres()  # before start: a signal during it still gets it closed
+            pg.start()
         for size in args.sizes:
             for kind in args.index:
                 for label, src in args.src:

@@ -1,8 +1,9 @@
 """Hit latency as one client sees it: sequential requests on one keep-alive connection.
 
 ``python -m benchmarks.bigcache.probe --port P --sample FILE --kind tag|head|get|mixed
-[--count N | --until-file F --max-seconds S] [--rate R]`` prints one JSON document:
-per kind the count, statuses, p50/p99/max in ms. Run as its own process so the
+[--count N | --until-file F --max-seconds S] [--rate R] [--ready-file F]`` prints one JSON document:
+per kind (and with ``mixed`` for all of them together) the count, statuses,
+p50/p99/max in ms. Run as its own process so the
 benchmark's other work never shares its interpreter (GIL) with the measurement.
 
 Each request names a different object (a sample of the data set, round robin),
@@ -33,6 +34,7 @@ ACCEPT = ", ".join(
     )
 )
 KINDS = ("tag", "head", "get")
+ALL = "all"  # the summary of every request of a mixed probe
 
 
 def requests(sample: Sample, kind: str) -> Iterator[tuple[str, str, str]]:
@@ -61,15 +63,26 @@ def percentile(values: list[float], q: float) -> float | None:
 def summarize(
     latencies: dict[str, list[float]], statuses: dict[str, dict[int, int]]
 ) -> dict[str, object]:
+    """Per kind; with more than one kind also ``ALL`` (every request, whatever its kind)."""
+    summary: dict[str, object] = {
+        kind: _figures(values, statuses[kind]) for kind, values in latencies.items()
+    }
+    if len(latencies) > 1:
+        every: dict[int, int] = {}
+        for counts in statuses.values():
+            for status, n in counts.items():
+                every[status] = every.get(status, 0) + n
+        summary[ALL] = _figures([v for values in latencies.values() for v in values], every)
+    return summary
+
+
+def _figures(values: list[float], statuses: dict[int, int]) -> dict[str, object]:
     return {
-        kind: {
-            "count": len(values),
-            "statuses": {str(s): n for s, n in sorted(statuses[kind].items())},
-            "p50_ms": _ms(percentile(values, 0.50)),
-            "p99_ms": _ms(percentile(values, 0.99)),
-            "max_ms": _ms(max(values) if values else None),
-        }
-        for kind, values in latencies.items()
+        "count": len(values),
+        "statuses": {str(s): n for s, n in sorted(statuses.items())},
+        "p50_ms": _ms(percentile(values, 0.50)),
+        "p99_ms": _ms(percentile(values, 0.99)),
+        "max_ms": _ms(max(values) if values else None),
     }
 
 
@@ -86,6 +99,7 @@ def run(
     until_file: Path | None,
     max_seconds: float,
     rate: float | None,
+    ready_file: Path | None = None,
 ) -> dict[str, object]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies: dict[str, list[float]] = {k: [] for k in (KINDS if kind == "mixed" else (kind,))}
@@ -115,6 +129,8 @@ def run(
             status = 0
         latencies[k].append(time.perf_counter() - began)
         statuses[k][status] = statuses[k].get(status, 0) + 1
+        if ready_file is not None and done == 0:
+            ready_file.touch()  # requests are flowing: what runs beside may start
     conn.close()
     return summarize(latencies, statuses)
 
@@ -128,6 +144,7 @@ def main() -> None:
     parser.add_argument("--until-file", type=Path)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--rate", type=float)
+    parser.add_argument("--ready-file", type=Path, help="touched once the first answer came")
     args = parser.parse_args()
     sample = Sample.from_json(json.loads(args.sample.read_text()))
     result = run(
@@ -138,6 +155,7 @@ def main() -> None:
         until_file=args.until_file,
         max_seconds=args.max_seconds,
         rate=args.rate,
+        ready_file=args.ready_file,
     )
     sys.stdout.write(json.dumps(result) + "\n")
 

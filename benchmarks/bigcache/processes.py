@@ -67,16 +67,20 @@ def run_measured(
         began = time.monotonic()
         proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=dict(env), cwd=cwd)
         killed = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - began > timeout:
-                os.kill(proc.pid, signal.SIGKILL)
-                killed = True
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() - began > timeout:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed = True
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.02)
+        except BaseException:  # stopped by a signal (KeyboardInterrupt): the command too
+            stop_child(proc)
+            raise
         wall = time.monotonic() - began
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: keep Popen quiet
     tail = stderr_path.read_text(errors="replace")[-2000:]
@@ -89,6 +93,15 @@ def run_measured(
         stdout.stat().st_size,
         tail,
     )
+
+
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child by PID and reap it (nothing if it already exited)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
 
 
 def proc_status(pid: int) -> dict[str, int]:

@@ -16,7 +16,12 @@ In this order, so that nothing measured runs on what an earlier step changed:
    requests cost, from step 3) and peak RSS; a paced probe (mixed kinds) runs
    until the pass has finished; failed access-time flushes are counted;
 5. ``serve --max-size`` 90 % of what is left: SIGTERM while that pass runs, and
-   the time to exit against ``--shutdown-grace``.
+   the time to exit against ``--shutdown-grace``;
+6. ``serve``, uncapped, and beside it one maintenance command after another
+   (``BESIDE``: ``cache gc --dry-run``, ``cache gc``, ``cache prune --older-than``,
+   ``cache verify``; last, since gc and prune change the data set): a paced probe
+   (mixed kinds, recently used objects) runs from just before each command starts
+   until it ended; its hits' p50/p99/max and the command's wall time.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .processes import Measured, Serve, product_env, run_measured
+from .processes import Measured, Serve, product_env, run_measured, stop_child
 from .sample import UPSTREAMS, Sample
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +50,18 @@ HIT_ROUNDS = 3
 EVICTED = re.compile(
     r"evicted (\d+) object\(s\), (\d+) bytes \(wanted (\d+)\)(?: in ([0-9.]+) ?s)?"
 )
-ACCESS_FAILURES = re.compile(r"could not record access times|database is locked")
+ACCESS_FAILURES = re.compile(
+    r"could not record access times|database is locked|index write skipped"
+)
 SIZES = {"10k": 10_000, "200k": 200_000, "1M": 1_000_000}
+# Run beside serve (step 6), in this order. prune: what no one used for 30 days (the
+# data set's access times span 60); --grace 0s for gc, as after a long quiet spell.
+BESIDE = (
+    ("gc --dry-run", ["gc", "--dry-run", "--grace", "0s", "--json"]),
+    ("gc", ["gc", "--grace", "0s", "--json"]),
+    ("prune", ["prune", "--older-than", "30d", "--json"]),
+    ("verify", ["verify", "--json"]),
+)
 
 
 def parse_size(text: str) -> int:
@@ -92,6 +107,7 @@ class Result:
     hits: dict[str, Any] = field(default_factory=dict)
     eviction: dict[str, Any] = field(default_factory=dict)
     sigterm: dict[str, Any] = field(default_factory=dict)
+    beside: dict[str, Any] = field(default_factory=dict)  # per command: its run, the probe
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -225,6 +241,8 @@ def measure(ds: Dataset, opts: Options) -> Result:
     if time.monotonic() < opts.deadline:
         left = ds.total_size(opts.src)
         sigterm_during_pass(ds, env, result, opts, cap=int(left * 0.9))
+    if time.monotonic() < opts.deadline:
+        beside_serve(ds, env, result, opts)
     return result
 
 
@@ -244,6 +262,7 @@ def cli(ds: Dataset, env: dict[str, str], args: list[str], label: str, opts: Opt
 def probe(
     ds: Dataset, kind: str, *, count: int | None = None, until: Path | None = None,
     rate: float | None = None, max_seconds: float = 120.0, hot: bool = False,
+    ready: Path | None = None,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     argv = [
         sys.executable, "-m", "benchmarks.bigcache.probe", "--port", str(ds.port),
@@ -256,6 +275,8 @@ def probe(
         argv += ["--until-file", str(until)]
     if rate is not None:
         argv += ["--rate", str(rate)]
+    if ready is not None:
+        argv += ["--ready-file", str(ready)]
     env = product_env(REPO_ROOT)  # the probe needs only the benchmarks package
     return subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, cwd=REPO_ROOT)
 
@@ -267,6 +288,9 @@ def probe_result(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any
         proc.kill()
         proc.communicate()
         return {}
+    except BaseException:  # stopped by a signal: the probe too
+        stop_child(proc)
+        raise
     parsed: dict[str, Any] = json.loads(out or b"{}")
     return parsed
 
@@ -317,6 +341,7 @@ def evict(ds: Dataset, env: dict[str, str], result: Result, opts: Options, *, ca
     done.unlink(missing_ok=True)
     ev = result.eviction
     ev["cap"] = cap
+    runner: subprocess.Popen[bytes] | None = None
     try:
         server.start(extra=["--max-size", str(cap)])
         started = time.monotonic()
@@ -356,6 +381,38 @@ def evict(ds: Dataset, env: dict[str, str], result: Result, opts: Options, *, ca
         ev["probe"] = found
         ev["access_time_failures"] = len(server.log_lines(ACCESS_FAILURES.pattern))
         ev["sigterm_after_pass_s"] = server.terminate(wait=SHUTDOWN_GRACE + 10)
+    finally:
+        if runner is not None:
+            stop_child(runner)  # reaped already, unless a signal stopped the run
+        server.kill()
+
+
+def beside_serve(ds: Dataset, env: dict[str, str], result: Result, opts: Options) -> None:
+    """Each ``BESIDE`` command while a paced probe hits the server (see step 6)."""
+    server = Serve(ds.config_path, ds.port, env=env, log=ds.root / "serve-beside.log")
+    done, ready = ds.root / "command-done", ds.root / "probe-ready"
+    try:
+        server.start()
+        for label, args in BESIDE:
+            if time.monotonic() > opts.deadline:
+                result.notes.append(f"out of time before cache {label} beside serve")
+                break
+            done.unlink(missing_ok=True)
+            ready.unlink(missing_ok=True)
+            runner = probe(
+                ds, "mixed", until=done, rate=PROBE_RATE, max_seconds=opts.cli_timeout + 60,
+                hot=True, ready=ready,
+            )  # fmt: skip
+            try:
+                waited = time.monotonic() + 60
+                while not ready.exists() and runner.poll() is None and time.monotonic() < waited:
+                    time.sleep(0.01)  # the command starts once hits are flowing
+                measured = cli(ds, env, args, f"{label} beside serve", opts)
+            finally:
+                done.touch()
+                found = probe_result(runner, timeout=60)
+            result.beside[label] = {"run": asdict(measured), "probe": found}
+        server.terminate(wait=SHUTDOWN_GRACE + 10)
     finally:
         server.kill()
 

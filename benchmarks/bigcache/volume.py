@@ -11,12 +11,15 @@ after a ``kill -9``. Needs root; without it the data sets go on the plain disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 IN_NAMESPACE = "BIGCACHE_MOUNT_NAMESPACE"  # set in the re-executed benchmark
 IMAGE_BYTES = 64 << 30  # apparent size; sparse, so only what is written counts
@@ -39,7 +42,20 @@ def reexec(argv: Sequence[str]) -> int:
     env = {**os.environ, IN_NAMESPACE: "1"}
     command = ["unshare", "-m", "--propagation", "private"]
     command += [sys.executable, "-m", "benchmarks.bigcache", *argv]
-    return subprocess.run(command, env=env, check=False).returncode
+    # unshare execs the benchmark: the child is the run itself. A SIGTERM or SIGINT
+    # to this process is passed on to it (it stops its servers), and waited for.
+    proc = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Volume:

@@ -123,6 +123,12 @@ class IndexUnavailable(Unavailable):
     """The index cannot be reached; the message names it without credentials."""
 
 
+class IndexBusy(IndexUnavailable):
+    """The index answered, but a write waited too long for a lock another transaction
+    holds (a maintenance command's, say): that one write is lost or retried, and the
+    index counts as reachable."""
+
+
 class StorageUnavailable(Unavailable):
     """A content tier cannot be read or written (I/O error, bucket down)."""
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ..errors import IndexBusy
 from ..lru import Lru
 from .base import Index, IndexUnavailable, ManifestRefs, ObjectRow, RepoKey, TagKey, TagRow
 
@@ -54,6 +55,12 @@ class IndexFront:
         return IndexHealth(False, self._last_error, self._down_since)
 
     def _failed(self, exc: IndexUnavailable) -> None:
+        if isinstance(exc, IndexBusy):
+            # A write waited too long for another transaction's lock (a maintenance
+            # command's): the index answers, so it is not degraded; the write is lost
+            # (access times: kept for the next beat).
+            log.info("index write skipped: %s", exc)
+            return
         if self._down_since is None:
             self._down_since = self._clock()
             log.warning("index unavailable, serving without it: %s", exc)

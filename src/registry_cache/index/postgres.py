@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 else:
     Conn = Any
 
+from ..errors import IndexBusy
 from .base import (
     Cursor,
     DigestRange,
@@ -71,6 +72,11 @@ MIGRATION_LOCK = 0x7263_0001  # pg_advisory_xact_lock key: one migrating replica
 CONNECT_TIMEOUT = 3.0
 QUERY_TIMEOUT = 3.0
 RETRY_AFTER = 1.0
+# A statement waits this long for a row another transaction locked, then fails with
+# lock_not_available: well before QUERY_TIMEOUT, whose TimeoutError means "unreachable"
+# (RETRY_AFTER of failing at once, memos or upstream instead of the index, for every
+# request). A long transaction elsewhere (a maintenance command) costs one write.
+LOCK_TIMEOUT = 1.0
 # Maintenance aggregations over every row (``cache ls/du/gc``) may take this long;
 # the serving path keeps QUERY_TIMEOUT.
 SLOW_QUERY_TIMEOUT = 600.0
@@ -278,6 +284,7 @@ class PostgresIndex:
             "server_settings": {
                 "search_path": "registry_cache",
                 "application_name": "registry-cache",
+                "lock_timeout": str(int(LOCK_TIMEOUT * 1000)),
             },
         }
 
@@ -303,6 +310,8 @@ class PostgresIndex:
                         await _migrate(conn)
                         self._migrated = True
                     return await job(conn)
+        except asyncpg.exceptions.LockNotAvailableError as exc:
+            raise IndexBusy(f"index {self.name}: {_reason(exc)}") from None  # reachable
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if isinstance(exc, asyncpg.PostgresError) and _is_bug(exc):
                 raise  # a wrong statement is a bug, not an outage
@@ -1059,6 +1068,8 @@ class PostgresIndex:
 async def _migrate(conn: Conn) -> None:
     """Create or upgrade the schema: one replica at a time (advisory lock)."""
     async with conn.transaction():
+        # Another replica's migration is waited for (within QUERY_TIMEOUT), not LOCK_TIMEOUT.
+        await conn.execute("SET LOCAL lock_timeout = 0")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(SCHEMA)
         row = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema'")

@@ -588,14 +588,34 @@ class SqliteIndex:
         return await self._read(query)
 
     async def prune_refs(self) -> int:
-        def job(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "DELETE FROM refs WHERE manifest IN (SELECT DISTINCT manifest FROM refs r"
-                " WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.digest = r.manifest))"
-            )
-            return max(0, cursor.rowcount)
+        # Found by a read (a reader's connection, no lock), deleted BATCH manifests per
+        # transaction: one DELETE over them all held the write lock for 0.9 s at 200k
+        # objects, and every other process's write (the server's) waited as long. Each
+        # delete checks again that its manifest is still gone (stored again meanwhile:
+        # its rows are current).
+        def query(db: sqlite3.Connection) -> list[str]:
+            return [
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT manifest FROM refs r"
+                    " WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.digest = r.manifest)"
+                )
+            ]
 
-        return await self._write(job)
+        deleted = 0
+        for chunk in _chunks(await self._read(query)):
+
+            def job(db: sqlite3.Connection, chunk: Sequence[str] = chunk) -> int:
+                before = db.total_changes
+                db.executemany(
+                    "DELETE FROM refs WHERE manifest = ?1"
+                    " AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.digest = ?1)",
+                    [(m,) for m in chunk],
+                )
+                return db.total_changes - before
+
+            deleted += await self._write(job)
+        return deleted
 
     async def digest_range(self, lo: str, hi: str | None) -> DigestRange:
         def within(column: str) -> str:
