@@ -246,13 +246,26 @@ SELECT n.root, (SELECT o.media_type FROM objects o WHERE o.digest = n.root),
     count(*) FILTER (WHERE n.platform AND n.size IS NOT NULL)
 FROM nodes n GROUP BY n.root
 """
-# A holding ``h`` that no tag, link or manifest this replica holds names (gc's orphans).
-UNREFERENCED = (
-    "NOT EXISTS (SELECT 1 FROM tags t WHERE t.digest = h.digest)"
-    " AND NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = h.digest)"
-    " AND NOT EXISTS (SELECT 1 FROM refs r JOIN holdings p ON p.replica = $1"
-    " AND p.digest = r.manifest WHERE r.digest = h.digest)"
-)
+
+
+def _unreferenced(within: Callable[[str], str]) -> str:
+    """Count and bytes of the holdings ``within`` a digest range that no tag, link or
+    manifest this replica holds names (gc's orphans). The range is repeated on each
+    table (the planner otherwise hashed all of ``tags`` for every range), and the
+    manifests are asked of last, for the few rows left (OFFSET 0 keeps them apart):
+    checking every reference in the range against the holdings took most of the time."""
+    return (
+        "SELECT count(*), COALESCE(sum(h.size), 0) FROM (SELECT h.digest, h.size"
+        f" FROM holdings h WHERE h.replica = $1 AND {within('h.digest')}"
+        f" AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.digest = h.digest"
+        f" AND {within('t.digest')})"
+        " AND NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = h.digest"
+        f" AND {within('l.digest')}) OFFSET 0) h"
+        " WHERE NOT EXISTS (SELECT 1 FROM refs r JOIN holdings p ON p.replica = $1"
+        " AND p.digest = r.manifest WHERE r.digest = h.digest)"
+    )
+
+
 BUMP = (
     "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key)"
     " DO UPDATE SET value = (meta.value::bigint + 1)::text"
@@ -935,25 +948,23 @@ class PostgresIndex:
         return {root: found.get(root, NO_IMAGE) for root in names}
 
     async def range_usage(self, lo: str, hi: str | None) -> RangeUsage:
-        bound = f"h.digest {C} >= $2" + ("" if hi is None else f" AND h.digest {C} < $3")
+        def within(column: str) -> str:
+            return f"{column} {C} >= $2" + ("" if hi is None else f" AND {column} {C} < $3")
+
         bounds = (lo,) if hi is None else (lo, hi)
         slow = SLOW_QUERY_TIMEOUT
 
         async def job(conn: Conn) -> RangeUsage:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 digests = await conn.fetch(
-                    f"SELECT h.digest FROM holdings h WHERE h.replica = $1 AND {bound}"
+                    f"SELECT h.digest FROM holdings h WHERE h.replica = $1 AND {within('h.digest')}"
                     f" ORDER BY h.digest {C}",
                     self.replica,
                     *bounds,
                     timeout=slow,
                 )
                 loose = await conn.fetchrow(
-                    "SELECT count(*), COALESCE(sum(h.size), 0) FROM holdings h"
-                    f" WHERE h.replica = $1 AND {bound} AND {UNREFERENCED}",
-                    self.replica,
-                    *bounds,
-                    timeout=slow,
+                    _unreferenced(within), self.replica, *bounds, timeout=slow
                 )
             assert loose is not None  # an aggregate: always one row
             return RangeUsage([r[0] for r in digests], int(loose[0]), int(loose[1]))
@@ -965,8 +976,11 @@ class PostgresIndex:
             slow = SLOW_QUERY_TIMEOUT
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 repos = await conn.fetch(
+                    # Grouped first: each from its primary key's order, not a sort of
+                    # every link on disk (0.9 s at 1M objects, then 0.3 s).
                     "SELECT upstream, count(*) FROM (SELECT upstream, repo FROM links"
-                    " UNION SELECT upstream, repo FROM tags) r GROUP BY upstream",
+                    " GROUP BY upstream, repo UNION SELECT upstream, repo FROM tags"
+                    " GROUP BY upstream, repo) r GROUP BY upstream",
                     timeout=slow,
                 )
                 tags = await conn.fetch(

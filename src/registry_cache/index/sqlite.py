@@ -901,18 +901,26 @@ def _record_refs(db: sqlite3.Connection, items: Sequence[tuple[str, ManifestRefs
 def _usage_summary(db: sqlite3.Connection) -> UsageSummary:
     db.execute("BEGIN")  # one snapshot
     try:
+        # Distinct names in the order of each table's primary key, and each
+        # (upstream, digest) in the order of the by-digest indexes: no temporary
+        # B-tree of a million rows (usage_summary took 5 s at 1M objects).
         repos = dict(
             db.execute(
-                "SELECT upstream, COUNT(*) FROM (SELECT upstream, repo FROM links"
-                " UNION SELECT upstream, repo FROM tags) GROUP BY upstream"
+                "SELECT upstream, COUNT(*) FROM (SELECT upstream, repo FROM links NOT INDEXED"
+                " GROUP BY upstream, repo UNION SELECT upstream, repo FROM tags NOT INDEXED"
+                " GROUP BY upstream, repo) GROUP BY upstream"
             ).fetchall()
         )
         tags = dict(db.execute("SELECT upstream, COUNT(*) FROM tags GROUP BY upstream").fetchall())
         owned = {
             u: (n, b)
             for u, n, b in db.execute(
-                "SELECT x.upstream, COUNT(*), SUM(o.size) FROM (SELECT upstream, digest FROM links"
-                " UNION SELECT upstream, digest FROM tags) x"
+                "SELECT x.upstream, COUNT(*), SUM(o.size) FROM (SELECT l.digest AS digest,"
+                " l.upstream AS upstream FROM links l INDEXED BY links_by_digest"
+                " GROUP BY l.digest, l.upstream UNION ALL SELECT t.digest, t.upstream"
+                " FROM tags t INDEXED BY tags_by_digest WHERE NOT EXISTS (SELECT 1 FROM links l"
+                " WHERE l.digest = t.digest AND l.upstream = t.upstream)"
+                " GROUP BY t.digest, t.upstream) x"
                 " JOIN objects o ON o.digest = x.digest AND o.held = 1 GROUP BY x.upstream"
             )
         }
