@@ -51,9 +51,10 @@ def test_streamed_json_with_the_buckets_side_and_any_values(
     ]
     held = {_key(found[0]): found[0]}
     asyncio.run(_ls_json("/data", _each(found), held))
-    doc = {"data_dir": "/data", "images": [image_json(i) for i in found]}
-    doc["images"][0]["bucket"] = _bucket_json(found[0])
-    doc["images"][1]["bucket"] = _bucket_json(None)
+    entries = [image_json(i) for i in found]
+    entries[0]["bucket"] = _bucket_json(found[0])
+    entries[1]["bucket"] = _bucket_json(None)
+    doc = {"data_dir": "/data", "images": entries}
     assert capsys.readouterr().out == json.dumps(doc, indent=2) + "\n"
 
 

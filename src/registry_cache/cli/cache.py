@@ -201,7 +201,11 @@ def _state(image: Image | None) -> str:
 @settings_options
 @machine_readable
 def ls(as_json: bool, **params: Any) -> None:
-    """Images (tags) per upstream: digest, cached size, last pull (and the bucket's copy)."""
+    """Images (tags) per upstream: digest, cached size, last pull (and the bucket's copy).
+
+    Every image, a table per upstream printed as it goes (pipe to less to page it);
+    --json gives the same list for scripts.
+    """
     with open_data(params, read_only=True) as data:
         found = list_images(data.store, data.index, writable=data.writable)
         held: dict[tuple[str, str, str | None, str], Image] | None = None
@@ -380,7 +384,11 @@ async def _ls_tables(
 @settings_options
 @machine_readable
 def du(as_json: bool, **params: Any) -> None:
-    """Disk usage per upstream, plus shared, unreferenced and in-flight bytes."""
+    """Disk usage per upstream, plus shared, unreferenced and in-flight bytes.
+
+    Totals come from the index; the blob directories are listed once for files it
+    does not know (unindexed: what gc adopts or removes).
+    """
     with open_data(params, read_only=True) as data:
         usage = data.run(disk_usage(data.store, data.index, writable=data.writable))
         settings = data.settings
