@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..digest import Digest
@@ -141,7 +141,7 @@ def _sort_key(item: TagEntry | UntaggedManifest) -> tuple[str, str, bool, str]:
 
 async def iter_images(
     index: Index, page: int = IMAGE_PAGE, ahead: int = IMAGES_AHEAD
-) -> AsyncIterator[Image]:
+) -> AsyncGenerator[Image, None]:
     """``images`` of the whole cache, in its order, a page of tags at a time, the
     index computing each page's sizes (``Index.image_stats``; ``ensure_refs`` first:
     they follow the references the index recorded). The sizes of up to ``ahead``
