@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 from registry_cache.index.base import (
+    NO_IMAGE,
+    ImageStats,
     Index,
     IndexUnavailable,
     ManifestRefs,
     ObjectRow,
+    RangeUsage,
     TagEntry,
     TagImport,
     TagRow,
@@ -29,6 +32,7 @@ from registry_cache.index.base import (
 )
 from registry_cache.index.postgres import PostgresIndex
 from registry_cache.index.sqlite import SqliteIndex
+from registry_cache.store.inventory import Snapshot, image
 
 D = [f"sha256:{i:064x}" for i in range(20)]
 BUCKET = "s3://bucket/prefix"  # the shared tier's name in a PostgreSQL index
@@ -489,6 +493,84 @@ async def test_digest_range_gives_rows_and_what_names_them(index: Index) -> None
     assert (await index.digest_range("sha256:f", None)).referenced == {L2}
     await index.forget([AMD])  # a manifest gone names nothing any more
     assert (await index.digest_range("sha256:d", "sha256:g")).referenced == set()
+
+
+async def test_range_usage_lists_stored_digests_and_counts_what_nothing_names(
+    index: Index,
+) -> None:
+    await _image_rows(index)
+    await index.set_tag("u", "app", "1", IDX, 5.0)
+    await index.link("u", "app", [D[5]])  # a link to nothing stored
+    await index.add_object(D[6], 7, None, 5.0)  # nobody names it
+    assert await index.range_usage("", None) == RangeUsage(sorted([IDX, AMD, CFG, L1, D[6]]), 1, 7)
+    assert await index.range_usage("sha256:b", "sha256:e") == RangeUsage([AMD, CFG], 0, 0)
+    assert await index.range_usage("sha256:f", None) == RangeUsage([], 0, 0)
+    await index.forget([AMD])  # what it listed is named by nothing stored now
+    assert await index.range_usage("", None) == RangeUsage(
+        sorted([IDX, CFG, L1, D[6]]), 3, 10 + 1000 + 7
+    )
+    found = await index.digest_range("", None)  # the same rule, row by row
+    loose = [r for r in found.objects if r.digest not in found.referenced]
+    assert (len(loose), sum(r.size for r in loose)) == (3, 1017)
+    await index.add_shared(D[7], 9, 6.0)  # the bucket's only: not this tier's
+    assert D[7] not in (await index.range_usage("", None)).digests
+
+
+async def test_image_stats_follow_what_each_stored_manifest_lists(index: Index) -> None:
+    await _image_rows(index)  # IDX: AMD (CFG, L1, L2 gone) and ARM (never pulled)
+    idx2, arm2, cfg2 = D[10], D[11], D[12]  # an index whose two children share L1
+    await index.add_object(idx2, 50, "application/vnd.oci.image.index.v1+json", 5.0)
+    await index.add_object(arm2, 70, "application/vnd.oci.image.manifest.v1+json", 5.0)
+    await index.add_object(cfg2, 5, None, 5.0)
+    await index.record_refs(
+        {idx2: ManifestRefs((), (AMD, arm2)), arm2: ManifestRefs((cfg2, L1), ())}
+    )
+    index_type = "application/vnd.oci.image.index.v1+json"
+    manifest = "application/vnd.oci.image.manifest.v1+json"
+    found = await index.image_stats([IDX, AMD, idx2, CFG, D[9], AMD])
+    assert found == {
+        IDX: ImageStats(index_type, 300 + 200 + 10 + 1000, 4, 1, 2, 1),
+        AMD: ImageStats(manifest, 200 + 10 + 1000, 3, 1, 0, 0),
+        # L1 once, though both children list it
+        idx2: ImageStats(index_type, 50 + 200 + 10 + 1000 + 70 + 5, 6, 1, 2, 2),
+        CFG: ImageStats(None, 10, 1, 0, 0, 0),  # a blob: itself
+        D[9]: NO_IMAGE,  # not stored
+    }
+    await index.add_shared(AMD, 200, 6.0)
+    await index.forget([AMD])  # the bucket keeps its row; this tier does not hold it
+    found = await index.image_stats([IDX, AMD])
+    assert found == {IDX: ImageStats(index_type, 300, 1, 0, 2, 0), AMD: NO_IMAGE}
+    assert await index.image_stats([]) == {}
+
+
+async def test_image_stats_match_the_images_of_a_loaded_snapshot(index: Index) -> None:
+    """The database's walk and ``inventory.image`` agree, image for image."""
+    await _image_rows(index)
+    await index.add_object(D[3], 40, "application/vnd.oci.image.manifest.v1+json", 5.0)
+    await index.record_refs({D[3]: ManifestRefs((L1, D[4]), ())})  # D[4] never stored
+    objects = {r.digest: r for r in await index.get_objects([IDX, AMD, CFG, L1, D[3]])}
+    refs = await index.refs_of(list(objects))
+    snap = Snapshot(objects, refs=refs)
+    roots = [IDX, AMD, ARM, CFG, L1, D[3]]
+    found = await index.image_stats(roots)
+    for root in roots:
+        want = image(snap, ("u", "r"), None, root, last_pulled=0.0)
+        got = found[root]
+        assert (
+            got.media_type,
+            got.size,
+            got.objects,
+            got.missing,
+            got.platforms,
+            got.platforms_cached,
+        ) == (
+            want.media_type,
+            want.size,
+            want.objects,
+            want.missing,
+            want.platforms,
+            want.platforms_cached,
+        ), root
 
 
 async def test_get_objects_in_bulk(index: Index) -> None:

@@ -30,7 +30,15 @@ from registry_cache.index.postgres import PostgresIndex
 from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.mediatypes import referenced_digests
 from registry_cache.store.blobs import FileBlobStore
-from registry_cache.store.inventory import Refs, Snapshot, all_objects, images, plan_gc, totals
+from registry_cache.store.inventory import (
+    Refs,
+    Snapshot,
+    all_objects,
+    images,
+    iter_images,
+    plan_gc,
+    totals,
+)
 from registry_cache.store.layout import Layout
 from registry_cache.store.maintenance import (
     collect_garbage,
@@ -111,6 +119,11 @@ async def test_streamed_commands_agree_with_the_whole_snapshot(backend: Any, mod
         listed = [i async for i in list_images(store, front, writable=writable)]
         assert listed == images(expected)
         assert any(i.tag is None for i in listed) and any(i.platforms == 2 for i in listed)
+        if writable:  # many small pages, asked for ahead: the same images, in order
+            assert [i async for i in iter_images(index, page=37, ahead=3)] == listed
+            pages = iter_images(index, page=37)
+            assert [await anext(pages) for _ in range(100)] == listed[:100]
+            await pages.aclose()  # left early: the pages asked for ahead are dropped
 
         usage = await disk_usage(store, front, writable=writable)
         files = scan_files(layout)

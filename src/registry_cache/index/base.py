@@ -29,11 +29,13 @@ from ..errors import IndexUnavailable
 __all__ = [
     "Cursor",
     "DigestRange",
+    "ImageStats",
     "Index",
     "IndexUnavailable",
     "LinkKey",
     "ManifestRefs",
     "ObjectRow",
+    "RangeUsage",
     "RepoKey",
     "TagEntry",
     "TagImport",
@@ -115,6 +117,33 @@ class UntaggedManifest:
     repo: str
     digest: str
     last_access: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStats:
+    """What ``cache ls`` shows of the image at a manifest (``inventory.closure``): the
+    cached objects it reaches (the manifest; for an image manifest its config and
+    layers; for an index every cached child with theirs), each once."""
+
+    media_type: str | None  # the manifest's; None when it is not stored
+    size: int  # bytes of those objects
+    objects: int
+    missing: int  # blobs the reached manifests list that are not stored
+    platforms: int  # children of an index (0 for an image manifest)
+    platforms_cached: int
+
+
+NO_IMAGE = ImageStats(None, 0, 0, 0, 0, 0)  # a manifest that is not stored
+CLOSURE_DEPTH = 8  # manifests below manifests followed (an index of indexes: 2)
+
+
+@dataclass(frozen=True, slots=True)
+class RangeUsage:
+    """What ``cache du`` needs of the digests ``lo <= d < hi`` (one fan-out directory)."""
+
+    digests: list[str]  # stored objects of this tier, sorted
+    unreferenced_objects: int  # of those, what no tag, link or stored manifest names
+    unreferenced_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +283,16 @@ class Index(Protocol):
         no stored manifest lists as a child (what ``cache ls`` shows as pulled by digest:
         as long as that part of its output), in (upstream, repository, digest) order."""
 
+    async def image_stats(self, roots: Sequence[str]) -> dict[str, ImageStats]:
+        """``ImageStats`` of the images at these manifests, computed by the index (one
+        query for a page of images, whatever they reach); every root has an entry
+        (``NO_IMAGE`` when it is not stored)."""
+
     async def usage_summary(self) -> UsageSummary: ...
+
+    async def range_usage(self, lo: str, hi: str | None) -> RangeUsage:
+        """The stored digests ``lo <= d < hi`` and the count and bytes of those nothing
+        names (``DigestRange.referenced``), counted by the index."""
 
     # ----------------------------------------------------------------- links
 

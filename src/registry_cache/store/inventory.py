@@ -6,8 +6,8 @@ The rules are pure and unit-tested with hand-made snapshots: ``images`` (what
 
 A big cache is never loaded whole: the index stores what each manifest lists
 (``Index.record_refs``, written when the manifest is stored), ``iter_images`` walks
-the tags a page at a time and builds a small snapshot of just those images'
-objects for ``image``, ``cache du`` has the index aggregate, and ``gc``/``verify``
+the tags a page at a time and has the index compute what ``image`` would of each
+(``Index.image_stats``), ``cache du`` has the index aggregate, and ``gc``/``verify``
 go one fan-out directory (``fan_ranges``) at a time. Manifests stored by a release
 before the index kept references are parsed from their files once
 (``ensure_refs``); only when the index is read-only and some are still unknown do
@@ -27,21 +27,30 @@ Definitions used throughout:
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..digest import Digest
 from ..errors import RegistryError
-from ..index.base import Index, ManifestRefs, ObjectRow, TagEntry, UntaggedManifest
+from ..index.base import (
+    ImageStats,
+    Index,
+    ManifestRefs,
+    ObjectRow,
+    TagEntry,
+    UntaggedManifest,
+)
 from ..mediatypes import referenced_digests
 from .blobs import BlobStore
 from .evict import Entry
 
 Repo = tuple[str, str]  # (upstream, repository)
 PAGE = 5000
-IMAGE_PAGE = 1000  # images per small snapshot (``iter_images``)
+IMAGE_PAGE = 2000  # images per query of their sizes (``iter_images``)
+IMAGES_AHEAD = 2  # pages whose sizes are being asked for meanwhile (SQLite: two readers)
 Refs = ManifestRefs  # what a stored manifest lists: blobs (config, layers) and children
 
 
@@ -123,23 +132,6 @@ async def load(index: Index, store: BlobStore, rows: Sequence[ObjectRow] | None 
     return Snapshot(objects, tags, {d: frozenset(r) for d, r in links.items()}, refs)
 
 
-async def closure_snapshot(index: Index, roots: Iterable[str]) -> Snapshot:
-    """Just the objects and references ``image`` needs for images at ``roots``."""
-    objects: dict[str, ObjectRow] = {}
-    refs: dict[str, Refs] = {}
-    asked: set[str] = set()
-    frontier = set(roots)
-    while frontier:
-        asked |= frontier
-        rows = await index.get_objects(sorted(frontier))
-        objects.update((r.digest, r) for r in rows)
-        manifests = [r.digest for r in rows if r.media_type is not None]
-        found = await index.refs_of(manifests) if manifests else {}
-        refs.update(found)
-        frontier = {d for f in found.values() for d in (*f.blobs, *f.children)} - asked
-    return Snapshot(objects, refs=refs)
-
-
 def _sort_key(item: TagEntry | UntaggedManifest) -> tuple[str, str, bool, str]:
     """The order of ``images``: tags of a repository first, then its digest-only ones."""
     if isinstance(item, TagEntry):
@@ -147,14 +139,56 @@ def _sort_key(item: TagEntry | UntaggedManifest) -> tuple[str, str, bool, str]:
     return item.upstream, item.repo, True, item.digest
 
 
-async def iter_images(index: Index, page: int = IMAGE_PAGE) -> AsyncIterator[Image]:
-    """``images`` of the whole cache, in its order, one small snapshot per page of tags
-    (``ensure_refs`` first: this follows the references the index recorded)."""
+async def iter_images(
+    index: Index, page: int = IMAGE_PAGE, ahead: int = IMAGES_AHEAD
+) -> AsyncGenerator[Image, None]:
+    """``images`` of the whole cache, in its order, a page of tags at a time, the
+    index computing each page's sizes (``Index.image_stats``; ``ensure_refs`` first:
+    they follow the references the index recorded). The sizes of up to ``ahead``
+    pages more are being computed while one is consumed: the database works while
+    the output is written."""
+    pages = _image_pages(index, page)
+    pending: deque[tuple[list[ImageItem], asyncio.Future[dict[str, ImageStats]]]] = deque()
+    more = True
+
+    async def ask() -> None:
+        nonlocal more
+        while more and len(pending) <= ahead:
+            items = await anext(pages, None)
+            if items is None:
+                more = False
+                return
+            pending.append((items, asyncio.ensure_future(_stats(index, items))))
+
+    try:
+        await ask()
+        while pending:
+            items, stats = pending.popleft()
+            found = await stats
+            await ask()
+            for item in items:
+                yield _image_of(item, found[item.digest])
+    finally:
+        for _, stats in pending:
+            stats.cancel()
+        await asyncio.gather(*(stats for _, stats in pending), return_exceptions=True)
+        await pages.aclose()
+
+
+async def _stats(index: Index, items: Sequence[ImageItem]) -> dict[str, ImageStats]:
+    return await index.image_stats([i.digest for i in items])
+
+
+ImageItem = TagEntry | UntaggedManifest
+
+
+async def _image_pages(index: Index, page: int) -> AsyncGenerator[list[ImageItem], None]:
+    """Tags, with the manifests pulled by digest only merged in, ``page`` at a time."""
     untagged = deque(await index.untagged_manifests())
     after = None
     while True:
         tags = await index.tags_page(after, page)
-        batch: list[TagEntry | UntaggedManifest] = []
+        batch: list[ImageItem] = []
         for tag in tags:
             while untagged and _sort_key(untagged[0]) < _sort_key(tag):
                 batch.append(untagged.popleft())
@@ -163,28 +197,31 @@ async def iter_images(index: Index, page: int = IMAGE_PAGE) -> AsyncIterator[Ima
             batch += untagged
             untagged.clear()
         for start in range(0, len(batch), page):
-            chunk = batch[start : start + page]
-            snap = await closure_snapshot(index, (i.digest for i in chunk))
-            for item in chunk:
-                if isinstance(item, TagEntry):
-                    yield image(
-                        snap,
-                        (item.upstream, item.repo),
-                        item.tag,
-                        item.digest,
-                        last_pulled=item.last_pulled,
-                    )
-                else:
-                    yield image(
-                        snap,
-                        (item.upstream, item.repo),
-                        None,
-                        item.digest,
-                        last_pulled=item.last_access,
-                    )
+            yield batch[start : start + page]
         if not tags:
             return
         after = (tags[-1].upstream, tags[-1].repo, tags[-1].tag)
+
+
+def _image_of(item: ImageItem, stats: ImageStats) -> Image:
+    if isinstance(item, TagEntry):
+        tag: str | None = item.tag
+        last = item.last_pulled
+    else:
+        tag, last = None, item.last_access
+    return Image(
+        upstream=item.upstream,
+        repo=item.repo,
+        tag=tag,
+        digest=item.digest,
+        media_type=stats.media_type,
+        size=stats.size,
+        objects=stats.objects,
+        missing=stats.missing,
+        platforms=stats.platforms,
+        platforms_cached=stats.platforms_cached,
+        last_pulled=last,
+    )
 
 
 # --------------------------------------------------------------------- images

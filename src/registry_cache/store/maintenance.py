@@ -247,28 +247,33 @@ async def disk_usage(
         files = await asyncio.to_thread(scan_files, layout)
         stray = [f.size for d, f in files.items() if d not in snap.objects]
         return DiskUsage(totals(snap), len(stray), sum(stray))
-    summary = await index.index.usage_summary()
-    loose = loose_bytes = stray_files = stray_bytes = 0
-    for part in await _ranges(layout, index):
-        found = await index.index.digest_range(part.lo, part.hi)
-        rows = {row.digest for row in found.objects}
-        for row in found.objects:
-            if row.digest not in found.referenced:
-                loose += 1
-                loose_bytes += row.size
-        names = await asyncio.to_thread(fan_names, part)
-        sizes = await asyncio.to_thread(_sizes, layout, [d for d in names if d not in rows])
-        stray_files += len(sizes)
-        stray_bytes += sum(sizes)
+    # The aggregates run beside the walk: the index (SQLite's second reader thread,
+    # another pooled PostgreSQL connection) works while directories are listed.
+    summary = asyncio.ensure_future(index.index.usage_summary())
+    try:
+        loose = loose_bytes = stray_files = stray_bytes = 0
+        for part in await _ranges(layout, index):
+            found, names = await asyncio.gather(
+                index.index.range_usage(part.lo, part.hi), asyncio.to_thread(fan_names, part)
+            )
+            loose += found.unreferenced_objects
+            loose_bytes += found.unreferenced_bytes
+            rows = set(found.digests)
+            sizes = await asyncio.to_thread(_sizes, layout, [d for d in names if d not in rows])
+            stray_files += len(sizes)
+            stray_bytes += sum(sizes)
+        summed = await summary
+    finally:
+        summary.cancel()
     sums = Totals(
         upstreams=tuple(
             UpstreamTotals(u.upstream, u.repos, u.tags, u.objects, u.bytes)
-            for u in summary.upstreams
+            for u in summed.upstreams
         ),
-        objects=summary.objects,
-        bytes=summary.bytes,
-        shared_objects=summary.shared_objects,
-        shared_bytes=summary.shared_bytes,
+        objects=summed.objects,
+        bytes=summed.bytes,
+        shared_objects=summed.shared_objects,
+        shared_bytes=summed.shared_bytes,
         unreferenced_objects=loose,
         unreferenced_bytes=loose_bytes,
     )
