@@ -49,6 +49,7 @@ from ..units import format_duration, format_size, parse_duration
 from .common import console, json_option
 from .main import CliError
 from .options import data_dir, settings_from, settings_options
+from .priority import priority_option
 
 if TYPE_CHECKING:
     from ..bucket.store import S3BlobStore
@@ -483,6 +484,7 @@ def du(as_json: bool, **params: Any) -> None:
 
 @cache.command("verify")
 @settings_options
+@priority_option
 @machine_readable
 def verify(as_json: bool, **params: Any) -> None:
     """Re-hash every object; quarantine bad ones; exit 1 if any were bad."""
@@ -577,6 +579,7 @@ def verify(as_json: bool, **params: Any) -> None:
 
 @cache.command("gc")
 @settings_options
+@priority_option
 @click.option(
     "--grace",
     default="1h",
@@ -644,6 +647,7 @@ def gc(grace: str, dry_run: bool, as_json: bool, **params: Any) -> None:
 
 @cache.command("prune")
 @settings_options
+@priority_option
 @click.option(
     "--older-than",
     metavar="DURATION",
