@@ -1,10 +1,10 @@
 """Maintenance commands yield the CPU to the server they run beside.
 
 ``cache verify`` hashes every object on every core, ``gc`` and ``prune`` walk the
-index and the tree: beside a serving cache on a small machine they took the cores
-its hits wait for (hit p99 rose from ~1 ms to 10-70 ms at 200k objects, the big-cache
-suite's rows "hits beside …"). Run at a lower priority, they get whatever the server
-leaves, and still the whole machine when it is idle.
+index and the tree: background work beside a cache whose requests want the same cores.
+At a lower priority they get what the server leaves, and still the whole machine when
+it is idle. (On an idle 2-core machine the big-cache suite's "hits beside …" rows moved
+within their noise either way; what the server's hits suffer is other load on the cores.)
 """
 
 from __future__ import annotations
