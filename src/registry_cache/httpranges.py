@@ -10,6 +10,7 @@ One parser for the three: what it cannot read raises ``ContentRangeInvalid``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 _UNIT = "bytes "
@@ -55,6 +56,16 @@ def parse_content_range(value: str | None, starting_at: int | None = None) -> Co
     if starting_at is not None and first != starting_at:
         raise ContentRangeInvalid(f"sent bytes from {first} when asked from {starting_at}")
     return ContentRange(first, last, size)
+
+
+def body_span(status: int, headers: Mapping[str, str], offset: int) -> tuple[int, int | None]:
+    """Where a 200 or 206 body to a GET from ``offset`` starts, and the object's whole
+    size (None: unknown); ContentRangeInvalid for a 206 that does not start at ``offset``
+    or says nothing sensible. A 200 is the whole object from byte 0 (a server may ignore
+    Range)."""
+    if status == 206:
+        return offset, parse_content_range(headers.get("Content-Range"), offset).total
+    return 0, header_int(headers.get("Content-Length"))
 
 
 def parse_unsatisfied_total(value: str | None) -> int:

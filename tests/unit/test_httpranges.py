@@ -15,6 +15,7 @@ from registry_cache.errors import BadGateway, StorageUnavailable, Unavailable
 from registry_cache.httpranges import (
     ContentRange,
     ContentRangeInvalid,
+    body_span,
     header_int,
     parse_content_range,
     parse_unsatisfied_total,
@@ -95,6 +96,17 @@ def test_upstream_range_from_elsewhere_is_a_bad_gateway(server: Scripted) -> Non
     ]
     with pytest.raises(BadGateway, match="sent bytes from 0 when asked from 4"):
         client_for(server.url).open_blob("library/x", DIGEST, 4)
+
+
+def test_body_span_of_a_whole_or_partial_answer() -> None:
+    # A 200 is the whole object from byte 0, even when a range was asked for.
+    assert body_span(200, {"Content-Length": "10"}, 4) == (0, 10)
+    assert body_span(200, {}, 0) == (0, None)
+    assert body_span(206, {"Content-Range": "bytes 4-9/10"}, 4) == (4, 10)
+    assert body_span(206, {"Content-Range": "bytes 4-9/*"}, 4) == (4, None)
+    for headers in ({}, {"Content-Range": "bytes 0-9/10"}):
+        with pytest.raises(ContentRangeInvalid):
+            body_span(206, headers, 4)
 
 
 def test_unsatisfied_total() -> None:

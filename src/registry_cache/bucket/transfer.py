@@ -22,7 +22,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .. import metrics
 from ..errors import BlobUnknown, StorageUnavailable
-from ..httpranges import ContentRangeInvalid, header_int, parse_content_range
+from ..httpranges import ContentRangeInvalid, body_span
 from ..upstream.client import BlobStream
 
 CONNECT_TIMEOUT = 2.0
@@ -72,14 +72,12 @@ class Transfers:
         sock = getattr(getattr(response, "connection", None), "sock", None)
         if sock is not None:
             sock.settimeout(READ_TIMEOUT)
-        if status == 206:
-            try:
-                span = parse_content_range(response.headers.get("Content-Range"), offset)
-            except ContentRangeInvalid as exc:
-                _drop(response)
-                raise StorageUnavailable(f"bucket {self.name} {exc}") from None
-            return BucketStream(response, offset, span.total, "")
-        return BucketStream(response, 0, header_int(response.headers.get("Content-Length")), "")
+        try:
+            start, size = body_span(status, response.headers, offset)
+        except ContentRangeInvalid as exc:
+            _drop(response)
+            raise StorageUnavailable(f"bucket {self.name} {exc}") from None
+        return BucketStream(response, start, size, "")
 
     def put(self, url: str, body: bytes, md5: str) -> str:
         """PUT ``body`` (a part or a small object); its ETag. ``md5``: base64 Content-MD5."""

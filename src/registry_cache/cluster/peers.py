@@ -18,7 +18,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import BlobUnknown, Unavailable
-from ..httpranges import ContentRangeInvalid, header_int, parse_content_range
+from ..httpranges import ContentRangeInvalid, body_span
 from ..upstream.client import BlobStream
 
 HEADER = "X-Registry-Cache-Peer"
@@ -86,14 +86,12 @@ class PeerClient:
         sock = getattr(getattr(response, "connection", None), "sock", None)
         if sock is not None:
             sock.settimeout(READ_TIMEOUT)
-        if status == 206:
-            try:
-                span = parse_content_range(response.headers.get("Content-Range"), offset)
-            except ContentRangeInvalid as exc:
-                _drop(response)
-                raise Unavailable(f"replica {peer} {exc} for {digest}") from None
-            return BlobStream(response, offset, span.total, "")
-        return BlobStream(response, 0, header_int(response.headers.get("Content-Length")), "")
+        try:
+            start, size = body_span(status, response.headers, offset)
+        except ContentRangeInvalid as exc:
+            _drop(response)
+            raise Unavailable(f"replica {peer} {exc} for {digest}") from None
+        return BlobStream(response, start, size, "")
 
     def read_small(self, peer: str, digest: str, limit: int) -> bytes:
         """A whole small object (a manifest) from a peer; BlobUnknown when it lacks it."""

@@ -51,8 +51,8 @@ from ..errors import (
 )
 from ..httpranges import (
     ContentRangeInvalid,
+    body_span,
     header_int,
-    parse_content_range,
     parse_unsatisfied_total,
 )
 from ..mediatypes import UPSTREAM_ACCEPT
@@ -328,14 +328,12 @@ class UpstreamClient:
                 raise BadGateway(f"{self._who} refused the range from {offset} of {repo}@{digest}")
             return _EmptyStream(offset, total, name)
         _body_timeout(response, self.config.read_timeout)
-        if response.status == 206:
-            try:
-                span = parse_content_range(response.headers.get("Content-Range"), offset)
-            except ContentRangeInvalid as exc:
-                _drop(response)
-                raise BadGateway(f"{self._who} {exc} for {repo}@{digest}") from None
-            return BlobStream(response, offset, span.total, name)
-        return BlobStream(response, 0, header_int(response.headers.get("Content-Length")), name)
+        try:
+            start, size = body_span(response.status, response.headers, offset)
+        except ContentRangeInvalid as exc:
+            _drop(response)
+            raise BadGateway(f"{self._who} {exc} for {repo}@{digest}") from None
+        return BlobStream(response, start, size, name)
 
     def tags(
         self, repo: str, n: int | None = None, last: str | None = None
