@@ -122,6 +122,28 @@ def test_many_different_answers_between_flushes_are_counted_early() -> None:
     assert sum(c[0] for c in rec.take().minutes.values()) == KEYS_AT * 2 + 1
 
 
+def test_alike_hits_share_one_count_and_keep_their_repository_and_pulls() -> None:
+    clock = Clock()
+    rec = Recorder(clock=clock, ticks=clock)
+    for i in range(1_000):  # the same two hits over and over, as a busy node sends them
+        clock.now = T0 + i * 0.01
+        answer(rec, **hub("manifests", "3.19", "HIT", 500))
+        answer(rec, method="HEAD", **hub("blobs", f"sha256:{HEX}", "HIT", 0))
+    assert len(rec._tally) == 2  # one number per alike answer, not a row per request
+    pending = rec.take()
+    counts = pending.minutes[(int(T0), "docker.io")]
+    assert counts[0] == 2_000 and counts[PULLS] == 1_000
+    assert pending.repos[(int(T0) - int(T0) % 3600, "docker.io", "library/alpine")] == [
+        1_000,
+        500_000,
+    ]
+    recent = pending.events
+    assert len(recent) == 50 and {(e.repository, e.reference) for e in recent} == {
+        ("library/alpine", "3.19")
+    }
+    assert recent[-1].at == T0 + 9.99  # the newest kept, with its own time
+
+
 def test_two_workers_add_up_and_the_history_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "stats.sqlite3"
     clock = Clock()

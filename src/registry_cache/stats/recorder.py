@@ -108,10 +108,12 @@ class FillOrigin:
 # get it promoted by the garbage collector, which measurably slowed every request.
 RawEvent = tuple[str, float, str, int, float, str, str, str, str, int, str, str]
 # What a quiet answer (see ``QUIET``) is counted by: method, path, upstream, cache mark,
-# bytes, repository, reference. Alike answers share one key and one number.
-Key = tuple[str, str, Any, Any, Any, Any, Any]
-# A quiet manifest GET, kept for "recent pulls": (ticks at its end, duration s, status, key).
-QuietPull = tuple[float, float, int, Key]
+# bytes. Alike answers share one key and one ``Tally``. The repository and reference
+# follow from the path and upstream (the router made them of those), so they are kept
+# from the first answer of a key and not hashed again for every request.
+Key = tuple[str, str, Any, Any, Any]
+# A quiet manifest GET, kept for "recent pulls": (ticks at its end, duration s, status, its tally).
+QuietPull = tuple[float, float, int, list[Any]]
 # The answers most requests get: nothing about them depends on when they happened
 # beyond their minute, so the hot path only adds one to their number in this minute's
 # tally, and they are counted into the columns at flush time (``fold``). Misses,
@@ -122,6 +124,13 @@ QuietPull = tuple[float, float, int, Key]
 # be counted by the garbage collector, and measurably so (more frequent collections).
 QUIET = frozenset({"HIT", "COALESCED", None})
 KEYS_AT = 10_000  # alike keys folded early past this many (bounds memory between flushes)
+
+
+# This minute's number of one key's answers, with what the fold needs of them:
+# [number, is a manifest GET, key, repository, reference]. A plain list, not a class:
+# the hot path adds one to its first item (one specialised subscript, no attribute
+# lookup, no second hashing of the key to store the sum).
+Tally = list[Any]
 
 
 @dataclass
@@ -186,7 +195,7 @@ class Recorder:
         self._clock = clock
         self._ticks = ticks
         self._pending = Pending()
-        self._tally: dict[Key, int] = {}  # this minute's quiet answers
+        self._tally: dict[Key, Tally] = {}  # this minute's quiet answers
         self._quiet_pulls: deque[QuietPull] = deque(maxlen=RECENT)
         # This minute in ticks: [start, end); the tally is counted when it ends.
         self._tally_start = 0.0
@@ -220,18 +229,24 @@ class Recorder:
             at = self._ticks()
         if not self._tally_start <= at < self._tally_end:
             self._next_minute(at)
-        key = (method, path, get("upstream", ""), cache, get("bytes", 0), get("repo", ""),
-               get("ref", ""))  # fmt: skip
-        tally = self._tally
-        n = tally.get(key)
-        if n is not None:
-            tally[key] = n + 1
-        else:
-            tally[key] = 1
-            if len(tally) >= KEYS_AT:
-                self.fold()
-        if method == "GET" and "/manifests/" in path:
-            self._quiet_pulls.append((at, duration, status, key))
+        key = (method, path, get("upstream", ""), cache, get("bytes", 0))
+        tally = self._tally.get(key)
+        if tally is None:
+            tally = self._first(key, fields)
+        tally[0] += 1
+        if tally[1]:  # a manifest GET: one of the recent pulls (if a pull; see fold)
+            self._quiet_pulls.append((at, duration, status, tally))
+
+    def _first(self, key: Key, fields: dict[str, Any]) -> Tally:
+        """The tally of a key not seen this minute (folding the minute's early when it
+        has too many keys: bounded memory between flushes)."""
+        if len(self._tally) >= KEYS_AT:
+            self.fold()
+        method, path = key[0], key[1]
+        manifest_get = method == "GET" and "/manifests/" in path
+        tally = [0, manifest_get, key, fields.get("repo", ""), fields.get("ref", "")]
+        self._tally[key] = tally
+        return tally
 
     def _next_minute(self, at: float) -> None:
         self.fold()
@@ -248,7 +263,7 @@ class Recorder:
         offset = self._clock() - self._ticks()
         minute = int((self._tally_start + offset + 30) // 60 * 60)  # rounding: not drift
         pending = self._pending
-        for (method, path, upstream, cache, sent, repo, ref), n in tally.items():
+        for (method, path, upstream, cache, sent), (n, _, _, repo, ref) in tally.items():
             self._count(pending, minute, method, path, upstream, cache, sent, repo, ref, n)
         if pulls:
             self._quiet_pulls = deque(maxlen=RECENT)
@@ -256,7 +271,7 @@ class Recorder:
                 [
                     ("pull", at + offset, method, status, duration, upstream, repo, ref,
                      cache or "", _body(method, sent), "", "")
-                    for at, duration, status, (method, _, upstream, cache, sent, repo, ref)
+                    for at, duration, status, (_, _, (method, _, upstream, cache, sent), repo, ref)
                     in pulls
                     if _is_pull(method, upstream, ref)
                 ]

@@ -81,7 +81,9 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    middlewares: list[Middleware] = [access_log, registry_errors]
+    # The dashboard off: no counting per request, no stats file, 404 at its paths.
+    recorder = Recorder() if settings.dashboard else None
+    middlewares: list[Middleware] = [access_log(recorder), registry_errors]
     auth: ClientAuth | None = None
     if settings.htpasswd is not None:
         # Only when configured: an open cache pays nothing per request.
@@ -89,8 +91,8 @@ def build_app(settings: Settings) -> web.Application:
         middlewares.append(client_auth(auth))
     app = web.Application(middlewares=middlewares)
     app[SETTINGS_KEY] = settings
-    if settings.dashboard:  # off: no counting per request, no stats file, 404 at its paths
-        app[RECORDER_KEY] = Recorder()
+    if recorder is not None:  # for the stats service and the fills a MISS starts
+        app[RECORDER_KEY] = recorder
     app.on_response_prepare.append(add_standard_headers)
     app.cleanup_ctx.append(_services)
     from .health import add_routes as add_health

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import metrics, requestid
 from ..errors import (
@@ -19,8 +20,8 @@ from ..errors import (
     Unsupported,
 )
 from ..logs import AccessEntry
+from ..stats import Recorder
 from ..store.fill import FillFailed
-from .keys import RECORDER_KEY
 
 log = logging.getLogger("registry_cache.web")
 access = logging.getLogger("registry_cache.access")
@@ -84,57 +85,63 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(RegistryError("internal error (see the cache's log)"))
 
 
-@web.middleware
-async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    start = time.perf_counter()
-    status = CLIENT_CLOSED  # the client went away before an answer
-    body_bytes = 0
-    rid = requestid.accept(request.headers.get(requestid.HEADER)) or requestid.new()
-    request[REQUEST_ID] = rid
-    token = requestid.CURRENT.set(rid)  # for upstream requests and log lines made meanwhile
-    try:
-        response = await handler(request)
-        status = response.status
-        body_bytes = (response.content_length or 0) if request.method != "HEAD" else 0
-        return response
-    finally:
-        requestid.CURRENT.reset(token)
-        fields = request.get("log", {})
-        end = time.perf_counter()
-        duration_ms = (end - start) * 1000
-        metrics.observe_request(request.path, fields.get("cache"), status)
-        recorder = request.app.get(RECORDER_KEY)  # None: the dashboard is off
-        if recorder is not None and request.path.startswith("/v2"):
-            try:
-                recorder.answered(  # the dashboard's counting: one append (stats.recorder)
-                    request.method,
-                    request.path,
-                    status,
-                    fields,
-                    duration_ms / 1000,
-                    status == 401 and "Authorization" not in request.headers,
-                    end,  # its wall-clock time is worked out at flush time
+def access_log(recorder: Recorder | None) -> Middleware:
+    """The access-log middleware; ``recorder`` (None: the dashboard is off) counts each
+    registry API answer for the dashboard. Given here, once, rather than looked up in
+    the application for every request."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = CLIENT_CLOSED  # the client went away before an answer
+        body_bytes = 0
+        rid = requestid.accept(request.headers.get(requestid.HEADER)) or requestid.new()
+        request[REQUEST_ID] = rid
+        token = requestid.CURRENT.set(rid)  # for upstream requests and log lines made meanwhile
+        try:
+            response = await handler(request)
+            status = response.status
+            body_bytes = (response.content_length or 0) if request.method != "HEAD" else 0
+            return response
+        finally:
+            requestid.CURRENT.reset(token)
+            fields = request.get("log", {})
+            end = time.perf_counter()
+            duration_ms = (end - start) * 1000
+            metrics.observe_request(request.path, fields.get("cache"), status)
+            if recorder is not None and request.path.startswith("/v2"):
+                try:
+                    recorder.answered(  # the dashboard's counting: one append (stats.recorder)
+                        request.method,
+                        request.path,
+                        status,
+                        fields,
+                        duration_ms / 1000,
+                        status == 401 and "Authorization" not in request.headers,
+                        end,  # its wall-clock time is worked out at flush time
+                    )
+                except Exception:  # the dashboard must never cost a request its answer
+                    log.exception("could not count %s for the dashboard", request.path)
+            if (request.path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
+                entry = AccessEntry(
+                    remote=request.remote or "-",
+                    method=request.method,
+                    path=request.path_qs,
+                    status=status,
+                    upstream=_text(fields.get("upstream")),
+                    repo=_text(fields.get("repo")),
+                    ref=_text(fields.get("ref")),
+                    cache=_text(fields.get("cache")),
+                    bytes=int(fields.get("bytes", body_bytes)),
+                    duration_ms=duration_ms,
+                    error=_text(fields.get("error")),
+                    user=_text(fields.get("user")),
+                    request_id=rid,
+                    user_agent=request.headers.get("User-Agent"),
                 )
-            except Exception:  # the dashboard must never cost a request its answer
-                log.exception("could not count %s for the dashboard", request.path)
-        if (request.path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
-            entry = AccessEntry(
-                remote=request.remote or "-",
-                method=request.method,
-                path=request.path_qs,
-                status=status,
-                upstream=_text(fields.get("upstream")),
-                repo=_text(fields.get("repo")),
-                ref=_text(fields.get("ref")),
-                cache=_text(fields.get("cache")),
-                bytes=int(fields.get("bytes", body_bytes)),
-                duration_ms=duration_ms,
-                error=_text(fields.get("error")),
-                user=_text(fields.get("user")),
-                request_id=rid,
-                user_agent=request.headers.get("User-Agent"),
-            )
-            access.info("%s", entry, extra={"access": entry})
+                access.info("%s", entry, extra={"access": entry})
+
+    return middleware
 
 
 def _text(value: object) -> str | None:
