@@ -5,7 +5,8 @@ process group reaches its children too) with stdout and stderr going to files;
 ``terminate`` sends SIGTERM, waits ``grace`` seconds, then SIGKILLs the group, and
 always reaps the child. Neither ever signals a process it did not start. As a last
 resort (a fixture that never ran its teardown), an ``atexit`` hook SIGKILLs every
-process ``spawn`` (or ``track``) started that is still running when Python exits.
+process ``spawn`` (or ``track``) started that is still running when Python exits;
+``stop_on_sigterm`` makes a SIGTERM to the test run get there too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 _live: list[subprocess.Popen[bytes]] = []
@@ -27,6 +29,19 @@ def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
     _live[:] = [p for p in _live if p.poll() is None]
     _live.append(proc)
     return proc
+
+
+def stop_on_sigterm() -> None:
+    """Have SIGTERM unwind this process as Ctrl-C does (call from the main thread, e.g.
+    in ``pytest_configure``): pytest then runs every fixture's teardown and this
+    module's exit hook, so the servers started are stopped by PID. By default SIGTERM
+    ends the interpreter at once and a server in its own session kept running."""
+
+    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the unwinding is not cut short
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @atexit.register
