@@ -1,15 +1,22 @@
 """A write that waited too long for another transaction's lock (``IndexBusy``) is not an
 outage: the front keeps its access times for the next beat and stays healthy, where an
-unreachable index (``IndexUnavailable``) makes it degraded."""
+unreachable index (``IndexUnavailable``) makes it degraded. SQLite's "database is locked"
+after its busy timeout is such a write too."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from registry_cache.errors import IndexBusy, IndexUnavailable
+from registry_cache.index import sqlite as sqlite_index
 from registry_cache.index.base import Index, TagKey
 from registry_cache.index.front import IndexFront
+from registry_cache.index.sqlite import SqliteIndex
 
 
 class FailingWrites:
@@ -50,3 +57,26 @@ async def test_an_unreachable_index_makes_the_front_degraded() -> None:
     await f.flush()
     health: Any = f.health()
     assert not health.ok and "refused" in health.error
+
+
+async def test_sqlite_a_write_past_another_process_lock_is_busy_not_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_index, "WRITE_BUSY_TIMEOUT", 0.2)  # read at first connection
+    path = tmp_path / "index.sqlite3"
+    index = await SqliteIndex.open(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        f = IndexFront(index, clock=lambda: 100.0)
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        with pytest.raises(IndexBusy):
+            await index.set_tag("docker.io", "library/alpine", "3.19", "sha256:" + "a" * 64, 1.0)
+        await f.set_tag("docker.io", "library/alpine", "3.19", "sha256:" + "a" * 64)
+        assert f.health().ok  # lost that write; reachable all along
+        other.execute("ROLLBACK")
+        await f.set_tag("docker.io", "library/alpine", "3.19", "sha256:" + "b" * 64)
+        row = await index.get_tag("docker.io", "library/alpine", "3.19")
+        assert row is not None and row.digest == "sha256:" + "b" * 64
+    finally:
+        other.close()
+        await index.close()

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import IndexBusy
 from .base import (
     CLOSURE_DEPTH,
     NO_IMAGE,
@@ -161,6 +162,7 @@ COLUMNS = (
 # write lock for a few milliseconds, so other processes' writes wait no longer.
 BATCH = 500
 IMPORT_BATCH = 5000  # rows per transaction of a bulk import (inserts only: cheap)
+BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # primary result codes
 WRITE_BUSY_TIMEOUT = 30.0  # the writer thread may wait this long for another process
 READ_BUSY_TIMEOUT = 2.0
 WAL_CHECKPOINT_PAGES = 10_000  # 40 MB of WAL between checkpoints (the default is 1,000)
@@ -285,6 +287,11 @@ class SqliteIndex:
                 except sqlite3.OperationalError as exc:
                     if "full" in str(exc):
                         raise  # the middleware makes a full disk a 507
+                    if (exc.sqlite_errorcode & 0xFF) in BUSY_CODES:
+                        # Another process held the lock past the busy timeout: the
+                        # index answers, this one job is lost (as PostgreSQL's
+                        # lock_timeout): not an outage.
+                        raise IndexBusy(f"index {self.path}: {exc}") from None
                     raise IndexUnavailable(f"index {self.path}: {exc}") from None
                 except sqlite3.InterfaceError as exc:
                     # SQLITE_MISUSE ("bad parameter or other API misuse") came twice from a
