@@ -27,6 +27,7 @@ from tests.harness.browser import Console, open_browser, require_browser
 from tests.harness.cache import CacheServer, cli_env, run_cli
 from tests.harness.faults import FaultProxy, Rule
 from tests.harness.images import ALL_MANIFEST_TYPES, Image, build_image, push
+from tests.harness.metrics import scrape
 from tests.harness.registry import UpstreamRegistry
 
 ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
@@ -244,6 +245,11 @@ def test_every_worker_answers_for_all_and_history_survives_a_restart(
         if "registry_cache.access" in line and "/manifests/1.0" in line
     }
     assert len(pids) == 2, "both workers must have served some of the requests"
+    # Prometheus counts the same answers, each worker its own, summed by any of them.
+    counted = scrape(cache.url, fresh=True).value(
+        "registry_cache_requests_total", kind="manifest", status="2xx"
+    )
+    assert counted == requests
     deadline = time.monotonic() + 15  # the other worker flushes every 5 s
     while True:
         doc = api(cache)
