@@ -352,7 +352,10 @@ def test_status_prints_the_same_picture_in_a_pipe(
         assert proc.stdout is not None
         assert "Traffic" in proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(10) == 0
+        # Read what it still writes while it exits: a child blocked on a full pipe
+        # would never get there (once, on a loaded machine, it had not after 10 s).
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
     finally:
         if proc.poll() is None:
             proc.kill()
