@@ -20,6 +20,7 @@ from benchmarks.bigcache.__main__ import stopping_on_signals
 from benchmarks.postgres import state_prefix
 from tests.harness.cache import REPO_ROOT, cli_env
 from tests.harness.postgres import postgres_available
+from tests.harness.proc import alive
 from tests.harness.require import needs
 
 
@@ -29,14 +30,6 @@ def test_sigterm_raises_keyboard_interrupt_once_and_the_handlers_come_back() -> 
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # interrupted at once by the handler
     assert signal.getsignal(signal.SIGTERM) == before
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _postmaster(known: set[Path], timeout: float) -> tuple[Path, int]:
@@ -79,7 +72,7 @@ def test_a_signal_stops_the_postgresql_it_started(
     )
     try:
         state, postmaster = _postmaster(known, timeout=120)
-        assert _alive(postmaster)
+        assert alive(postmaster)
         run.send_signal(signum)
         _, err = run.communicate(timeout=120)
     finally:
@@ -88,6 +81,6 @@ def test_a_signal_stops_the_postgresql_it_started(
             run.communicate()
     assert run.returncode == 130, err.decode(errors="replace")[-3000:]
     assert b"stopped by a signal" in err
-    assert not _alive(postmaster), f"PostgreSQL {postmaster} still runs"
+    assert not alive(postmaster), f"PostgreSQL {postmaster} still runs"
     assert not state.exists()
     assert (tmp_path / "out" / "results.md").exists()  # what was measured so far: nothing

@@ -31,6 +31,15 @@ def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
     return proc
 
 
+def alive(pid: int) -> bool:
+    """Whether a process with this PID exists (one a test started, asked by PID)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_on_sigterm() -> None:
     """Have SIGTERM unwind this process as Ctrl-C does (call from the main thread, e.g.
     in ``pytest_configure``): pytest then runs every fixture's teardown and this

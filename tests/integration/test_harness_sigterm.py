@@ -16,6 +16,7 @@ import pytest
 
 from tests.harness.cache import REPO_ROOT
 from tests.harness.postgres import postgres_available
+from tests.harness.proc import alive
 from tests.harness.require import needs
 from tests.harness.wait import eventually
 
@@ -42,14 +43,6 @@ def test_hold(server):
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.integration
 @needs(postgres_available(), "PostgreSQL 15 is not installed: apt-get install postgresql-15")
 def test_sigterm_to_pytest_stops_the_postgres_a_test_holds(tmp_path: Path) -> None:
@@ -69,16 +62,16 @@ def test_sigterm_to_pytest_stops_the_postgres_a_test_holds(tmp_path: Path) -> No
     try:
         assert eventually(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=60)
         postmaster = int(pid_file.read_text())
-        assert _alive(postmaster)
+        assert alive(postmaster)
         child.send_signal(signal.SIGTERM)
         output, _ = child.communicate(timeout=60)
         deadline = time.monotonic() + 30
-        while _alive(postmaster) and time.monotonic() < deadline:
+        while alive(postmaster) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(postmaster), output.decode(errors="replace")[-2000:]
+        assert not alive(postmaster), output.decode(errors="replace")[-2000:]
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-        if postmaster and _alive(postmaster):
+        if postmaster and alive(postmaster):
             os.kill(postmaster, signal.SIGKILL)  # what the run left behind, by its PID
