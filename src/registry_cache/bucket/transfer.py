@@ -22,7 +22,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .. import metrics
 from ..errors import BlobUnknown, StorageUnavailable
-from ..httpranges import ContentRangeInvalid, body_span
+from ..httpranges import ContentRangeInvalid
+from ..streamed import open_span
 from ..upstream.client import BlobStream
 
 CONNECT_TIMEOUT = 2.0
@@ -69,13 +70,9 @@ class Transfers:
             if status == 416:  # asked from the very end of the object: nothing left
                 raise BlobUnknown(f"bucket {self.name}: nothing at offset {offset}")
             raise StorageUnavailable(f"bucket {self.name} answered HTTP {status} {code}".rstrip())
-        sock = getattr(getattr(response, "connection", None), "sock", None)
-        if sock is not None:
-            sock.settimeout(READ_TIMEOUT)
         try:
-            start, size = body_span(status, response.headers, offset)
+            start, size = open_span(response, status, offset, READ_TIMEOUT)
         except ContentRangeInvalid as exc:
-            _drop(response)
             raise StorageUnavailable(f"bucket {self.name} {exc}") from None
         return BucketStream(response, start, size, "")
 
@@ -140,9 +137,3 @@ def _error_code(response: urllib3.BaseHTTPResponse, *, preloaded: bool = False) 
             response.release_conn()
     match = _CODE.search(head or b"")
     return match.group(1).decode() if match else ""
-
-
-def _drop(response: urllib3.BaseHTTPResponse) -> None:
-    """Close a response left unread (its connection is not reused with a body pending)."""
-    response.close()
-    response.release_conn()

@@ -18,7 +18,8 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import BlobUnknown, Unavailable
-from ..httpranges import ContentRangeInvalid, body_span
+from ..httpranges import ContentRangeInvalid
+from ..streamed import open_span
 from ..upstream.client import BlobStream
 
 HEADER = "X-Registry-Cache-Peer"
@@ -83,13 +84,9 @@ class PeerClient:
             if status == 404:
                 raise BlobUnknown(f"replica {peer} does not hold {digest}")
             raise Unavailable(f"replica {peer} answered HTTP {status} for {digest}")
-        sock = getattr(getattr(response, "connection", None), "sock", None)
-        if sock is not None:
-            sock.settimeout(READ_TIMEOUT)
         try:
-            start, size = body_span(status, response.headers, offset)
+            start, size = open_span(response, status, offset, READ_TIMEOUT)
         except ContentRangeInvalid as exc:
-            _drop(response)
             raise Unavailable(f"replica {peer} {exc} for {digest}") from None
         return BlobStream(response, start, size, "")
 
@@ -112,9 +109,3 @@ class PeerClient:
             raise Unavailable(f"replica {peer} broke off ({type(exc).__name__})") from None
         finally:
             stream.close()
-
-
-def _drop(response: urllib3.BaseHTTPResponse) -> None:
-    """Close a response left unread (its connection is not reused with a body pending)."""
-    response.close()
-    response.release_conn()

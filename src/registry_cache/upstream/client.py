@@ -57,6 +57,8 @@ from ..httpranges import (
 )
 from ..mediatypes import UPSTREAM_ACCEPT
 from ..reference import display_reference
+from ..streamed import body_timeout as _body_timeout
+from ..streamed import drop as _drop
 from ..units import format_size
 from .auth import Authenticator, RealmRefused, TokenError
 from .origin import CredentialPolicy, host_of, origin_of
@@ -653,16 +655,6 @@ def _error_kind(error: Unavailable) -> str:
     return "unreachable"
 
 
-def _body_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
-    """Headers came within the header timeout; the body may pause up to ``seconds`` per read.
-
-    urllib3 sets the socket's timeout again before it reuses the connection.
-    """
-    sock = getattr(getattr(response, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(seconds)
-
-
 def _pull(repo: str) -> str:
     return f"repository:{repo}:pull"
 
@@ -695,12 +687,6 @@ def _discard(response: urllib3.BaseHTTPResponse) -> None:
     except (Urllib3Error, OSError, http.client.HTTPException):
         pass
     _drop(response)
-
-
-def _drop(response: urllib3.BaseHTTPResponse) -> None:
-    """Close the connection (it is not returned to the pool with a body half read)."""
-    response.close()
-    response.release_conn()
 
 
 def _first_error_code(body: bytes) -> str | None:
