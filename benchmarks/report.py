@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cluster import BUCKET_HIT, BUCKETED, CLUSTER, COLD, LOCAL, PEER, REPLICAS
-from .dashboard import DASHBOARD_CPU
+from .dashboard import DASHBOARD_CPU, INSTRUCTIONS
 from .pullers import CTR_FETCH, CTR_PULL, SKOPEO_OCI
 from .readers import CURL, GO_READS
 from .results import Figure, ScenarioResult
@@ -147,6 +147,13 @@ TARGETS: tuple[Target, ...] = (
         "<=",
         DASHBOARD_CPU_LIMIT,
         "dashboard's counting: CPU per request, on vs off",
+    ),
+    Target(
+        "dashboard",
+        INSTRUCTIONS,
+        "<=",
+        DASHBOARD_CPU_LIMIT,
+        "dashboard's counting: instructions per request, on vs off (callgrind)",
     ),
 )
 

@@ -20,6 +20,7 @@ PACKAGES=(
   radosgw ceph-mon ceph-osd ceph-common  # Ceph RGW 16.2: a real S3 engine (one mon, one memstore OSD)
   chromium          # the dashboard's browser tests (driven by Playwright for Python)
   gcc libc6-dev     # the benchmark suite builds its small C helpers (benchmarks/native) at run time
+  valgrind          # the dashboard scenario counts instructions per request with callgrind
   uidmap util-linux mount iproute2 curl jq ca-certificates openssl libc-bin
 )
 # What the tests look for (each comes with a package above).
@@ -27,7 +28,7 @@ BINARIES=(
   docker-registry skopeo containerd ctr podman dockerd docker umoci docker-compose
   nginx iperf3 wrk htpasswd systemd-analyze debootstrap
   radosgw radosgw-admin ceph-mon ceph-osd ceph ceph-authtool monmaptool ss
-  unshare nsenter runuser mount getent curl jq openssl chromium gcc
+  unshare nsenter runuser mount getent curl jq openssl chromium gcc valgrind callgrind_control
 )
 
 if [[ ${1:-} == --list ]]; then

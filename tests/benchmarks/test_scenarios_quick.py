@@ -23,6 +23,8 @@ import pytest
 from benchmarks.cluster import BUCKET_HIT, BUCKETED, CLUSTER, HIT_SOURCES, SHARED, SINGLE
 from benchmarks.dashboard import (
     DASHBOARD_CPU,
+    INSTRUCTIONS,
+    LOOP_INSTRUCTIONS,
     NOISE_FLOOR,
     OFF,
     ON,
@@ -121,7 +123,7 @@ def test_quick_cluster_scenario(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_quick_dashboard_scenario(tmp_path: Path) -> None:
-    require_tools("docker-registry", "wrk")
+    require_tools("docker-registry", "wrk", "valgrind", "callgrind_control")
     report, _ = quick_run("dashboard", tmp_path, timeout=220)
 
     def got(key: str) -> float:
@@ -137,5 +139,13 @@ def test_quick_dashboard_scenario(tmp_path: Path) -> None:
     assert share == pytest.approx(
         got("Recorder.answered per call") / got(f"{OFF} CPU per request") * 100, rel=0.01
     )
+    # Counted by callgrind: both caches served the same requests through the same code but
+    # for the counting, so they cannot be far apart (a broken count would be 0 or wild).
+    for who in (ON, OFF):
+        assert 50_000 < got(f"{who} instructions per request, event-loop thread") < 20_000_000
+        assert got(f"{who} instructions per request") >= got(
+            f"{who} instructions per request, event-loop thread"
+        )
+    assert 0.9 < got(INSTRUCTIONS) < 1.2 and 0.9 < got(LOOP_INSTRUCTIONS) < 1.2
     judged = {t["figure"] for t in report["targets"] if t["scenario"] == "dashboard"}
-    assert DASHBOARD_CPU in judged
+    assert DASHBOARD_CPU in judged and INSTRUCTIONS in judged

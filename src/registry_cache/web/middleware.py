@@ -108,12 +108,15 @@ def access_log(recorder: Recorder | None) -> Middleware:
             fields = request.get("log", {})
             end = time.perf_counter()
             duration_ms = (end - start) * 1000
-            metrics.observe_request(request.path, fields.get("cache"), status)
-            if recorder is not None and request.path.startswith("/v2"):
+            # Read once: each is an attribute lookup through aiohttp's request class
+            # (callgrind: a few hundred instructions apiece, on every request).
+            path, method = request.path, request.method
+            metrics.observe_request(path, fields.get("cache"), status)
+            if recorder is not None and path.startswith("/v2"):
                 try:
-                    recorder.answered(  # the dashboard's counting: one append (stats.recorder)
-                        request.method,
-                        request.path,
+                    recorder.answered(  # the dashboard's counting (stats.recorder)
+                        method,
+                        path,
                         status,
                         fields,
                         duration_ms / 1000,
@@ -121,11 +124,11 @@ def access_log(recorder: Recorder | None) -> Middleware:
                         end,  # its wall-clock time is worked out at flush time
                     )
                 except Exception:  # the dashboard must never cost a request its answer
-                    log.exception("could not count %s for the dashboard", request.path)
-            if (request.path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
+                    log.exception("could not count %s for the dashboard", path)
+            if (path not in PROBES or status >= 400) and access.isEnabledFor(logging.INFO):
                 entry = AccessEntry(
                     remote=request.remote or "-",
-                    method=request.method,
+                    method=method,
                     path=request.path_qs,
                     status=status,
                     upstream=_text(fields.get("upstream")),
