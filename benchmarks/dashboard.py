@@ -181,15 +181,15 @@ def _instructions(lab: Lab, plan: Plan, result: ScenarioResult, rates: dict[str,
         result.note(f"instructions not counted: {', '.join(missing)} not installed (valgrind)")
         return
     n = COUNTED_REQUESTS // 10 if plan.quick else COUNTED_REQUESTS
-    path = f"/v2/{lab.content.repo}/manifests/{lab.content.image.tag}"
     counted: dict[str, instructions.Counted] = {}
     for who, extra in ((ON, []), (OFF, [OFF_FLAG])):
         plan.progress(f"dashboard: counting instructions, {who}")
         with lab.directory("callgrind") as where:
             server = instructions.CallgrindCache(where, lab.upstream.url, extra=extra)
             with lab.running(server) as cache:
-                _check_manifest(f"{cache.url}{path}", lab.content.image.digest)
-                counted[who] = instructions.count(cache, path, {"Accept": MANIFEST_ACCEPT}, n)
+                url = _manifest_url(cache, lab, lab.content.image.tag)
+                _check_manifest(url, lab.content.image.digest)
+                counted[who] = instructions.count(cache, url, {"Accept": MANIFEST_ACCEPT}, n)
     for who, got in counted.items():
         result.add(
             f"{who} instructions per request, event-loop thread", "instr", got.loop_per_request
@@ -203,9 +203,10 @@ def _instructions(lab: Lab, plan: Plan, result: ScenarioResult, rates: dict[str,
     result.add(LOOP_INSTRUCTIONS, "x", on.loop_per_request / off.loop_per_request)
     result.note(
         f"instructions: callgrind, {n} manifest GETs one after another on one connection "
-        "after 200 uncounted, per cache; the event-loop thread per request (its per-second "
-        "work, the 5 s flush, weighs ~100 times more per request under callgrind's slowness "
-        "than at the real rate: an overestimate), the other threads (the flush's writes) "
+        f"after {instructions.WARM_REQUESTS} uncounted, per cache; the event-loop thread per "
+        "request (its per-second work, the 5 s flush, weighs ~100 times more per request "
+        "under callgrind's slowness than at the real rate: an overestimate), the other "
+        "threads (the flush's writes) "
         "per second, spread over the requests/s each cache reached under wrk"
     )
 

@@ -52,7 +52,7 @@ class HttpError(RuntimeError):
     pass
 
 
-def _connect(url: str) -> tuple[http.client.HTTPConnection, str]:
+def connect(url: str) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or parts.hostname is None:
         raise HttpError(f"only http:// and https:// URLs: {url}")
@@ -72,7 +72,7 @@ def _connect(url: str) -> tuple[http.client.HTTPConnection, str]:
 def request(
     method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None
 ) -> Reply:
-    conn, target = _connect(url)
+    conn, target = connect(url)
     try:
         conn.request(method, target, body=body, headers={"Connection": "close", **(headers or {})})
         resp = conn.getresponse()
@@ -87,7 +87,7 @@ def request(
 def download(url: str, headers: dict[str, str] | None = None) -> Transfer:
     """GET ``url`` to nowhere; raises HttpError if the connection fails."""
     buffer = memoryview(bytearray(READ_SIZE))
-    conn, target = _connect(url)
+    conn, target = connect(url)
     try:
         started = time.perf_counter()
         conn.request("GET", target, headers={"Connection": "close", **(headers or {})})
@@ -110,7 +110,7 @@ def download(url: str, headers: dict[str, str] | None = None) -> Transfer:
 
 def body_digest(url: str) -> str:
     """GET ``url`` and hash the body: ``sha256:…``, or a line saying why there is none."""
-    conn, target = _connect(url)
+    conn, target = connect(url)
     try:
         conn.request("GET", target, headers={"Connection": "close"})
         resp = conn.getresponse()
@@ -130,7 +130,7 @@ def body_digest(url: str) -> str:
 def upload(method: str, url: str, path: Path, headers: dict[str, str] | None = None) -> Reply:
     """Send ``path`` as the body with ``sendfile`` (a 1 GiB push takes about a second)."""
     size = path.stat().st_size
-    conn, target = _connect(url)
+    conn, target = connect(url)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
         for name, value in {

@@ -20,7 +20,6 @@ request rate (the one wrk measured).
 
 from __future__ import annotations
 
-import http.client
 import re
 import subprocess
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .actions import ScenarioError
+from .httpio import connect
 from .servers import Cache, find_binary
 
 TOOLS = ("valgrind", "callgrind_control")
@@ -89,12 +89,12 @@ class CallgrindCache(Cache):
         return super().env() | {"PYTHONHASHSEED": "0"}
 
 
-def count(cache: CallgrindCache, path: str, headers: dict[str, str], n: int) -> Counted:
-    """Instructions ``cache`` (started) executes for ``n`` GETs of ``path``."""
-    _get(cache, path, headers, WARM_REQUESTS)
+def count(cache: CallgrindCache, url: str, headers: dict[str, str], n: int) -> Counted:
+    """Instructions ``cache`` (started) executes for ``n`` GETs of ``url`` (one of its own)."""
+    _get(url, headers, WARM_REQUESTS)
     _control(cache, "-i", "on")
     started = time.perf_counter()
-    _get(cache, path, headers, n)
+    _get(url, headers, n)
     seconds = time.perf_counter() - started
     _control(cache, "-i", "off")
     _control(cache, "-d")  # writes <profile>.1-01 (the main thread), .1-02, ...
@@ -123,14 +123,15 @@ def _control(cache: Cache, *args: str) -> None:
         raise ScenarioError(f"callgrind_control {' '.join(args)}: {done.stderr.strip()[-300:]}")
 
 
-def _get(cache: Cache, path: str, headers: dict[str, str], n: int) -> None:
-    connection = http.client.HTTPConnection(cache.host, cache.port, timeout=60)
+def _get(url: str, headers: dict[str, str], n: int) -> None:
+    """``n`` GETs one after another on one keep-alive connection, as wrk sends them."""
+    connection, target = connect(url)
     try:
         for _ in range(n):
-            connection.request("GET", path, headers=headers)
+            connection.request("GET", target, headers=headers)
             reply = connection.getresponse()
             reply.read()
             if reply.status != 200:
-                raise ScenarioError(f"GET {cache.url}{path} under callgrind: HTTP {reply.status}")
+                raise ScenarioError(f"GET {url} under callgrind: HTTP {reply.status}")
     finally:
         connection.close()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .calibration import describe
 from .cluster import BUCKET_HIT, BUCKETED, CLUSTER, COLD, LOCAL, PEER, REPLICAS
 from .dashboard import DASHBOARD_CPU, INSTRUCTIONS
 from .pullers import CTR_FETCH, CTR_PULL, SKOPEO_OCI
@@ -232,6 +233,11 @@ def to_markdown(meta: Mapping[str, Any], results: Mapping[str, ScenarioResult]) 
         + (f", revision {meta['revision']}" if meta.get("revision") else "")
         + (f", core {meta['core_fingerprint']}" if meta.get("core_fingerprint") else ""),
         f"- tools: {', '.join(f'{k} {v}' for k, v in meta['tools'].items())}",
+        *(
+            [f"- host speed: {describe(machine['calibration'], machine.get('steal'))}"]
+            if "calibration" in machine
+            else []
+        ),
         f"- {config['reps']} repetitions; figures are median [min-max]; ratios are "
         "registry-cache over the other, per repetition (higher is better for rates, "
         "lower for times)",

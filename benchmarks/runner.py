@@ -25,6 +25,7 @@ from typing import Any
 
 import registry_cache
 
+from . import calibration
 from .lab import Lab, Sizes
 from .load import wrk_available
 from .report import memory_summary, to_json, to_markdown, verdicts
@@ -113,7 +114,9 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
         progress=progress,
     )
     started = time.monotonic()
+    stolen = calibration.steal_mark()
     run = SuiteRun(_meta(options, sizes))
+    run.meta["machine"]["calibration"] = calibration.measure()
     workdir = Path(tempfile.mkdtemp(prefix="registry-cache-bench-", dir=options.tmpdir))
     lab = Lab(workdir, sizes, keep=options.keep)
     timings: dict[str, float] = {}
@@ -143,6 +146,7 @@ def run_suite(options: SuiteOptions, progress: Callable[[str], None]) -> SuiteRu
     run.meta["seconds"] = round(time.monotonic() - started, 1)
     run.meta["scenario_seconds"] = timings
     run.meta["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    run.meta["machine"]["steal"] = calibration.steal_since(stolen)
     if options.out is not None:
         run.write(options.out)
     return run

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from . import pullers
+from . import placement, pullers
 from .actions import (
     ScenarioError,
     await_stored,
@@ -146,10 +146,18 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
             fetch(urls[who], blob.size)
             await_stored(server, blob)
 
-    def warm_rate(url: str, reader: str) -> float:
+    servers = {CACHE: lab.cache, PROXY: lab.proxy, NGINX: lab.nginx, UPSTREAM: lab.upstream}
+    if tls is not None:
+        servers[TLS_CACHE] = tls
+    result.note(f"every contender alike: {placement.choose().describe()} (placement.py)")
+
+    def warm_rate(who: str, reader: str) -> float:
         # A warm 1 GiB GET lasts 0.2-0.3 s, short enough for one scheduling hiccup to
-        # halve it (or for a lucky run to double nginx's): the median of a few GETs.
-        rates = [fetch(url, blob.size, lab.readers, reader).rate for _ in range(WARM_GETS)]
+        # halve it: the median of a few GETs, each with server and reader on their own core.
+        rates = []
+        for _ in range(WARM_GETS):
+            with placement.separate_cores(servers[who].pid):
+                rates.append(fetch(urls[who], blob.size, lab.readers, reader).rate)
         return statistics.median(rates) / GB
 
     def one(rep: int, out: ScenarioResult) -> None:
@@ -159,10 +167,10 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
             for who in rotated(contenders, rep):
                 if who == CACHE:
                     with RssMonitor(lab.cache.pid) as rss:
-                        rates[who] = warm_rate(urls[who], reader)
+                        rates[who] = warm_rate(who, reader)
                     out.add(RSS, "MB", rss.peak_mb)
                 else:
-                    rates[who] = warm_rate(urls[who], reader)
+                    rates[who] = warm_rate(who, reader)
             suffix = "" if reader == MIB_READS else f", {reader}"
             for who in contenders:
                 out.add(f"{who}{suffix}", "GB/s", rates[who])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import calibration
 from benchmarks.content import write_layer
 from benchmarks.load import LoadError, parse_wrk
 from benchmarks.measure import UpstreamLog, requests_per_process
@@ -245,3 +246,26 @@ def test_error_lines_of_both_kinds_of_server(tmp_path: Path) -> None:
         log.write('time="2026-01-01T00:00:02Z" level=info msg="response completed"\n')
     assert [line.split()[-1] for line in _errors(cache, mark)] == ["boom", 'blob"']
     assert _errors(cache, 0)[0].endswith("boom")
+
+
+def test_the_report_gives_the_host_speed_it_was_measured_at() -> None:
+    """Absolute figures vary with the host's speed from day to day: the report says it."""
+    mark = calibration.steal_mark()
+    measured = calibration.measure()
+    assert measured["python_mops"] > 0.1 and measured["sha256_gbps"] > 0.05
+    stolen = calibration.steal_since(mark)
+    assert stolen is None or 0.0 <= stolen <= 1.0
+    meta = {
+        "started": "2026-01-01 00:00 UTC",
+        "command": "python -m benchmarks",
+        "seconds": 1.0,
+        "machine": {"description": "2 x CPU", "calibration": measured, "steal": 0.031},
+        "tools": {},
+        "config": {"reps": 1},
+    }
+    line = next(x for x in to_markdown(meta, {}).splitlines() if x.startswith("- host speed:"))
+    assert f"pure-Python loop {measured['python_mops']:.2f} M iterations/s" in line
+    assert f"SHA-256 {measured['sha256_gbps']:.2f} GB/s on one core" in line
+    assert line.endswith("3.1% of CPU time stolen by the hypervisor during the run")
+    meta["machine"] = {"description": "2 x CPU"}  # a run recorded before calibration
+    assert "host speed" not in to_markdown(meta, {})

@@ -1,23 +1,20 @@
 """Blob responses: committed files (hits) and fills that are still growing.
 
-Hits to a client on this host (a loopback peer, or one that connected to its own
-address: containerd on the node, a local build) are read from the page cache in
-512 KiB pieces and written to the socket (``os.pread`` on the loop, a 1 MiB
-transport buffer). ``sendfile`` would save the server one copy, but such a
-client then copies every byte from cold page-cache pages: measured here with a
-32 KiB reader (what Go clients do), the server used as much CPU either way and
-the client a third less with the copy (the bytes reach it from the CPU's cache),
-so the copy is faster wherever the cores are shared (README design notes). A
-client on another host reads from its own NIC, so hits to it stay zero-copy
-(``loop.sendfile``: ``os.sendfile`` on the default asyncio loop), as do fills,
-whose pages were just written and are in the CPU's cache anyway. TLS has no
-sendfile: always the copy. uvloop is deliberately not used: no ``loop.sendfile``.
+Plain HTTP answers are sent with ``loop.sendfile`` (``os.sendfile`` on the default
+asyncio loop): hits from the committed file, fills from the file being written, to
+every client, on this host or another. TLS has no sendfile: the body is read from
+the page cache in 512 KiB pieces on the loop and written (a 1 MiB transport
+buffer). uvloop is deliberately not used: no ``loop.sendfile``.
+
+Hits to clients on this host were once copied the same way, because a client on
+loopback then reads bytes the server just touched; measured again with server and
+client on a core each, sendfile was faster for every reader and cheaper in CPU for
+1 MiB reads (README design notes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -32,10 +29,10 @@ from ..store.fill import FillFailed
 
 log = logging.getLogger("registry_cache.web")
 
-# Upper bound of one sendfile call (fills), so a huge one does not monopolise the loop.
+# Upper bound of one sendfile call, so a huge one does not monopolise the loop.
 SENDFILE_SPAN = 16 << 20
-# Hits (and anything over TLS): read this much at a time (it stays in a core's L2
-# cache on its way to the socket), and let the transport buffer this much.
+# Over TLS: read this much at a time (it stays in a core's L2 cache on its way through
+# the cipher to the socket), and let the transport buffer this much.
 COPY_CHUNK = 512 << 10
 COPY_BUFFER = 1 << 20
 
@@ -111,10 +108,10 @@ async def send_body(
         async def whole(pos: int) -> int:
             return span.end
 
-        return await _send(request, response, body.file, span, whole, copy=True)
+        return await _send(request, response, body.file, span, whole)
     if isinstance(body, GrowingBody):
         with body.source.open() as handle:
-            return await _send(request, response, handle, span, body.source.readable, copy=False)
+            return await _send(request, response, handle, span, body.source.readable)
     if isinstance(body, RedirectBody):
         raise web.HTTPTemporaryRedirect(body.url)
     return await _send_stream(request, response, body, span)
@@ -153,12 +150,9 @@ async def _send(
     handle: BinaryIO,
     span: ByteRange,
     readable: Callable[[int], Awaitable[int]],
-    *,
-    copy: bool,
 ) -> int:
-    """Send ``span`` of ``handle`` as ``readable(pos)`` allows, read and written
-    (``copy`` to a client on this host, and always over TLS) or with sendfile;
-    returns bytes sent."""
+    """Send ``span`` of ``handle`` as ``readable(pos)`` allows, with sendfile (read and
+    written over TLS); returns bytes sent."""
     await response.prepare(request)
     if request.method == "HEAD" or span.length == 0:
         await response.write_eof()
@@ -167,9 +161,7 @@ async def _send(
     if transport is None:
         raise ConnectionResetError("client went away")
     loop = asyncio.get_running_loop()
-    tls = transport.get_extra_info("sslcontext") is not None  # no sendfile through TLS
-    peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
-    copy = tls or (copy and same_host(peer, local))
+    copy = transport.get_extra_info("sslcontext") is not None  # no sendfile through TLS
     if copy:
         # Big writes, a deep buffer: asyncio's own sendfile fallback hops to a thread
         # per 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
@@ -194,28 +186,8 @@ async def _send(
     return pos - span.start
 
 
-def same_host(peer: object, local: object) -> bool:
-    """Whether a socket's ``peername`` is this host: a loopback address, or the very
-    address the client connected to (a host talking to itself: loopback all the same)."""
-    peer_ip, local_ip = _ip(peer), _ip(local)
-    if peer_ip is None:
-        return False
-    if isinstance(peer_ip, ipaddress.IPv6Address) and peer_ip.ipv4_mapped is not None:
-        peer_ip = peer_ip.ipv4_mapped
-    return peer_ip.is_loopback or peer_ip == local_ip
-
-
-def _ip(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
-        return None  # e.g. a unix socket
-    try:
-        return ipaddress.ip_address(address[0].split("%", 1)[0])
-    except ValueError:
-        return None
-
-
 async def _write_copy(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
-    """Read ``count`` bytes at ``pos`` and write them to the client (plain or TLS).
+    """Read ``count`` bytes at ``pos`` and write them to the client (TLS).
 
     The read runs on the loop: the file is a hit or a fill's written part, so in
     the page cache; a thread hop per chunk cost more than the copy.
