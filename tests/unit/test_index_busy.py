@@ -5,6 +5,7 @@ after its busy timeout is such a write too."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from registry_cache.errors import IndexBusy, IndexUnavailable
+from registry_cache.index import front as front_module
 from registry_cache.index import sqlite as sqlite_index
 from registry_cache.index.base import Index, TagKey
 from registry_cache.index.front import IndexFront
@@ -77,6 +79,74 @@ async def test_sqlite_a_write_past_another_process_lock_is_busy_not_an_outage(
         await f.set_tag("docker.io", "library/alpine", "3.19", "sha256:" + "b" * 64)
         row = await index.get_tag("docker.io", "library/alpine", "3.19")
         assert row is not None and row.digest == "sha256:" + "b" * 64
+    finally:
+        other.close()
+        await index.close()
+
+
+async def test_a_request_stops_waiting_for_a_locked_write_which_then_lands(
+    tmp_path: Path,
+) -> None:
+    """The server's front (``write_wait``): a write stuck behind another process's lock
+    holds its request for ``write_wait`` at most, and lands once the lock is gone, in
+    the order the writes were made; ``drain`` waits for it."""
+    path = tmp_path / "index.sqlite3"
+    index = await SqliteIndex.open(path)  # the real 30 s busy timeout
+    other = sqlite3.connect(path, isolation_level=None)
+    f = IndexFront(index, write_wait=0.05)
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await f.set_tag("docker.io", "library/alpine", "3.19", a)
+        await f.set_tag("docker.io", "library/alpine", "3.19", b)  # queued behind the first
+        assert loop.time() - began < 5.0  # two waits of 0.05 s, nowhere near 30 s
+        # The memo answers meanwhile, with the newest digest.
+        row = await f.get_tag("docker.io", "library/alpine", "3.19", max_age=60.0)
+        assert row is not None and row.digest == b
+        assert await index.get_tag("docker.io", "library/alpine", "3.19") is None
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(f.drain(), timeout=20.0)
+        landed = await index.get_tag("docker.io", "library/alpine", "3.19")
+        assert landed is not None and landed.digest == b
+        assert f.health().ok
+    finally:
+        other.close()
+        await index.close()
+
+
+async def test_without_write_wait_a_write_is_awaited_to_its_end(tmp_path: Path) -> None:
+    """The commands' front waits for every write (they exit right after)."""
+    index = await SqliteIndex.open(tmp_path / "index.sqlite3")
+    try:
+        f = IndexFront(index)
+        await f.set_tag("docker.io", "library/alpine", "3.19", "sha256:" + "c" * 64)
+        row = await index.get_tag("docker.io", "library/alpine", "3.19")
+        assert row is not None and row.digest == "sha256:" + "c" * 64
+    finally:
+        await index.close()
+
+
+async def test_writes_past_the_cap_of_late_ones_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock held for minutes must not grow the server's memory without end."""
+    monkeypatch.setattr(front_module, "MAX_LATE_WRITES", 1)
+    path = tmp_path / "index.sqlite3"
+    index = await SqliteIndex.open(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    f = IndexFront(index, write_wait=0.05)
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        await f.set_tag("docker.io", "library/alpine", "3.19", a)  # late: goes on
+        await f.set_tag("docker.io", "library/alpine", "3.19", b)  # over the cap: lost
+        assert "index write dropped: 1 others still wait on a lock" in caplog.text
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(f.drain(), timeout=20.0)
+        landed = await index.get_tag("docker.io", "library/alpine", "3.19")
+        assert landed is not None and landed.digest == a
     finally:
         other.close()
         await index.close()

@@ -10,6 +10,11 @@
 - The index unreachable (PostgreSQL down): reads fall back to the memos or to
   "not known" (the proxy then asks upstream), writes are dropped with a warning,
   and ``health()`` says degraded; the first query that works again clears it.
+- A request waits at most ``write_wait`` for its writes (a tag confirmed, a manifest
+  stored): SQLite's writer waits up to 30 s for another process's lock (a
+  maintenance command's), and the answer does not depend on the write, which goes
+  on in the background (in order: SQLite has one writer thread) and is awaited by
+  ``drain``. Behind a write already given up on, the next ones do not wait at all.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from .base import Index, IndexUnavailable, ManifestRefs, ObjectRow, RepoKey, Tag
 log = logging.getLogger("registry_cache.index")
 
 MAX_PENDING_TOUCHES = 1 << 16  # access times kept while the index is unreachable
+# How long a request waits for its index writes (the server's; a command waits for all).
+# Writes take milliseconds unless another process holds the lock.
+REQUEST_WRITE_WAIT = 1.0
+MAX_LATE_WRITES = 10_000  # writes no request waits for any more, kept until the lock goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +46,18 @@ class IndexHealth:
 
 
 class IndexFront:
-    def __init__(self, index: Index, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        index: Index,
+        *,
+        clock: Callable[[], float] = time.time,
+        write_wait: float | None = None,
+    ) -> None:
         self.index = index
         self._clock = clock
+        self._write_wait = write_wait  # None: every write is awaited to its end
+        self._writes: set[asyncio.Task[None]] = set()
+        self._late: set[asyncio.Task[None]] = set()  # writes their requests gave up on
         self._linked: Lru[tuple[str, str, str], bool] = Lru(1 << 16)
         self._tags: Lru[TagKey, TagRow] = Lru(1 << 14)
         self._touched: dict[str, float] = {}
@@ -230,10 +248,47 @@ class IndexFront:
                 log.info("index rows were removed elsewhere: remembered tags and links dropped")
 
     async def _best_effort(self, write: Awaitable[None]) -> None:
-        """Await a write; an unreachable index loses it (with a warning), never the request."""
+        """Await a write (up to ``write_wait``); an unreachable index loses it (with a
+        warning), never the request."""
+        if self._write_wait is None:
+            await self._settle(write)
+            return
+        if len(self._late) >= MAX_LATE_WRITES:
+            # The lock has been held for minutes: lose this write rather than memory.
+            if asyncio.iscoroutine(write):
+                write.close()
+            log.warning("index write dropped: %d others still wait on a lock", len(self._late))
+            return
+        task = asyncio.ensure_future(self._settle(write))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        # Behind a write already given up on, this one cannot end sooner (one writer,
+        # in order): no request waits twice for the same lock.
+        done: set[asyncio.Task[None]] = set()
+        if not self._late:
+            done, _ = await asyncio.wait({task}, timeout=self._write_wait)
+        if done:
+            task.result()  # anything but IndexUnavailable reaches the caller, as before
+            return
+        if not self._late:
+            log.info("an index write waits on a lock: answering without it (it goes on)")
+        self._late.add(task)
+        task.add_done_callback(self._late_ended)
+
+    async def _settle(self, write: Awaitable[None]) -> None:
         try:
             await write
         except IndexUnavailable as exc:
             self._failed(exc)
             return
         self._worked()
+
+    async def drain(self) -> None:
+        """Until every write a request stopped waiting for has ended (before close)."""
+        while self._writes:
+            await asyncio.wait(set(self._writes))
+
+    def _late_ended(self, task: asyncio.Task[None]) -> None:
+        self._late.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("an index write failed after its request was answered: %r", exc)

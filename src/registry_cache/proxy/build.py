@@ -21,7 +21,7 @@ import urllib3
 from .. import metrics
 from ..config import Settings
 from ..index import open_index
-from ..index.front import IndexFront
+from ..index.front import REQUEST_WRITE_WAIT, IndexFront
 from ..store.blobs import BlobStore, FileBlobStore
 from ..store.evict import Evictor, Limits
 from ..store.fill import FillCoordinator, LocalFills
@@ -66,6 +66,7 @@ class Components:
         if self.node is not None:
             await self.node.stop()
         self.ctx.executor.shutdown(wait=False, cancel_futures=True)
+        await self.ctx.index.drain()
         await self.ctx.index.flush()
         await self.ctx.index.index.close()
 
@@ -73,7 +74,7 @@ class Components:
 async def build(settings: Settings) -> Components:
     layout = Layout(settings.data_dir)
     layout.create()
-    index = IndexFront(await open_index(settings, wait=False))
+    index = IndexFront(await open_index(settings, wait=False), write_wait=REQUEST_WRITE_WAIT)
     local = FileBlobStore(layout)
     memo = ManifestMemo()
     limits = Limits.from_settings(settings)
