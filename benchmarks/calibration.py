@@ -9,6 +9,9 @@ are unaffected; absolute figures are read against these:
   million iterations per second, best of 5 (the best run is the host's speed, the
   others its interruptions);
 - ``sha256_gbps``: hashlib SHA-256 over 64 MiB, best of 3 (what every cold byte pays);
+- ``wakeups_k``: thousands of one-byte round trips per second between this process and
+  a child over a socketpair, best of 3: the cost of waking a process, which every small
+  request pays on both sides (left out if the child cannot run);
 - ``steal``: the share of CPU time the hypervisor gave to other guests over the whole
   run (``/proc/stat``), which no measurement inside the guest sees otherwise.
 """
@@ -16,12 +19,16 @@ are unaffected; absolute figures are read against these:
 from __future__ import annotations
 
 import hashlib
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 LOOP = 200_000
 HASHED = 64 << 20
+ROUND_TRIPS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +69,39 @@ def sha256_gbps() -> float:
     return HASHED / best / 1e9
 
 
+def wakeups_k() -> float:
+    ours, theirs = socket.socketpair()
+    echo = (
+        "import socket, sys\n"
+        "s = socket.socket(fileno=int(sys.argv[1]))\n"
+        "while d := s.recv(1): s.send(d)\n"
+    )
+    with ours:
+        ours.settimeout(10.0)  # a child that died must not hang the run
+        fd = theirs.fileno()
+        child = subprocess.Popen([sys.executable, "-c", echo, str(fd)], pass_fds=(fd,))
+        theirs.close()
+        best = float("inf")
+        try:
+            for _ in range(3):
+                started = time.perf_counter()
+                for _ in range(ROUND_TRIPS):
+                    ours.send(b"x")
+                    ours.recv(1)
+                best = min(best, time.perf_counter() - started)
+        finally:
+            ours.shutdown(socket.SHUT_RDWR)
+            child.wait(timeout=10)
+    return ROUND_TRIPS / best / 1e3
+
+
 def measure() -> dict[str, float]:
-    return {"python_mops": round(python_mops(), 2), "sha256_gbps": round(sha256_gbps(), 2)}
+    measured = {"python_mops": round(python_mops(), 2), "sha256_gbps": round(sha256_gbps(), 2)}
+    try:
+        measured["wakeups_k"] = round(wakeups_k(), 1)
+    except (OSError, subprocess.SubprocessError):
+        pass  # reported without it
+    return measured
 
 
 def describe(calibration: dict[str, float], steal: float | None) -> str:
@@ -71,6 +109,8 @@ def describe(calibration: dict[str, float], steal: float | None) -> str:
         f"pure-Python loop {calibration['python_mops']:.2f} M iterations/s",
         f"SHA-256 {calibration['sha256_gbps']:.2f} GB/s on one core",
     ]
+    if "wakeups_k" in calibration:
+        parts.append(f"{calibration['wakeups_k']:.1f} k process round trips/s")
     if steal is not None:
         parts.append(f"{steal:.1%} of CPU time stolen by the hypervisor during the run")
     return ", ".join(parts)

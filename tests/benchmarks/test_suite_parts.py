@@ -253,6 +253,7 @@ def test_the_report_gives_the_host_speed_it_was_measured_at() -> None:
     mark = calibration.steal_mark()
     measured = calibration.measure()
     assert measured["python_mops"] > 0.1 and measured["sha256_gbps"] > 0.05
+    assert measured["wakeups_k"] > 0.5
     stolen = calibration.steal_since(mark)
     assert stolen is None or 0.0 <= stolen <= 1.0
     meta = {
@@ -266,6 +267,7 @@ def test_the_report_gives_the_host_speed_it_was_measured_at() -> None:
     line = next(x for x in to_markdown(meta, {}).splitlines() if x.startswith("- host speed:"))
     assert f"pure-Python loop {measured['python_mops']:.2f} M iterations/s" in line
     assert f"SHA-256 {measured['sha256_gbps']:.2f} GB/s on one core" in line
+    assert f"{measured['wakeups_k']:.1f} k process round trips/s" in line
     assert line.endswith("3.1% of CPU time stolen by the hypervisor during the run")
     meta["machine"] = {"description": "2 x CPU"}  # a run recorded before calibration
     assert "host speed" not in to_markdown(meta, {})
