@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
+
+from .measure import cpu_fields
 
 LOOP = 200_000
 HASHED = 64 << 20
@@ -39,10 +40,7 @@ class StealMark:
 
 def steal_mark() -> StealMark:
     """Steal and total clock ticks of all CPUs since boot (zeros where unreadable)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return StealMark(0, 0)
+    fields = cpu_fields()
     steal = fields[7] if len(fields) > 7 else 0
     return StealMark(steal, sum(fields[:8]))
 

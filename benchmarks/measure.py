@@ -120,11 +120,19 @@ class NoiseMonitor:
         self.foreign_cores = max(0.0, machine - ours)
 
 
+def cpu_fields() -> list[int]:
+    """The ``cpu`` line of /proc/stat: clock ticks of all CPUs since boot, by state
+    (user nice system idle iowait irq softirq steal ...); empty where unreadable."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
 def _machine_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
+    fields = cpu_fields()
+    if len(fields) < 4:
         return 0, 0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already inside user

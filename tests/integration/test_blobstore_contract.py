@@ -237,3 +237,47 @@ async def test_an_upload_whose_bytes_do_not_match_leaves_nothing_behind(
     assert await store.pending_uploads() == []  # the multipart one was aborted
     assert [d async for d, _ in store.walk()] == []
     await store.close()
+
+
+@pytest.mark.parametrize("engine_name", ["seaweedfs", "rgw"])
+async def test_a_part_refused_mid_upload_ends_it_with_nothing_behind(
+    engine_name: str, engines: dict[str, S3Engine], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Parts go up while the next is read: when the bucket refuses one (here the second
+    of five, while the first may still be on its way), the upload fails, the parts in
+    flight end before the abort, and the bucket is left with no object and no pending
+    upload. The real engine takes every other part."""
+    store = await s3_store(engines[engine_name], monkeypatch)
+    data = os.urandom(36 << 20)  # five parts of 8 MiB (the last 4 MiB)
+    digest = Digest.of(data)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    real_put = store.transfers.put
+    sent: list[str] = []
+
+    def put(url: str, body: bytes, md5: str) -> str:
+        number = url.split("partNumber=", 1)[1].split("&", 1)[0]
+        sent.append(number)
+        if number == "2":
+            raise StorageUnavailable("bucket test answered HTTP 500 InternalError")
+        return real_put(url, body, md5)
+
+    monkeypatch.setattr(store.transfers, "put", put)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(StorageUnavailable):
+            await store.upload(digest, fd, len(data))
+    finally:
+        os.close(fd)
+    assert "2" in sent and len(sent) < 5  # it stopped early
+    assert await store.stat(digest) is None
+    assert await store.pending_uploads() == []
+    store.breaker.worked()  # the failure opened the breaker: reset for the next upload
+    monkeypatch.setattr(store.transfers, "put", real_put)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        await store.upload(digest, fd, len(data))  # and the same blob goes up whole after
+    finally:
+        os.close(fd)
+    assert await store.stat(digest) == len(data)
+    await store.close()

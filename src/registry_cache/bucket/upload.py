@@ -41,7 +41,7 @@ from .store import S3BlobStore
 
 log = logging.getLogger("registry_cache.bucket")
 
-CONCURRENCY = 2  # uploads at a time per process (each holds one part in memory)
+CONCURRENCY = 2  # uploads at a time per process (each holds up to two parts in memory)
 MAX_PENDING = 1024
 
 
