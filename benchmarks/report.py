@@ -1,7 +1,9 @@
 """Targets, and the suite's results as a markdown table and as JSON.
 
 A target is judged on the median of its figure over the repetitions, except
-exact targets (``every_rep``), which every repetition must meet.
+exact targets (``every_rep``), which every repetition must meet. A retired target
+(``retired``: why) is still measured and shown beside its old goal, but no longer
+judged: its row says "retired", never FAIL.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ BLOB_SIZE_RATIO = "big blob vs herd blob"
 # "The hot path pays nothing measurable" (issue 12): less than the noise between two
 # identical caches here (the dashboard scenario measures that too).
 DASHBOARD_CPU_LIMIT = 1.02
+RETIRED_COLD = "retired: one core hashes at ~1.9 GB/s here; reported with its CPU per GiB"
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -43,6 +46,7 @@ class Target:
     value: float
     label: str
     every_rep: bool = False
+    retired: str = ""  # why it is no longer a goal (shown in the report); empty: judged
 
     def text(self, unit: str) -> str:
         shown = f"{_num(self.value)}x" if unit == "x" else f"{_num(self.value)} {unit}".strip()
@@ -106,10 +110,33 @@ TARGETS: tuple[Target, ...] = (
             ),
         )
     ),
-    Target("cold-blob", f"vs {PROXY}", ">=", 1.2, "cold blob GET vs distribution proxy"),
-    Target("cold-blob", "vs upstream", ">=", 0.6, "cold blob GET vs direct upstream"),
+    # Retired by issue 14: beyond this 2-core machine (SHA-256 at ~1.9 GB/s on one core;
+    # nginx alone needs 3.9x one GET's time for the herd's bytes). Still reported.
+    Target(
+        "cold-blob",
+        f"vs {PROXY}",
+        ">=",
+        1.2,
+        "cold blob GET vs distribution proxy",
+        retired=RETIRED_COLD,
+    ),
+    Target(
+        "cold-blob",
+        "vs upstream",
+        ">=",
+        0.6,
+        "cold blob GET vs direct upstream",
+        retired=RETIRED_COLD,
+    ),
     Target("herd", f"{CACHE} upstream bytes", "==", 1.0, "herd: upstream bytes", True),
-    Target("herd", f"{CACHE} wall vs single", "<=", 1.5, "herd: wall vs one cold GET"),
+    Target(
+        "herd",
+        f"{CACHE} wall vs single",
+        "<=",
+        1.5,
+        "herd: wall vs one cold GET",
+        retired="retired: nginx alone needs ~3.9x for the herd's bytes here",
+    ),
     Target("manifest-tag", f"vs {PROXY}", ">=", 10.0, "tag manifest vs distribution proxy"),
     Target("manifest-tag", f"{CACHE} p99", "<", 20.0, "tag manifest p99"),
     Target("manifest-digest", f"vs {PROXY}", ">=", 2.0, "digest manifest vs distribution proxy"),
@@ -193,10 +220,16 @@ class Verdict:
     figure: Figure | None
 
     @property
-    def passed(self) -> bool | None:
+    def met(self) -> bool | None:
+        """Whether the figure meets the goal (None: not measured), retired or not."""
         if self.figure is None or not self.figure.values:
             return None
         return self.target.judge(self.figure)
+
+    @property
+    def passed(self) -> bool | None:
+        """The verdict: None when not measured or when the target is retired."""
+        return None if self.target.retired else self.met
 
     def as_json(self) -> dict[str, Any]:
         t = self.target
@@ -208,6 +241,7 @@ class Verdict:
             "judged_on": "every repetition" if t.every_rep else "median",
             "measured": self.figure.as_json() if self.figure is not None else None,
             "pass": self.passed,
+            **({"retired": t.retired, "met": self.met} if t.retired else {}),
         }
 
 
@@ -248,7 +282,7 @@ def to_markdown(meta: Mapping[str, Any], results: Mapping[str, ScenarioResult]) 
     for verdict in verdicts(results):
         t, figure = verdict.target, verdict.figure
         shown = _summary(figure) if figure is not None and figure.values else "not measured"
-        mark = {True: "pass", False: "**FAIL**", None: "—"}[verdict.passed]
+        mark = t.retired or {True: "pass", False: "**FAIL**", None: "—"}[verdict.passed]
         goal = t.text(figure.unit if figure is not None else "")
         lines.append(f"| {t.label} | {goal} | {shown} | {mark} |")
     for result in results.values():

@@ -54,7 +54,7 @@ NGINX = "nginx"
 UPSTREAM = "upstream"
 TMPFS_CACHE = f"{CACHE}, data on tmpfs"
 TLS_CACHE = f"{CACHE} over HTTPS"
-WARM_GETS = 3  # per contender and repetition; the median counts
+WARM_GETS = 5  # per contender and repetition; the median counts
 MEMORY_PAUSE = 6.0  # seconds: long enough for freed memory to go back to the host
 RSS = f"{CACHE} peak RSS"
 # A prefork cache's physical memory: its processes' PSS summed (the pages the workers
@@ -153,11 +153,11 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
 
     def warm_rate(who: str, reader: str) -> float:
         # A warm 1 GiB GET lasts 0.2-0.3 s, short enough for one scheduling hiccup to
-        # halve it: the median of a few GETs, each with server and reader on their own core.
-        rates = []
-        for _ in range(WARM_GETS):
-            with placement.separate_cores(servers[who].pid):
-                rates.append(fetch(urls[who], blob.size, lab.readers, reader).rate)
+        # halve it: the median of a few GETs, with server and reader on their own core.
+        with placement.separate_cores(servers[who].pid):
+            rates = [
+                fetch(urls[who], blob.size, lab.readers, reader).rate for _ in range(WARM_GETS)
+            ]
         return statistics.median(rates) / GB
 
     def one(rep: int, out: ScenarioResult) -> None:

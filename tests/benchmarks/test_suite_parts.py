@@ -18,6 +18,7 @@ from benchmarks.load import LoadError, parse_wrk
 from benchmarks.measure import UpstreamLog, requests_per_process
 from benchmarks.report import (
     BLOB_SIZE_RATIO,
+    RETIRED_COLD,
     Target,
     memory_summary,
     to_json,
@@ -172,6 +173,28 @@ def test_report_markdown_and_json() -> None:
         ("herd", "registry-cache wall vs single"),
     }
     assert "| herd: upstream bytes | = 1.00 | not measured | — |" in markdown
+
+
+def test_a_retired_target_is_reported_but_never_fails() -> None:
+    cold = ScenarioResult("cold-blob", "Cold")
+    for ratio in (0.4, 0.5):
+        cold.add("vs upstream", "x", ratio)
+    (verdict,) = [v for v in verdicts({"cold-blob": cold}) if v.figure is not None]
+    assert verdict.target.retired
+    assert verdict.met is False
+    assert verdict.passed is None
+    meta = {
+        "started": "2026-01-01 00:00 UTC",
+        "command": "python -m benchmarks",
+        "seconds": 1.0,
+        "machine": {"description": "2 x CPU"},
+        "tools": {},
+        "config": {"reps": 2},
+    }
+    row = f"| cold blob GET vs direct upstream | ≥ 0.6x | 0.45x [0.4-0.5] | {RETIRED_COLD} |"
+    assert row in to_markdown(meta, {"cold-blob": cold}).splitlines()
+    (target,) = [t for t in to_json(meta, {"cold-blob": cold})["targets"] if t["measured"]]
+    assert (target["pass"], target["met"], target["retired"]) == (None, False, RETIRED_COLD)
 
 
 def test_write_layer_is_a_valid_gzip_tar(tmp_path: Path) -> None:

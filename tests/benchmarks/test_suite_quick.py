@@ -70,7 +70,11 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     for client in ("skopeo oci:", "ctr fetch", "ctr pull"):  # real clients, hermetic
         assert ("image-pull", f"speed-up vs distribution-proxy, {client}") in verdicts
     assert ("workers", "2 vs 1 workers") in verdicts
-    assert all(t["pass"] in (True, False) for t in verdicts.values())
+    # Every target is judged; a retired one is measured and reported, never judged.
+    for t in verdicts.values():
+        assert (t["met"] if t.get("retired") else t["pass"]) in (True, False), t
+        assert t["pass"] is None or not t.get("retired"), t
+    assert verdicts[("herd", "registry-cache wall vs single")]["retired"]
     assert report["config"]["quick"] is True
     assert report["machine"]["nproc"] >= 1
 

@@ -423,10 +423,14 @@ class S3BlobStore:
         etags: dict[int, str] = {}
         window = asyncio.Semaphore(PARTS_IN_FLIGHT)  # parts held in memory, at most
         sending: set[asyncio.Task[None]] = set()
+        refused: list[BaseException] = []  # the first part the bucket refused ends the upload
 
         async def send(number: int, url: str, data: bytes, md5: str) -> None:
             try:
                 etags[number] = await self._send("upload", url, data, md5)
+            except BaseException as error:
+                refused.append(error)
+                raise
             finally:
                 window.release()
 
@@ -435,9 +439,9 @@ class S3BlobStore:
             loop = asyncio.get_running_loop()
             for number, offset in enumerate(range(0, size, chunk), 1):
                 await window.acquire()
-                for sent in sending:  # a part the bucket refused ends the upload
-                    if sent.done() and (error := sent.exception()) is not None:
-                        raise error
+                if refused:
+                    window.release()
+                    raise refused[0]
                 length = min(chunk, size - offset)
                 try:
                     url = await self.presign(
