@@ -42,7 +42,14 @@ from .content import MANIFEST_ACCEPT, Blob
 from .httpio import Transfer, request
 from .lab import Lab
 from .load import LoadResult, run_load
-from .measure import NoiseMonitor, RssMonitor, UpstreamLog, log_mark, requests_per_process
+from .measure import (
+    CpuMeter,
+    NoiseMonitor,
+    RssMonitor,
+    UpstreamLog,
+    log_mark,
+    requests_per_process,
+)
 from .pullers import BUILTIN, CTR_FETCH, CTR_PULL, SKOPEO_DIR, SKOPEO_OCI
 from .readers import MIB_READS
 from .results import GB, ScenarioResult
@@ -55,6 +62,7 @@ UPSTREAM = "upstream"
 TMPFS_CACHE = f"{CACHE}, data on tmpfs"
 TLS_CACHE = f"{CACHE} over HTTPS"
 WARM_GETS = 5  # per contender and repetition; the median counts
+GIB = 1 << 30
 MEMORY_PAUSE = 6.0  # seconds: long enough for freed memory to go back to the host
 RSS = f"{CACHE} peak RSS"
 # A prefork cache's physical memory: its processes' PSS summed (the pages the workers
@@ -151,30 +159,38 @@ def warm_blob(lab: Lab, plan: Plan) -> ScenarioResult:
         servers[TLS_CACHE] = tls
     result.note(f"every contender alike: {placement.choose().describe()} (placement.py)")
 
-    def warm_rate(who: str, reader: str) -> float:
-        # A warm 1 GiB GET lasts 0.2-0.3 s, short enough for one scheduling hiccup to
+    def warm_rate(who: str, reader: str) -> tuple[float, float]:
+        """GB/s (median) and the server's CPU ms per GiB (all the GETs)."""
+        # A warm 1 GiB GET lasts 0.2-0.5 s, short enough for one scheduling hiccup to
         # halve it: the median of a few GETs, with server and reader on their own core.
-        with placement.separate_cores(servers[who].pid):
+        # The server's CPU per GiB is steadier than its rate on a busy host (the time
+        # other guests take from it is not counted).
+        with placement.separate_cores(servers[who].pid), CpuMeter([servers[who].pid]) as cpu:
             rates = [
                 fetch(urls[who], blob.size, lab.readers, reader).rate for _ in range(WARM_GETS)
             ]
-        return statistics.median(rates) / GB
+        return statistics.median(rates) / GB, cpu.seconds * 1e3 / (WARM_GETS * blob.size / GIB)
 
     def one(rep: int, out: ScenarioResult) -> None:
         for reader in readers:
             contenders = [w for w in urls if reader == MIB_READS or w != TLS_CACHE]
             rates: dict[str, float] = {}
+            cpu: dict[str, float] = {}
             for who in rotated(contenders, rep):
                 if who == CACHE:
                     with RssMonitor(lab.cache.pid) as rss:
-                        rates[who] = warm_rate(who, reader)
+                        rates[who], cpu[who] = warm_rate(who, reader)
                     out.add(RSS, "MB", rss.peak_mb)
                 else:
-                    rates[who] = warm_rate(who, reader)
+                    rates[who], cpu[who] = warm_rate(who, reader)
             suffix = "" if reader == MIB_READS else f", {reader}"
             for who in contenders:
                 out.add(f"{who}{suffix}", "GB/s", rates[who])
+            for who in (CACHE, NGINX):
+                out.add(f"{who} server CPU per GiB{suffix}", "ms", cpu[who])
             out.add(f"vs nginx{suffix}", "x", rates[CACHE] / rates[NGINX])
+            if cpu[NGINX] > 0:  # a small blob (--quick) may take less than a clock tick
+                out.add(f"server CPU per GiB vs nginx{suffix}", "x", cpu[CACHE] / cpu[NGINX])
             out.add(f"vs {PROXY}{suffix}", "x", rates[CACHE] / rates[PROXY])
             if TLS_CACHE in rates:
                 out.add("HTTPS vs plain HTTP", "x", rates[TLS_CACHE] / rates[CACHE])
