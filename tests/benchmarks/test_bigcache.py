@@ -59,3 +59,4 @@ def test_bigcache_benchmark_at_2k_objects(tmp_path: Path) -> None:
     assert "## SQLite index" in table and "## PostgreSQL index" in table
     assert "| eviction pass (cap 90 %) |" in table and "| `cache ls`: wall, peak RSS |" in table
     assert "| hits beside `cache gc`: p50 / p99 / max (ms) | p99 ≤ 10 ms |" in table
+    assert "| `cache prune` beside serve: wall, peak RSS |  |" in table

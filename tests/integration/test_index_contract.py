@@ -687,6 +687,21 @@ async def test_links_and_repositories(index: Index) -> None:
     assert await index.generation() > before
 
 
+async def test_holders_are_the_repositories_linked_to_each_digest(index: Index) -> None:
+    await index.link("u", "a", [D[0], D[1]])
+    await index.link("v", "b", [D[1]])
+    await index.set_tag("w", "t", "1", D[2], 1.0)  # a tag is not a link
+    assert await index.holders([D[0], D[1], D[2], D[1]]) == {
+        D[0]: frozenset({("u", "a")}),
+        D[1]: frozenset({("u", "a"), ("v", "b")}),
+    }
+    assert await index.holders([]) == {}
+    many = [f"sha256:{n + 10_000:064x}" for n in range(1200)]  # more than one statement's worth
+    await index.link("u", "many", many)
+    found = await index.holders(many)
+    assert len(found) == 1200 and found[many[-1]] == frozenset({("u", "many")})
+
+
 async def test_names_with_any_text_round_trip(index: Index) -> None:
     odd = 'reg.test/o\'neil "quoted" ünïcode'
     await index.set_tag(odd, odd, odd, D[0], 1.0)

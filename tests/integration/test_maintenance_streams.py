@@ -1,4 +1,4 @@
-"""``cache ls/du/gc/verify`` without the whole index in memory agree with the whole
+"""``cache ls/du/gc/verify/prune`` without the whole index in memory agree with the whole
 snapshot, over SQLite and PostgreSQL, on a data set shaped like a lived-in cache.
 
 The reference is what these commands computed before they were streamed: every
@@ -31,6 +31,7 @@ from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.mediatypes import referenced_digests
 from registry_cache.store.blobs import FileBlobStore
 from registry_cache.store.inventory import (
+    PruneRule,
     Refs,
     Snapshot,
     all_objects,
@@ -44,6 +45,7 @@ from registry_cache.store.maintenance import (
     collect_garbage,
     disk_usage,
     list_images,
+    prune,
     scan_files,
     verify,
 )
@@ -142,5 +144,23 @@ async def test_streamed_commands_agree_with_the_whole_snapshot(backend: Any, mod
 
         report = await verify(store, front)
         assert report.ok and report.checked == len(files)
+
+        # prune, oldest first a page at a time: what the rule takes from the whole snapshot.
+        by_age = sorted(expected.objects.values(), key=lambda r: (r.last_access, r.digest))
+        for older_than, patterns in ((30 * 86400, ()), (None, ("team1*",)), (86400, ("*/app4*",))):
+            rule = PruneRule(now, older_than, patterns, grace=0)
+            dry_prune = await prune(
+                store, front, older_than=older_than, patterns=patterns, grace=0, dry_run=True
+            )
+            taken = [
+                r.digest
+                for r in by_age
+                if rule.takes_object(r, expected.links.get(r.digest, frozenset()))
+            ]
+            assert sorted(dry_prune.removed) == sorted(taken) and taken
+            ages = [expected.objects[d].last_access for d in dry_prune.removed]
+            assert ages == sorted(ages)  # least recently used first
+            assert dry_prune.freed == sum(expected.objects[d].size for d in taken)
+            assert set(dry_prune.tags) == {t for t in expected.tags if rule.takes_tag(t)}
     finally:
         await index.close()

@@ -15,17 +15,18 @@ import pytest
 
 from registry_cache.cli.main import main
 from registry_cache.digest import Digest
-from registry_cache.index.base import ObjectRow, TagEntry
+from registry_cache.index.base import Cursor, ObjectRow, TagEntry
 from registry_cache.index.front import IndexFront
 from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.store.blobs import FileBlobStore
 from registry_cache.store.inventory import (
     FileInfo,
+    PruneRule,
     Refs,
     Snapshot,
+    chosen_objects,
     images,
     plan_gc,
-    plan_prune,
     referenced,
     repo_matches,
     totals,
@@ -140,24 +141,66 @@ def test_repo_patterns() -> None:
     assert not repo_matches(("ghcr.io", "library/alpine"), ["docker.io/*"])
 
 
-def test_plan_prune_by_repository_keeps_shared_objects() -> None:
-    plan = plan_prune(snapshot(), now=NOW, patterns=["docker.io/base"])
-    assert [t.tag for t in plan.tags] == ["1"] and plan.tags[0].repo == "base"
-    assert sorted(e.digest for e in plan.objects) == ["BASE", "BCFG"]  # L1 is app's too
-    assert plan.repos == {("docker.io", "base")}
+def _chosen(rule: PruneRule, snap: Snapshot) -> list[str]:
+    return sorted(
+        d for d, r in snap.objects.items() if rule.takes_object(r, snap.links.get(d, frozenset()))
+    )
 
 
-def test_plan_prune_by_age_and_both() -> None:
+def test_prune_by_repository_keeps_shared_objects() -> None:
+    snap = snapshot()
+    rule = PruneRule(NOW, patterns=("docker.io/base",))
+    assert [(t.repo, t.tag) for t in snap.tags if rule.takes_tag(t)] == [("base", "1")]
+    assert _chosen(rule, snap) == ["BASE", "BCFG"]  # L1 is app's too; Z is nobody's
+
+
+def test_prune_by_age_and_both() -> None:
     snap = snapshot()
     objects = dict(snap.objects) | {"CFG": row("CFG", 10, age=60)}
     snap = Snapshot(objects, snap.tags, snap.links, snap.refs)
-    plan = plan_prune(snap, now=NOW, older_than=1800)
-    assert [t.repo for t in plan.tags] == ["base"]
-    assert "CFG" not in {e.digest for e in plan.objects} and "Z" in {e.digest for e in plan.objects}
-    both = plan_prune(snap, now=NOW, older_than=1800, patterns=["ghcr.io/*"])
-    assert both.tags == () and sorted(e.digest for e in both.objects) == ["GL", "GX"]
-    recent = plan_prune(snap, now=NOW, patterns=["ghcr.io/*"], grace=7200)
-    assert recent.objects == ()
+    rule = PruneRule(NOW, older_than=1800)
+    assert [t.repo for t in snap.tags if rule.takes_tag(t)] == ["base"]
+    assert "CFG" not in _chosen(rule, snap) and "Z" in _chosen(rule, snap)
+    assert rule.too_recent(objects["CFG"]) and not rule.too_recent(objects["Z"])
+    both = PruneRule(NOW, older_than=1800, patterns=("ghcr.io/*",))
+    assert [t for t in snap.tags if both.takes_tag(t)] == [] and _chosen(both, snap) == ["GL", "GX"]
+    recent = PruneRule(NOW, patterns=("ghcr.io/*",), grace=7200)
+    assert _chosen(recent, snap) == [] and recent.too_recent(objects["GX"])
+
+
+async def test_chosen_objects_reads_only_the_old_end_of_the_index(tmp_path: Path) -> None:
+    """Oldest first, a page at a time: the walk ends at the first row too recent, and asks
+    for holders only with ``--repo``."""
+    index = await SqliteIndex.open(tmp_path / "index.db")
+    try:
+        now = time.time()
+        digests = [str(Digest.of(f"object {n}".encode())) for n in range(20_000)]
+        # 11,000 objects untouched for 2 days, the other 9,000 used an hour ago.
+        await index.import_rows(
+            [ObjectRow(d, 10, None, now - 86400 * 2, now - (3600 if n >= 11_000 else 86400 * 2))
+             for n, d in enumerate(digests)],
+            [], [],
+        )  # fmt: skip
+        await index.link("docker.io", "old", digests[:6000])
+        await index.link("docker.io", "kept", digests[5000:6000])  # shared with another repo
+        asked: list[int] = []
+
+        async def rows_page(after: Cursor | None, limit: int) -> list[ObjectRow]:
+            page = await index.objects_page(after, limit)
+            asked.append(len(page))
+            return page
+
+        by_age = PruneRule(now, older_than=86400)
+        pages = [page async for page in chosen_objects(index, rows_page, by_age)]
+        # The third page holds the last old rows: no fourth is asked for.
+        assert sum(len(p) for p in pages) == 11_000 and asked == [5000, 5000, 5000]
+        assert all(c.holders == frozenset() for p in pages for c in p)  # not asked for
+        by_repo = PruneRule(now, older_than=86400, patterns=("docker.io/old",))
+        chosen = [c async for p in chosen_objects(index, index.objects_page, by_repo) for c in p]
+        assert {c.entry.digest for c in chosen} == set(digests[:5000])
+        assert {c.holders for c in chosen} == {frozenset({("docker.io", "old")})}
+    finally:
+        await index.close()
 
 
 # ------------------------------------------------------- real data directory
@@ -283,12 +326,12 @@ async def test_prune_by_repo_and_age(data: Data) -> None:
     for digest in (*one.values(), *two.values()):
         _age(layout, digest, 7200)
     report = await prune(store, index, older_than=None, patterns=["reg.test/one"], grace=60)
-    assert {e.digest for e in report.removed} == {str(d) for d in one.values()}
+    assert set(report.removed) == {str(d) for d in one.values()}
     assert await index.index.get_tag("reg.test", "one", "1") is None
     assert await index.index.links_of("reg.test", "one") == []
     assert all([await store.stat(d) is not None for d in two.values()])
     report = await prune(store, index, older_than=3600, patterns=(), grace=60)
-    assert {e.digest for e in report.removed} == {str(d) for d in two.values()}
+    assert set(report.removed) == {str(d) for d in two.values()}
     assert await index.index.all_tags() == []
 
 

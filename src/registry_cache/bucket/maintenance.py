@@ -13,7 +13,7 @@ same object. Nothing written or accessed within ``grace`` is touched.
 - ``gc``: unreferenced objects, rows without objects, objects without rows
   (referenced ones are adopted), and abandoned multipart uploads (``sweep.py``,
   with ``grace`` as the age limit).
-- ``prune``: the objects ``inventory.plan_prune`` selects among the bucket's.
+- ``prune``: the objects ``inventory.PruneRule`` selects among the bucket's, oldest first.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from ..digest import Digest
 from ..errors import BlobUnknown, RegistryError
 from ..index.base import Index, ObjectRow
 from ..index.front import IndexFront
-from ..store.inventory import FileInfo, Snapshot, load, plan_gc, plan_prune
+from ..store.inventory import FileInfo, PruneRule, Snapshot, chosen_objects, load, plan_gc
+from ..store.maintenance import unlink_matched
 from .store import S3BlobStore
 from .sweep import sweep
 from .upload import Journal
@@ -223,22 +224,25 @@ async def prune(
     grace: float,
     dry_run: bool = False,
 ) -> BucketPruneReport:
-    """The bucket's objects ``cache prune`` selects (tags are the data directory's step)."""
-    snap = await snapshot(index, bucket)
-    plan = plan_prune(snap, now=time.time(), older_than=older_than, patterns=patterns, grace=grace)
-    sizes = {e.digest: e.size for e in plan.objects}
-    if dry_run:
-        return BucketPruneReport(tuple(sizes), sum(sizes.values()), True)
-    victims = []
-    for text in sizes:
-        with contextlib.suppress(RegistryError):
-            victims.append(Digest.parse(text))
-    gone = [str(d) for d in await bucket.delete_many(victims)]
-    await index.index.forget_shared(gone)
-    for upstream, repo in sorted(plan.repos):
-        if older_than is None:
-            continue  # the data directory's step unlinked the whole repository
-        await index.index.unlink(
-            upstream, repo, [d for d in gone if (upstream, repo) in snap.links.get(d, ())]
-        )
-    return BucketPruneReport(tuple(gone), sum(sizes[d] for d in gone), False)
+    """The bucket's objects ``cache prune`` selects (tags are the data directory's step),
+    deleted a page at a time as ``inventory.chosen_objects`` finds them."""
+    rule = PruneRule(time.time(), older_than, tuple(patterns), grace)
+    removed: list[str] = []
+    freed = 0
+    async for page in chosen_objects(index.index, index.index.shared_page, rule):
+        sizes = {c.entry.digest: c.entry.size for c in page}
+        if dry_run:
+            removed += sizes
+            freed += sum(sizes.values())
+            continue
+        victims = []
+        for text in sizes:
+            with contextlib.suppress(RegistryError):
+                victims.append(Digest.parse(text))
+        gone = [str(d) for d in await bucket.delete_many(victims)]
+        await index.index.forget_shared(gone)
+        removed += gone
+        freed += sum(sizes[d] for d in gone)
+        # --repo alone: the data directory's step unlinks the whole repository.
+        await unlink_matched(index, rule, page, set(gone))
+    return BucketPruneReport(tuple(removed), freed, dry_run)

@@ -711,7 +711,7 @@ def prune(
         doc: dict[str, Any] = {
             "dry_run": report.dry_run,
             "tags": [f"{t.upstream}/{t.repo}:{t.tag}" for t in report.tags],
-            "objects": [e.digest for e in report.removed],
+            "objects": list(report.removed),
             "bytes": report.freed,
             "kept_in_use": report.kept,
         }

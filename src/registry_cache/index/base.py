@@ -308,6 +308,9 @@ class Index(Protocol):
 
     async def links_of(self, upstream: str, repo: str) -> list[str]: ...
 
+    async def holders(self, digests: Sequence[str]) -> dict[str, frozenset[RepoKey]]:
+        """The repositories linked to each of ``digests`` (those with no link are left out)."""
+
     # ---------------------------------------------------------- access times
 
     async def record_access(

@@ -1097,6 +1097,18 @@ class PostgresIndex:
         )
         return [r[0] for r in rows]
 
+    async def holders(self, digests: Sequence[str]) -> dict[str, frozenset[RepoKey]]:
+        rows = await self.run(
+            lambda conn: conn.fetch(
+                "SELECT digest, upstream, repo FROM links WHERE digest = ANY($1::text[])",
+                list(dict.fromkeys(digests)),
+            )
+        )
+        found: dict[str, set[RepoKey]] = {}
+        for digest, upstream, repo in rows:
+            found.setdefault(digest, set()).add((upstream, repo))
+        return {d: frozenset(r) for d, r in found.items()}
+
     # ---------------------------------------------------------- access times
 
     async def record_access(

@@ -841,6 +841,20 @@ class SqliteIndex:
             ]
         )
 
+    async def holders(self, digests: Sequence[str]) -> dict[str, frozenset[RepoKey]]:
+        def query(db: sqlite3.Connection) -> dict[str, frozenset[RepoKey]]:
+            found: dict[str, set[RepoKey]] = {}
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                marks = ",".join("?" * len(chunk))
+                for digest, upstream, repo in db.execute(
+                    f"SELECT digest, upstream, repo FROM links WHERE digest IN ({marks})",
+                    tuple(chunk),
+                ):
+                    found.setdefault(digest, set()).add((upstream, repo))
+            return {d: frozenset(r) for d, r in found.items()}
+
+        return await self._read(query)
+
     # ---------------------------------------------------------- access times
 
     async def record_access(

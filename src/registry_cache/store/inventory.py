@@ -2,7 +2,7 @@
 
 The rules are pure and unit-tested with hand-made snapshots: ``images`` (what
 ``cache ls`` shows), ``totals`` (``cache du``), ``referenced`` / ``plan_gc`` (what
-``cache gc`` calls an orphan) and ``plan_prune`` (what ``cache prune`` selects).
+``cache gc`` calls an orphan) and ``PruneRule`` (what ``cache prune`` selects).
 
 A big cache is never loaded whole: the index stores what each manifest lists
 (``Index.record_refs``, written when the manifest is stored), ``iter_images`` walks
@@ -11,7 +11,8 @@ the tags a page at a time and has the index compute what ``image`` would of each
 go one fan-out directory (``fan_ranges``) at a time. Manifests stored by a release
 before the index kept references are parsed from their files once
 (``ensure_refs``); only when the index is read-only and some are still unknown do
-``ls`` and ``du`` fall back to a whole ``load`` (what ``prune`` still uses).
+``ls`` and ``du`` fall back to a whole ``load``. ``prune`` walks the objects in
+least-recently-used order and stops at the first one too recent (``chosen_objects``).
 
 Definitions used throughout:
 
@@ -30,17 +31,19 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections import deque
-from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..digest import Digest
 from ..errors import RegistryError
 from ..index.base import (
+    Cursor,
     ImageStats,
     Index,
     ManifestRefs,
     ObjectRow,
     TagEntry,
+    TagKey,
     UntaggedManifest,
 )
 from ..mediatypes import referenced_digests
@@ -110,8 +113,8 @@ async def ensure_refs(index: Index, store: BlobStore, *, writable: bool = True) 
 
 
 async def load(index: Index, store: BlobStore, rows: Sequence[ObjectRow] | None = None) -> Snapshot:
-    """The whole index and every stored manifest's references, in memory (``prune``,
-    and ``ls``/``du`` on a read-only index with manifests of an earlier release).
+    """The whole index and every stored manifest's references, in memory (``ls``/``du``
+    on a read-only index with manifests of an earlier release).
     ``rows``: the objects to look at instead of the local tier's (the bucket's, for
     ``cache``: manifests the index has no references of are read from ``store``)."""
     objects = {row.digest: row for row in (await all_objects(index) if rows is None else rows)}
@@ -453,10 +456,12 @@ def plan_gc_part(
 
 
 @dataclass(frozen=True, slots=True)
-class PrunePlan:
-    tags: tuple[TagEntry, ...]
-    objects: tuple[Entry, ...]
-    repos: frozenset[Repo]  # matched by --repo (empty without)
+class Chosen:
+    """An object ``cache prune`` removes, with the repositories linked to it (known only
+    with ``--repo``: they lose their link to it)."""
+
+    entry: Entry
+    holders: frozenset[Repo] = frozenset()
 
 
 def repo_matches(repo: Repo, patterns: Sequence[str]) -> bool:
@@ -468,40 +473,79 @@ def repo_matches(repo: Repo, patterns: Sequence[str]) -> bool:
     )
 
 
-def plan_prune(
-    snap: Snapshot,
-    *,
-    now: float,
-    older_than: float | None = None,
-    patterns: Sequence[str] = (),
-    grace: float = 0.0,
-) -> PrunePlan:
-    """Tags and objects ``cache prune`` removes.
+@dataclass(frozen=True, slots=True)
+class PruneRule:
+    """What ``cache prune`` selects.
 
     ``older_than``: tags not pulled and objects not accessed for that long (object
     level, like ``--max-age``). ``patterns``: only tags of matching repositories, and
     only objects every holder of which matches (an object another repository also
     holds stays). Both: both conditions. Objects accessed within ``grace`` stay.
     """
-    cutoff = now - older_than if older_than is not None else None
-    matched: frozenset[Repo] = frozenset()
-    if patterns:
-        every = {r for holders in snap.links.values() for r in holders}
-        every |= {(t.upstream, t.repo) for t in snap.tags}
-        matched = frozenset(r for r in every if repo_matches(r, patterns))
-    tags = tuple(
-        t
-        for t in snap.tags
-        if (not patterns or (t.upstream, t.repo) in matched)
-        and (cutoff is None or t.last_pulled < cutoff)
-    )
-    victims: list[Entry] = []
-    for digest, row in snap.objects.items():
-        if row.last_access > now - grace or (cutoff is not None and row.last_access >= cutoff):
-            continue
-        holders = snap.links.get(digest, frozenset())
-        if patterns and not (holders and holders <= matched):
-            continue
-        victims.append(Entry(digest, row.size, row.last_access))
-    victims.sort(key=lambda e: (e.last_access, e.digest))
-    return PrunePlan(tags, tuple(victims), matched)
+
+    now: float
+    older_than: float | None = None
+    patterns: tuple[str, ...] = ()
+    grace: float = 0.0
+
+    def matches(self, repo: Repo) -> bool:
+        return repo_matches(repo, self.patterns)
+
+    def takes_tag(self, tag: TagEntry) -> bool:
+        if self.patterns and not self.matches((tag.upstream, tag.repo)):
+            return False
+        return self.older_than is None or tag.last_pulled < self.now - self.older_than
+
+    def too_recent(self, row: ObjectRow) -> bool:
+        """Used within ``grace`` or ``older_than``: in least-recently-used order, every
+        row after this one is too."""
+        if row.last_access > self.now - self.grace:
+            return True
+        return self.older_than is not None and row.last_access >= self.now - self.older_than
+
+    def takes_object(self, row: ObjectRow, holders: Collection[Repo]) -> bool:
+        if self.too_recent(row):
+            return False
+        return not self.patterns or (bool(holders) and all(self.matches(r) for r in holders))
+
+
+RowPage = Callable[[Cursor | None, int], Awaitable[list[ObjectRow]]]
+
+
+async def chosen_tags(index: Index, rule: PruneRule) -> list[TagEntry]:
+    """The tags ``rule`` takes, a page of the index at a time."""
+    chosen: list[TagEntry] = []
+    after: TagKey | None = None
+    while page := await index.tags_page(after, PAGE):
+        chosen += [t for t in page if rule.takes_tag(t)]
+        last = page[-1]
+        after = (last.upstream, last.repo, last.tag)
+    return chosen
+
+
+async def chosen_objects(
+    index: Index, rows_page: RowPage, rule: PruneRule
+) -> AsyncGenerator[list[Chosen], None]:
+    """The objects ``rule`` takes, a page at a time, least recently used first.
+
+    ``rows_page``: the tier's rows in that order (``Index.objects_page``, or
+    ``shared_page`` for the bucket). The walk stops at the first row too recent (with
+    ``--older-than`` only the old end of the index is read) and asks for holders only
+    with ``--repo``, so memory holds a page, never the index. The caller may delete a
+    page's objects before asking for the next: the cursor is past them.
+    """
+    cursor: Cursor | None = None
+    while page := await rows_page(cursor, PAGE):
+        cursor = (page[-1].last_access, page[-1].digest)
+        young = next((n for n, row in enumerate(page) if rule.too_recent(row)), None)
+        rows = page if young is None else page[:young]
+        linked = await index.holders([r.digest for r in rows]) if rule.patterns and rows else {}
+        chosen = [
+            Chosen(Entry(r.digest, r.size, r.last_access), linked.get(r.digest, frozenset()))
+            for r in rows
+            if rule.takes_object(r, linked.get(r.digest, frozenset()))
+        ]
+        if chosen:
+            yield chosen
+        if young is not None:
+            return

@@ -9,8 +9,8 @@ immutable once published, so verify never reads an object that is being written.
 
 A big cache is gone through a few fan-out directories of ``blobs/`` at a time
 (``fan_ranges``): the index's rows of that digest range, then the directories'
-files, so memory holds about 20,000 entries, never every row or file (``prune``
-still loads the whole index: ``inventory.load``).
+files, so memory holds about 20,000 entries, never every row or file; ``prune``
+walks the rows oldest first a page at a time (``inventory.chosen_objects``).
 
 Garbage (``gc``), each only when older than ``grace``:
 
@@ -30,7 +30,7 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +41,22 @@ from ..index.base import ObjectRow, TagEntry
 from ..index.front import IndexFront
 from ..mediatypes import manifest_media_type, referenced_digests
 from .blobs import FileBlobStore
-from .evict import Entry, evict_lock, forget, in_flight, remove_objects
+from .evict import evict_lock, forget, in_flight, remove_objects
 from .inventory import (
+    Chosen,
     FileInfo,
     Image,
+    PruneRule,
     Refs,
     Totals,
     UpstreamTotals,
+    chosen_objects,
+    chosen_tags,
     ensure_refs,
     images,
     iter_images,
     load,
     plan_gc_part,
-    plan_prune,
     totals,
 )
 from .layout import Layout
@@ -594,13 +597,10 @@ async def _quarantine(
 @dataclass(frozen=True, slots=True)
 class PruneReport:
     tags: tuple[TagEntry, ...]
-    removed: tuple[Entry, ...]
+    removed: tuple[str, ...]  # digests, least recently used first
+    freed: int  # bytes
     kept: int  # selected but pinned (in use or too recent)
     dry_run: bool
-
-    @property
-    def freed(self) -> int:
-        return sum(e.size for e in self.removed)
 
 
 async def prune(
@@ -612,26 +612,50 @@ async def prune(
     grace: float,
     dry_run: bool = False,
 ) -> PruneReport:
-    """See ``inventory.plan_prune``; a matched repository also loses its links to the
-    objects removed, and without ``older_than`` all of them (it is forgotten)."""
+    """See ``inventory.PruneRule``; a matched repository also loses its links to the
+    objects removed, and without ``older_than`` all of them (it is forgotten). Objects
+    go a page at a time as ``inventory.chosen_objects`` finds them."""
     layout = store.layout
     async with _locked(layout) as held:
         if not held:
             raise MaintenanceBusy(f"{layout.evict_lock} is held by another process")
-        now = time.time()
-        snap = await load(index.index, store)
-        plan = plan_prune(snap, now=now, older_than=older_than, patterns=patterns, grace=grace)
-        if dry_run:
-            return PruneReport(plan.tags, plan.objects, 0, True)
-        removed = await remove_objects(store, index, plan.objects)
-        gone = {e.digest for e in removed}
-        # Unless pulled again since we looked; running servers drop their memos.
-        await index.index.prune_tags(plan.tags)
-        for upstream, repo in sorted(plan.repos):
-            if older_than is None:
-                await index.index.unlink(upstream, repo, None)
+        rule = PruneRule(time.time(), older_than, tuple(patterns), grace)
+        # Before any object goes: forgetting a manifest also drops the tags naming it.
+        tags = await chosen_tags(index.index, rule)
+        removed: list[str] = []
+        freed = kept = 0
+        async for page in chosen_objects(index.index, index.index.objects_page, rule):
+            if dry_run:
+                removed += [c.entry.digest for c in page]
+                freed += sum(c.entry.size for c in page)
                 continue
-            await index.index.unlink(
-                upstream, repo, [d for d in gone if (upstream, repo) in snap.links.get(d, ())]
-            )
-    return PruneReport(plan.tags, tuple(removed), len(plan.objects) - len(removed), False)
+            gone = await remove_objects(store, index, [c.entry for c in page])
+            kept += len(page) - len(gone)
+            removed += [e.digest for e in gone]
+            freed += sum(e.size for e in gone)
+            await unlink_matched(index, rule, page, {e.digest for e in gone})
+        if dry_run:
+            return PruneReport(tuple(tags), tuple(removed), freed, 0, True)
+        # Unless pulled again since we looked; running servers drop their memos.
+        await index.index.prune_tags(tags)
+        if older_than is None and patterns:
+            for upstream, repo in await index.index.repositories():
+                if rule.matches((upstream, repo)):
+                    await index.index.unlink(upstream, repo, None)
+    return PruneReport(tuple(tags), tuple(removed), freed, kept, False)
+
+
+async def unlink_matched(
+    index: IndexFront, rule: PruneRule, page: Sequence[Chosen], gone: Collection[str]
+) -> None:
+    """With ``--repo`` and ``--older-than``, the matched repositories lose their links to
+    the objects of ``page`` that are ``gone`` (``--repo`` alone forgets them whole)."""
+    if rule.older_than is None or not rule.patterns:
+        return
+    by_repo: dict[tuple[str, str], list[str]] = {}
+    for chosen in page:
+        if chosen.entry.digest in gone:
+            for holder in chosen.holders:
+                by_repo.setdefault(holder, []).append(chosen.entry.digest)
+    for (upstream, repo), digests in sorted(by_repo.items()):
+        await index.index.unlink(upstream, repo, digests)
