@@ -541,9 +541,9 @@ async def chosen_objects(
         rows = page if young is None else page[:young]
         linked = await index.holders([r.digest for r in rows]) if rule.patterns and rows else {}
         chosen = [
-            Chosen(Entry(r.digest, r.size, r.last_access), linked.get(r.digest, frozenset()))
+            Chosen(Entry(r.digest, r.size, r.last_access), holders)
             for r in rows
-            if rule.takes_object(r, linked.get(r.digest, frozenset()))
+            if rule.takes_object(r, holders := linked.get(r.digest, frozenset()))
         ]
         if chosen:
             yield chosen
