@@ -67,6 +67,12 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
         rollout = report["scenarios"][name]["figures"]["rollout: registry-cache upstream bytes"]
         assert rollout["values"] == [1.0]
         assert (name, "registry-cache cold pull vs direct") in verdicts
+        # Beside each cold pull: the machine's load, the cache's and the forwarder's CPU.
+        figures = report["scenarios"][name]["figures"]
+        for who in ("direct", "registry-cache"):
+            assert figures[f"{who} cold pull: machine cores busy"]["values"][0] > 0
+            assert f"{who} cold pull: link forwarder CPU" in figures
+        assert "registry-cache cold pull: server CPU" in figures
     for client in ("skopeo oci:", "ctr fetch", "ctr pull"):  # real clients, hermetic
         assert ("image-pull", f"speed-up vs distribution-proxy, {client}") in verdicts
     assert ("workers", "2 vs 1 workers") in verdicts
