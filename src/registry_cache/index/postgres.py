@@ -363,18 +363,38 @@ class PostgresIndex:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT + budget):
                 pool = await self._get_pool()
-                async with pool.acquire() as conn:
-                    if not self._migrated:
-                        await _migrate(conn)
-                        self._migrated = True
-                    return await job(conn)
+                try:
+                    return await self._on_connection(pool, job)
+                except asyncpg.exceptions.InternalClientError as exc:
+                    # A pooled connection the server ended mid-operation (a restart)
+                    # can come back stuck in asyncpg's error state: its next statement
+                    # fails before it is sent. That one is dropped; a fresh one runs it.
+                    log.info("index %s: dropped a stale connection (%s)", self.name, _reason(exc))
+                    return await self._on_connection(pool, job)
         except asyncpg.exceptions.LockNotAvailableError as exc:
             raise IndexBusy(f"index {self.name}: {_reason(exc)}") from None  # reachable
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ) as exc:
             if isinstance(exc, asyncpg.PostgresError) and _is_bug(exc):
                 raise  # a wrong statement is a bug, not an outage
             self._retry_at = time.monotonic() + RETRY_AFTER
             raise IndexUnavailable(f"index {self.name}: {_reason(exc)}") from None
+
+    async def _on_connection(self, pool: asyncpg.Pool, job: Callable[[Conn], Awaitable[T]]) -> T:
+        async with pool.acquire() as conn:
+            try:
+                if not self._migrated:
+                    await _migrate(conn)
+                    self._migrated = True
+                return await job(conn)
+            except asyncpg.exceptions.InternalClientError:
+                conn.terminate()  # never back into the pool in that state
+                raise
 
     async def close(self) -> None:
         self._closed = True
