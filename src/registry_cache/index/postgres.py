@@ -22,8 +22,9 @@ in the same transaction: every replica's front drops its memos at once
 PostgreSQL down or restarted: every call raises ``IndexUnavailable`` within
 ``QUERY_TIMEOUT`` at worst, and for ``RETRY_AFTER`` after a failure at once,
 without trying (a request never waits for a dead server twice); the pool then
-reconnects by itself. The password is passed apart from the URL and never
-appears in a message.
+reconnects by itself, and a pooled connection the restart left stuck in asyncpg's
+error state is dropped and the call run once more on a fresh one. The password is
+passed apart from the URL and never appears in a message.
 """
 
 from __future__ import annotations
