@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -121,6 +123,31 @@ async def test_break_midway_resumes_with_range(tmp_path: Path) -> None:
     assert opener.offsets[0] == 0 and len(opener.offsets) == 3
     assert opener.offsets[1] > 0 and opener.offsets[2] > opener.offsets[1]
     await fills_finished(fills)
+
+
+async def test_a_finished_fill_logs_where_its_time_went(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fills = await manager(tmp_path)
+    opener = Opener()
+    opener.breaks_left = 1
+    caplog.set_level(logging.INFO, logger="registry_cache.fill")
+    joined = await fills.join_or_start(DIGEST, ORIGIN, opener)
+    assert joined is not None
+    assert await read_all(joined[0]) == DATA
+    await fills_finished(fills)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("filled")]
+    assert line.startswith(f"filled {DIGEST} from docker.io (3.0 MiB, 1 resumes): answered ")
+    stages = re.findall(r"(answered|first byte|last byte|verified|committed) ([\d.]+) ms", line)
+    assert [name for name, _ in stages] == [
+        "answered",
+        "first byte",
+        "last byte",
+        "verified",
+        "committed",
+    ]
+    times = [float(at) for _, at in stages]
+    assert times == sorted(times)  # each stage after the one before
 
 
 async def test_upstream_ignoring_range_is_skipped(tmp_path: Path) -> None:

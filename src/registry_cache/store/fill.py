@@ -38,11 +38,12 @@ from .. import metrics
 from ..digest import Digest
 from ..errors import BadGateway, DigestMismatch, InsufficientStorage, RegistryError, Unavailable
 from ..index.front import IndexFront
+from ..units import format_size
 from .blobs import FileBlobStore
 from .inflight import incoming
 from .layout import Layout
 from .pipes import CHUNK, HashPipe, ReadSizer, WritePipe, rehash_existing
-from .progress import FillProgress
+from .progress import FillClock, FillProgress
 
 log = logging.getLogger("registry_cache.fill")
 
@@ -146,6 +147,7 @@ class Fill:
         self.origin = origin
         self.partial = partial
         self.started_at = time.time()
+        self.clock = FillClock(time.monotonic())
         self._fd = lock_fd  # read/write, holds the exclusive flock until the fill ends
         # Readers dup this one: it outlives the fill for clients still streaming.
         self._read_fd: int | None = os.open(partial, os.O_RDONLY)
@@ -253,6 +255,15 @@ class Fill:
             _unlink(layout.size_note(self.digest))
             store.commit(self.digest, self.partial)
             self.done = True
+            self.clock.committed = self._since_start()
+            log.info(
+                "filled %s from %s (%s, %d resumes): %s",
+                self.digest,
+                self.origin.upstream,
+                format_size(self.written),
+                self.resumes,
+                self.clock.text(),
+            )
         except BaseException as exc:  # the error is handed to readers, not lost
             error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
             self.error = _storage_error(error)
@@ -289,7 +300,11 @@ class Fill:
         if self.size is None:
             self.size = self.written
         self.verified = True
+        self.clock.verified = self._since_start()
         self._notify()
+
+    def _since_start(self) -> float:
+        return self.clock.since_start(time.monotonic())
 
     def _download(self, opener: Opener, hasher: HashPipe, sink: WritePipe, layout: Layout) -> None:
         failures = 0
@@ -304,9 +319,13 @@ class Fill:
                     raise
                 time.sleep(min(2.0, 0.2 * failures))
                 continue
+            if self.clock.answered is None:
+                self.clock.answered = self._since_start()
             try:
                 self._accept_source(source, layout)
                 finished = self._copy(source, hasher, sink)
+                if finished:
+                    self.clock.last_byte = self._since_start()
             except (Urllib3Error, ConnectionError, TimeoutError) as exc:
                 failures += 1
                 self.resumes += 1
@@ -371,6 +390,8 @@ class Fill:
                 return self.size is None or self.received >= self.size
             if self.size is not None and self.received + count > self.size:
                 raise BadGateway(f"upstream sent more than {self.size} bytes for {self.digest}")
+            if self.clock.first_byte is None:
+                self.clock.first_byte = self._since_start()
             chunk = view[:count]
             hasher.update(chunk)
             sink.write(self.received, chunk)
