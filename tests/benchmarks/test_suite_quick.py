@@ -66,11 +66,14 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
     for name in ("wan-far", "wan-near"):  # behind the shaped link: single flight holds
         rollout = report["scenarios"][name]["figures"]["rollout: registry-cache upstream bytes"]
         assert rollout["values"] == [1.0]
-        assert (name, "registry-cache cold pull vs direct") in verdicts
-        # Beside each cold pull: the machine's load, the cache's and the forwarder's CPU.
+        assert (name, "registry-cache cold pull vs direct, every pull") in verdicts
+        # Beside each cold pull: the machine's load, the cache's and the forwarder's CPU,
+        # and the pull split from the upstream's log (its layers' span on the link).
         figures = report["scenarios"][name]["figures"]
         for who in ("direct", "registry-cache"):
             assert figures[f"{who} cold pull: machine cores busy"]["values"][0] > 0
+            layers = figures[f"{who} cold pull: layers on the link"]["values"][0]
+            assert 0 < layers < figures[f"{who} cold pull, each pull"]["values"][0]
             assert f"{who} cold pull: link forwarder CPU" in figures
         assert "registry-cache cold pull: server CPU" in figures
     for client in ("skopeo oci:", "ctr fetch", "ctr pull"):  # real clients, hermetic
