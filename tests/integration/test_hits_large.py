@@ -10,8 +10,11 @@ response).
 from __future__ import annotations
 
 import hashlib
+import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import urllib3
@@ -66,3 +69,59 @@ def test_multi_piece_hits_whole_and_ranged(
     again = http.request("GET", url, headers={"Range": "bytes=-100"})
     assert again.status == 206 and again.data == data[-100:]
     assert upstream.blob_gets(layer.digest) == 1
+
+
+def _get_counting_segments(url: str, read_size: int) -> tuple[bytes, int, int]:
+    """GET ``url`` over a raw socket, ``read_size`` per recv (Go's io.Copy: 32 KiB);
+    returns the body, the TCP segments this socket received and its MSS (TCP_INFO)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        received = bytearray()
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(read_size)
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":", 1)[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+        )
+        data = bytearray(length)
+        data[: len(body)] = body
+        view, got = memoryview(data), len(body)
+        while got < length:
+            n = sock.recv_into(view[got : got + read_size])
+            assert n, "connection closed early"
+            got += n
+        # struct tcp_info: 8 bytes of u8 fields, then u32s: tcpi_advmss is the 20th
+        # (the path's MSS; snd_mss is bounded by half the peer's window, which a
+        # client that only reads never grows); tcpi_segs_in is at byte 140 (Linux >= 4.2).
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        (mss,) = struct.unpack_from("I", info, 84)
+        (segs_in,) = struct.unpack_from("I", info, 140)
+    return bytes(data), segs_in, mss
+
+
+def test_a_hit_leaves_in_full_segments(
+    upstream: UpstreamRegistry, make_cache: Callable[..., CacheServer], tmp_path: Path
+) -> None:
+    """aiohttp turns Nagle off on every connection; uncorked, each batch a sendfile
+    call hands to TCP left as a full segment and a runt (twice the segments, 1.4x
+    nginx's CPU per GiB). A hit is corked: about one segment per MSS."""
+    image = build_image("hits-segments", layers=1, layer_size=16 << 20, workdir=tmp_path)
+    push(upstream.url, "library/segs", "1", image)
+    layer = image.layers[0]
+    cache = make_cache("--upstream", f"docker.io={upstream.url}")
+    url = f"{cache.url}/v2/library/segs/blobs/{layer.digest}"
+    cold, _, _ = _get_counting_segments(url, 32 << 10)
+    assert cold == layer.blob.read()
+    cache.wait_for_blob(layer.digest, 10)
+
+    data, segments, mss = _get_counting_segments(url, 32 << 10)
+    assert hashlib.sha256(data).hexdigest() == layer.digest.removeprefix("sha256:")
+    full = len(data) / mss
+    # Measured for 256 MSS of body: 276-317 segments corked, 532-559 uncorked.
+    assert segments <= 1.5 * full + 16, (segments, full)

@@ -6,6 +6,13 @@ every client, on this host or another. TLS has no sendfile: the body is read fro
 the page cache in 512 KiB pieces on the loop and written (a 1 MiB transport
 buffer). uvloop is deliberately not used: no ``loop.sendfile``.
 
+A hit is sent corked (``TCP_CORK`` from the first body byte to the last, as nginx's
+``tcp_nopush``): aiohttp turns Nagle off on every connection, and then each 64 KiB
+batch a ``sendfile`` call hands to TCP leaves as one full segment and a runt of its
+remainder, twice the segments per GiB and 1.4x nginx's CPU with 32 KiB readers
+(README design notes). A fill's body is not corked: its tail would wait for the next
+chunk (up to the kernel's 200 ms) and a cold client's first bytes with it.
+
 Hits to clients on this host were once copied the same way, because a client on
 loopback then reads bytes the server just touched; measured again with server and
 client on a core each, sendfile was faster for every reader and cheaper in CPU for
@@ -15,9 +22,11 @@ client on a core each, sendfile was faster for every reader and cheaper in CPU f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -108,10 +117,10 @@ async def send_body(
         async def whole(pos: int) -> int:
             return span.end
 
-        return await _send(request, response, body.file, span, whole)
+        return await _send(request, response, body.file, span, whole, cork=True)
     if isinstance(body, GrowingBody):
         with body.source.open() as handle:
-            return await _send(request, response, handle, span, body.source.readable)
+            return await _send(request, response, handle, span, body.source.readable, cork=False)
     if isinstance(body, RedirectBody):
         raise web.HTTPTemporaryRedirect(body.url)
     return await _send_stream(request, response, body, span)
@@ -150,9 +159,12 @@ async def _send(
     handle: BinaryIO,
     span: ByteRange,
     readable: Callable[[int], Awaitable[int]],
+    *,
+    cork: bool,
 ) -> int:
     """Send ``span`` of ``handle`` as ``readable(pos)`` allows, with sendfile (read and
-    written over TLS); returns bytes sent."""
+    written over TLS); returns bytes sent. ``cork``: the whole span is readable now, so
+    hold partial segments back until its last byte (plain HTTP only)."""
     await response.prepare(request)
     if request.method == "HEAD" or span.length == 0:
         await response.write_eof()
@@ -167,23 +179,49 @@ async def _send(
         # per 256 KiB read and stalls at a 64 KiB buffer, which ping-pongs (0.19 GB/s).
         transport.set_write_buffer_limits(high=COPY_BUFFER)
     pos = span.start
-    while pos < span.end:
-        try:
-            end = await readable(pos)
-        except FillFailed as failed:
-            log.error("aborting response for %s: %s", request.path, failed.error)
-            transport.abort()
-            raise
-        count = min(end, span.end, pos + SENDFILE_SPAN) - pos
-        if copy:
-            done = await _write_copy(response, handle, pos, min(count, COPY_CHUNK))
-        else:
-            done = await loop.sendfile(transport, handle, pos, count)
-        if done == 0:
-            raise ConnectionResetError("client went away")
-        pos += done
+    with _corked(transport) if cork and not copy else contextlib.nullcontext():
+        while pos < span.end:
+            try:
+                end = await readable(pos)
+            except FillFailed as failed:
+                log.error("aborting response for %s: %s", request.path, failed.error)
+                transport.abort()
+                raise
+            count = min(end, span.end, pos + SENDFILE_SPAN) - pos
+            if copy:
+                done = await _write_copy(response, handle, pos, min(count, COPY_CHUNK))
+            else:
+                done = await loop.sendfile(transport, handle, pos, count)
+            if done == 0:
+                raise ConnectionResetError("client went away")
+            pos += done
     await response.write_eof()
     return pos - span.start
+
+
+@contextlib.contextmanager
+def _corked(transport: asyncio.BaseTransport) -> Iterator[None]:
+    """TCP_CORK on the client's socket for the block: full segments only; uncorking at
+    the end sends the last partial one at once (and the next response starts clean).
+
+    Corked once for the whole body: cork and uncork around each sendfile call measured
+    0.83-0.95x nginx against 1.00x (32 KiB readers and curl)."""
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_CORK", None)  # Linux only
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        yield
+        return
+    _set_cork(sock, option, 1)
+    try:
+        yield
+    finally:
+        _set_cork(sock, option, 0)
+
+
+def _set_cork(sock: socket.socket, option: int, value: int) -> None:
+    # A connection the client closed has no socket to set any more: nothing to flush.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 async def _write_copy(response: web.StreamResponse, handle: BinaryIO, pos: int, count: int) -> int:
