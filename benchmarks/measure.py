@@ -241,8 +241,8 @@ class BlobTraffic:
     bytes: int
 
 
-class UpstreamLog:
-    """The upstream's access log; ``mark()`` then ``blob_traffic(mark, digest)``."""
+class LogTail:
+    """A server's log read from a mark on: ``mark()`` now, ``text_since(mark)`` later."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -253,11 +253,18 @@ class UpstreamLog:
         except FileNotFoundError:
             return 0
 
+    def text_since(self, mark: int) -> str:
+        with self.path.open("rb") as handle:
+            handle.seek(mark)
+            return handle.read().decode(errors="replace")
+
+
+class UpstreamLog(LogTail):
+    """The upstream's access log; ``mark()`` then ``blob_traffic(mark, digest)``."""
+
     def blob_traffic(self, since: int, digest: str) -> BlobTraffic:
         requests = total = 0
-        with self.path.open("rb") as handle:
-            handle.seek(since)
-            text = handle.read().decode(errors="replace")
+        text = self.text_since(since)
         for line in text.splitlines():
             match = _ACCESS.search(line)
             if (

@@ -15,7 +15,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+
+from .measure import LogTail
 
 _COMPLETED = re.compile(
     r'^time="(?P<time>[^"]+)".*msg="response completed".*'
@@ -64,22 +65,11 @@ def parse(text: str) -> list[Response]:
     return out
 
 
-class ResponseLog:
+class ResponseLog(LogTail):
     """distribution's log from a mark on: ``mark()``, then ``blob_gets(mark, digests)``."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def mark(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
     def since(self, mark: int) -> list[Response]:
-        with self.path.open("rb") as handle:
-            handle.seek(mark)
-            return parse(handle.read().decode(errors="replace"))
+        return parse(self.text_since(mark))
 
     def blob_gets(
         self, mark: int, digests: Collection[str], timeout: float = 5.0
