@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -273,6 +274,37 @@ async def test_evictor_make_room_counts_the_announced_size(data: Data) -> None:
     with live_fill(layout, incoming, 500):
         await evictor.make_room(incoming, 500)  # 600 + 500 > 950: make room first
     assert await store.stat(old) is None
+
+
+async def test_a_fill_committing_while_usage_is_measured_counts_once(
+    data: Data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of a CI failure: another worker's fill commits (note gone, row added)
+    during a measurement. Counted twice, the cap looked exceeded by the blob's size and
+    the objects just pulled were evicted, the fill's own blob with them."""
+    layout, store, index = data
+    await _put(data, b"o" * 600, age=3600)
+    body = b"n" * 500
+    digest = Digest.of(body)
+    fill = contextlib.ExitStack()
+    fill.enter_context(live_fill(layout, digest, len(body)))
+    real = index.index.total_size
+
+    async def commits_meanwhile() -> int:
+        fill.close()  # the filler's lock goes with its descriptor
+        layout.size_note(digest).unlink()  # removed before the commit (store/fill.py)
+        layout.partial(digest).unlink()
+        await store.put(digest, body)
+        await index.add_object(str(digest), len(body))
+        return await real()
+
+    monkeypatch.setattr(index.index, "total_size", commits_meanwhile)
+    try:
+        usage = await evict.measure(layout, index)
+    finally:
+        fill.close()
+    assert usage.stored + usage.incoming == 1100
+    assert need_bytes(usage, Limits(max_size=1200)) == 0  # 1100: under 95% of it
 
 
 async def test_evictor_with_max_age_only(data: Data) -> None:

@@ -189,13 +189,18 @@ def in_flight(layout: Layout) -> set[str]:
 
 
 async def measure(layout: Layout, index: IndexFront, *, disk: bool = False) -> Usage:
+    # The index first, the fills second. A fill removes its size note before it
+    # commits and gets its row after, so one committing between the two reads is
+    # missed by both here (the pass it triggers when its row lands counts it). The
+    # other order counted it twice, and a worker then evicted the objects a client had
+    # just pulled, the fill's own blob included (its note gone, nothing pinned it).
+    stored = await index.index.total_size()
     pending = await asyncio.to_thread(incoming, layout)
     used = total = None
     if disk:
         st = os.statvfs(layout.root)
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
         total = used + st.f_bavail * st.f_frsize
-    stored = await index.index.total_size()
     return Usage(stored, pending.announced, pending.unwritten, used, total)
 
 
