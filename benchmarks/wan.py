@@ -279,13 +279,17 @@ def measure(
                 )
                 continue
             with lab.fresh(who) as server:
-                cold = lab.rollout(who, server, clients)
+                spent_cold = metered_rollout(lab, who, server, clients)
+                cold = spent_cold.wall
                 lab.stored(server, image_blobs)
                 out.add(f"rollout: {who} cold", "s", cold)
                 out.add(f"rollout: {who} upstream bytes", "x image", lab.image_bytes(mark) / size)
                 if who == CACHE:
-                    warm = lab.rollout(who, server, clients)
+                    spent_warm = metered_rollout(lab, who, server, clients)
+                    warm = spent_warm.wall
                     out.add(f"rollout: {CACHE} warm", "s", warm)
+                    spent_cold.report(out, "cold")
+                    spent_warm.report(out, "warm")
                     out.add(f"rollout: {CACHE} cold vs warm", "x", cold / warm)
                     # What K clients cost over one: single flight streams one fetch to all.
                     out.add(f"rollout: {CACHE} cold vs one cold pull", "x", cold / median[CACHE])
@@ -399,6 +403,42 @@ def cold_pulls(lab: WanLab, out: ScenarioResult, rep: int, pairs: int) -> dict[s
                 if pair == 0:
                     out.add(f"{CACHE} warm pull", "s", lab.pull(CACHE, server, f"warm-{CACHE}"))
     return took
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutCpu:
+    """A rollout's wall time and where the machine's CPU went meanwhile: on two cores,
+    whether cold can come near warm is a question of core-seconds."""
+
+    wall: float
+    machine_cores: float  # average busy cores, the whole machine
+    clients: float  # CPU seconds of the pulling processes (skopeo, waited for)
+    server: float
+    link: float  # the WAN forwarder, which a real deployment does not run
+
+    @property
+    def total(self) -> float:
+        return self.machine_cores * self.wall
+
+    def report(self, out: ScenarioResult, phase: str) -> None:
+        name = f"rollout: {CACHE} {phase}"
+        out.add(f"{name}: machine cores busy", "cores", self.machine_cores)
+        out.add(f"{name}: clients' CPU", "s", self.clients)
+        out.add(f"{name}: server CPU", "s", self.server)
+        out.add(f"{name}: link forwarder CPU", "s", self.link)
+        # The upstream registry, this process, the kernel's own threads.
+        rest = max(0.0, self.total - self.clients - self.server - self.link)
+        out.add(f"{name}: everything else's CPU", "s", rest)
+
+
+def metered_rollout(lab: WanLab, who: str, server: Server | None, clients: int) -> RolloutCpu:
+    before = os.times()
+    with RssMonitor(lab.link.pid) as machine, CpuMeter(_pids(server)) as cpu:
+        wall = lab.rollout(who, server, clients)
+    after = os.times()
+    waited = after.children_user + after.children_system
+    waited -= before.children_user + before.children_system
+    return RolloutCpu(wall, machine.machine_cores, waited, cpu.seconds, machine.cpu_seconds)
 
 
 def _pids(server: Server | None) -> list[int]:

@@ -76,6 +76,13 @@ def test_quick_suite_reports_every_scenario(tmp_path: Path) -> None:
             assert 0 < layers < figures[f"{who} cold pull, each pull"]["values"][0]
             assert f"{who} cold pull: link forwarder CPU" in figures
         assert "registry-cache cold pull: server CPU" in figures
+        # Beside each rollout through the cache: where the two cores' time went.
+        for phase in ("cold", "warm"):
+            rollout_cpu = f"rollout: registry-cache {phase}"
+            assert figures[f"{rollout_cpu}: machine cores busy"]["values"][0] > 0
+            assert figures[f"{rollout_cpu}: clients' CPU"]["values"][0] > 0  # 8 skopeo runs
+            for part in ("server CPU", "link forwarder CPU", "everything else's CPU"):
+                assert f"{rollout_cpu}: {part}" in figures
     for client in ("skopeo oci:", "ctr fetch", "ctr pull"):  # real clients, hermetic
         assert ("image-pull", f"speed-up vs distribution-proxy, {client}") in verdicts
     assert ("workers", "2 vs 1 workers") in verdicts
