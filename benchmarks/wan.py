@@ -15,7 +15,9 @@ distribution's proxy and every client on 127.0.0.1. Per repetition:
   from the upstream's own log for both alike (responses.py), the layers' span on the
   link, the last layer's time alone on it and the pull's time outside that span.
 - **rollout**: K clients (8) pulling the image at once: direct, through a fresh
-  distribution proxy, and through a fresh cache cold and then warm.
+  distribution proxy, and through a fresh cache cold and then warm; beside the cache's
+  two, the machine's busy cores and the CPU of the clients, the cache, the forwarder and
+  the rest (on two cores, cold against warm is a question of core-seconds).
 - **cold blob**: one GET of a big blob (32 KiB reads): time to first byte and total,
   direct, through a fresh cache and through a fresh proxy.
 - **1% loss**: a smaller blob with 1% of the packets dropped each way, direct and
