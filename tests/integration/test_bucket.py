@@ -29,7 +29,7 @@ from tests.harness.netns import Hosts
 from tests.harness.registry import UpstreamRegistry
 from tests.harness.s3engine import S3Engine
 from tests.harness.tcpproxy import TcpProxy
-from tests.harness.wait import eventually
+from tests.harness.wait import eventually, wait_until
 
 
 def bucket_cache(
@@ -297,7 +297,10 @@ def test_shared_max_size_keeps_the_bucket_under_its_cap_least_recently_used_firs
     # 5 x ~6 MiB is over 95% of 30 MiB: evicted down to 90%, least recently used first.
     assert eventually(lambda: view.total() <= 30 * MIB * 0.9), view.total()
     assert view.digests() == {layers[0], *layers[2:]}
-    assert scrape(cache.url).value("registry_cache_bucket_evictions_total") == 1
+    # Counted once the deletions are in the index too, a moment after the bucket shows them.
+    evictions = "registry_cache_bucket_evictions_total"
+    wait_until(lambda: scrape(cache.url).value(evictions) >= 1)
+    assert scrape(cache.url).value(evictions) == 1
     # Still served (from the local tier) and not fetched again.
     assert fetch(f"{cache.url}/v2/library/cap1/blobs/{layers[1]}")[:2] == (200, layers[1])
     assert upstream.blob_gets(layers[1]) == 1
