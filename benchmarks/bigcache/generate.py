@@ -5,7 +5,8 @@ rows go in through *that* revision's ``Index`` (its schema, its bulk path), exac
 as its own cache would have written them::
 
     python -m benchmarks.bigcache.generate --data DIR --objects N [--index-url URL
-        --replica URL] --out FILE      # build; FILE gets the summary and the sample
+        --replica URL] [--out FILE]    # build; FILE gets the summary and the sample
+                                      # (without --out the summary goes to stdout)
     python -m benchmarks.bigcache.generate --data DIR [--index-url URL --replica URL] --total
                                       # print the index's total size (bytes)
 """
@@ -52,7 +53,12 @@ async def main(args: argparse.Namespace) -> None:
             "hot": hot.to_json(),
             "seconds": time.monotonic() - began,
         }
-        args.out.write_text(json.dumps(doc))
+        if args.out is not None:
+            args.out.write_text(json.dumps(doc))
+        else:  # built by hand: what was built, not the sample
+            sys.stdout.write(
+                json.dumps({"summary": doc["summary"], "seconds": doc["seconds"]}) + "\n"
+            )
     finally:
         await index.close()
 
