@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from registry_cache.index.front import IndexFront
 from registry_cache.index.sqlite import SqliteIndex
 from registry_cache.store.blobs import FileBlobStore
 from registry_cache.store.inventory import (
+    Chosen,
     FileInfo,
     PruneRule,
     Refs,
@@ -199,6 +200,60 @@ async def test_chosen_objects_reads_only_the_old_end_of_the_index(tmp_path: Path
         chosen = [c async for p in chosen_objects(index, index.objects_page, by_repo) for c in p]
         assert {c.entry.digest for c in chosen} == set(digests[:5000])
         assert {c.holders for c in chosen} == {frozenset({("docker.io", "old")})}
+    finally:
+        await index.close()
+
+
+async def test_chosen_objects_with_repo_reads_only_what_the_repositories_link(
+    tmp_path: Path,
+) -> None:
+    """With ``--repo`` the rows come by the matched repositories' links, not by a walk
+    of the index: the same objects, in the same order; over the cap, the walk."""
+    index = await SqliteIndex.open(tmp_path / "index.db")
+    try:
+        now = time.time()
+        digests = [str(Digest.of(f"object {n}".encode())) for n in range(12_000)]
+        await index.import_rows(
+            [ObjectRow(d, 10, None, now - 86400 * 9, now - 86400 * 2 - n)
+             for n, d in enumerate(digests)],
+            [], [],
+        )  # fmt: skip
+        await index.link("docker.io", "team1/a", digests[:5000])
+        await index.link("docker.io", "team1/b", digests[4000:7000])
+        await index.link("docker.io", "team2/c", digests[6500:7000])  # shared: stays
+        await index.link("docker.io", "team2/d", digests[7000:])
+        await index.record_access({digests[10]: now}, {})  # used just now: stays
+        walked: list[int] = []
+        by_digest: list[int] = []
+
+        async def rows_page(after: Cursor | None, limit: int) -> list[ObjectRow]:
+            walked.append(limit)
+            return await index.objects_page(after, limit)
+
+        async def rows_of(wanted: Sequence[str]) -> list[ObjectRow]:
+            by_digest.append(len(wanted))
+            return await index.get_objects(wanted)
+
+        async def chosen(rule: PruneRule, most: int) -> list[Chosen]:
+            pages = chosen_objects(index, rows_page, rule, rows_of=rows_of, candidates=most)
+            return [c async for page in pages for c in page]
+
+        team1 = PruneRule(now, older_than=86400, patterns=("docker.io/team1/*",), grace=60)
+        looked_up = await chosen(team1, 10_000)
+        # team1's 7,000 rows, then each page of those not too recent again, just before it
+        # goes; no walk.
+        assert walked == [] and by_digest == [7000, 5000, 1999]
+        # The higher n the older: least recently used first; team2/c keeps its 500.
+        expected = [digests[n] for n in range(6499, -1, -1) if n != 10]
+        assert [c.entry.digest for c in looked_up] == expected
+        assert looked_up[0].holders == frozenset({("docker.io", "team1/b")})
+        walked_through = await chosen(team1, 6999)  # more than that: the index is walked
+        assert walked and walked_through == looked_up
+
+        walked.clear()
+        by_digest.clear()
+        assert await chosen(PruneRule(now, patterns=("nobody/*",)), 10_000) == []
+        assert walked == [] and by_digest == []  # matched nothing: read nothing
     finally:
         await index.close()
 

@@ -510,6 +510,10 @@ class PruneRule:
 
 
 RowPage = Callable[[Cursor | None, int], Awaitable[list[ObjectRow]]]
+RowsOf = Callable[[Sequence[str]], Awaitable[list[ObjectRow]]]
+# With --repo, a matched repository's objects are looked up by their links when they
+# are at most this many (~20 MB of rows held); more, and the index is walked instead.
+CANDIDATES = 100_000
 
 
 async def chosen_tags(index: Index, rule: PruneRule) -> list[TagEntry]:
@@ -524,7 +528,12 @@ async def chosen_tags(index: Index, rule: PruneRule) -> list[TagEntry]:
 
 
 async def chosen_objects(
-    index: Index, rows_page: RowPage, rule: PruneRule
+    index: Index,
+    rows_page: RowPage,
+    rule: PruneRule,
+    *,
+    rows_of: RowsOf | None = None,
+    candidates: int = CANDIDATES,
 ) -> AsyncGenerator[list[Chosen], None]:
     """The objects ``rule`` takes, a page at a time, least recently used first.
 
@@ -533,19 +542,64 @@ async def chosen_objects(
     ``--older-than`` only the old end of the index is read) and asks for holders only
     with ``--repo``, so memory holds a page, never the index. The caller may delete a
     page's objects before asking for the next: the cursor is past them.
+
+    With ``--repo`` and ``rows_of`` (the tier's rows by digest: ``Index.get_objects``)
+    only what a matched repository links is read, when that is at most ``candidates``
+    objects: an object every holder of which matches has at least one matched holder.
+    Pruning one team's repositories then reads their rows, not the whole index (and a
+    pattern that matches nothing reads nothing).
     """
+    if rule.patterns and rows_of is not None:
+        linked = await _linked_to_matched(index, rule, candidates)
+        if linked is not None:
+            async for taken in _chosen_among(index, rows_of, rule, linked):
+                yield taken
+            return
     cursor: Cursor | None = None
     while page := await rows_page(cursor, PAGE):
         cursor = (page[-1].last_access, page[-1].digest)
         young = next((n for n, row in enumerate(page) if rule.too_recent(row)), None)
         rows = page if young is None else page[:young]
-        linked = await index.holders([r.digest for r in rows]) if rule.patterns and rows else {}
-        chosen = [
-            Chosen(Entry(r.digest, r.size, r.last_access), holders)
-            for r in rows
-            if rule.takes_object(r, holders := linked.get(r.digest, frozenset()))
-        ]
+        chosen = await _chosen_of(index, rule, rows)
         if chosen:
             yield chosen
         if young is not None:
             return
+
+
+async def _chosen_of(index: Index, rule: PruneRule, rows: Sequence[ObjectRow]) -> list[Chosen]:
+    holders = await index.holders([r.digest for r in rows]) if rule.patterns and rows else {}
+    return [
+        Chosen(Entry(r.digest, r.size, r.last_access), linked)
+        for r in rows
+        if rule.takes_object(r, linked := holders.get(r.digest, frozenset()))
+    ]
+
+
+async def _linked_to_matched(index: Index, rule: PruneRule, most: int) -> list[str] | None:
+    """What the repositories ``rule`` matches link to, or None when over ``most``."""
+    found: set[str] = set()
+    for upstream, repo in await index.repositories():
+        if rule.matches((upstream, repo)):
+            found.update(await index.links_of(upstream, repo))
+            if len(found) > most:
+                return None
+    return sorted(found)
+
+
+async def _chosen_among(
+    index: Index, rows_of: RowsOf, rule: PruneRule, digests: Sequence[str]
+) -> AsyncGenerator[list[Chosen], None]:
+    if not digests:
+        return
+    rows = [r for r in await rows_of(digests) if not rule.too_recent(r)]
+    rows.sort(key=lambda r: (r.last_access, r.digest))
+    for start in range(0, len(rows), PAGE):
+        # Read again just before the page goes: what was used meanwhile stays, as in
+        # the walk (whose rows are read a page at a time).
+        batch = [r.digest for r in rows[start : start + PAGE]]
+        now = {r.digest: r for r in await rows_of(batch)}
+        current = [now[d] for d in batch if d in now and not rule.too_recent(now[d])]
+        chosen = await _chosen_of(index, rule, current)
+        if chosen:
+            yield chosen

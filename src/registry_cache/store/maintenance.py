@@ -624,7 +624,9 @@ async def prune(
         tags = await chosen_tags(index.index, rule)
         removed: list[str] = []
         freed = kept = 0
-        async for page in chosen_objects(index.index, index.index.objects_page, rule):
+        async for page in chosen_objects(
+            index.index, index.index.objects_page, rule, rows_of=index.index.get_objects
+        ):
             if dry_run:
                 removed += [c.entry.digest for c in page]
                 freed += sum(c.entry.size for c in page)
