@@ -240,9 +240,9 @@ async def test_chosen_objects_with_repo_reads_only_what_the_repositories_link(
 
         team1 = PruneRule(now, older_than=86400, patterns=("docker.io/team1/*",), grace=60)
         looked_up = await chosen(team1, 10_000)
-        # team1's 7,000 rows, then each page of those not too recent again, just before it
-        # goes; no walk.
-        assert walked == [] and by_digest == [7000, 5000, 1999]
+        # team1's 7,000 rows (a page at a time), then each page of those not too recent
+        # again, just before it goes; no walk.
+        assert walked == [] and by_digest == [5000, 2000, 5000, 1999]
         # The higher n the older: least recently used first; team2/c keeps its 500.
         expected = [digests[n] for n in range(6499, -1, -1) if n != 10]
         assert [c.entry.digest for c in looked_up] == expected

@@ -12,7 +12,8 @@ go one fan-out directory (``fan_ranges``) at a time. Manifests stored by a relea
 before the index kept references are parsed from their files once
 (``ensure_refs``); only when the index is read-only and some are still unknown do
 ``ls`` and ``du`` fall back to a whole ``load``. ``prune`` walks the objects in
-least-recently-used order and stops at the first one too recent (``chosen_objects``).
+least-recently-used order and stops at the first one too recent, or with ``--repo``
+reads only the rows the matched repositories link (``chosen_objects``).
 
 Definitions used throughout:
 
@@ -512,8 +513,8 @@ class PruneRule:
 RowPage = Callable[[Cursor | None, int], Awaitable[list[ObjectRow]]]
 RowsOf = Callable[[Sequence[str]], Awaitable[list[ObjectRow]]]
 # With --repo, a matched repository's objects are looked up by their links when they
-# are at most this many (~20 MB of rows held); more, and the index is walked instead.
-CANDIDATES = 100_000
+# are at most this many (~40 MB held); more, and the index is walked instead.
+CANDIDATES = 200_000
 
 
 async def chosen_tags(index: Index, rule: PruneRule) -> list[TagEntry]:
@@ -550,9 +551,9 @@ async def chosen_objects(
     pattern that matches nothing reads nothing).
     """
     if rule.patterns and rows_of is not None:
-        linked = await _linked_to_matched(index, rule, candidates)
-        if linked is not None:
-            async for taken in _chosen_among(index, rows_of, rule, linked):
+        keys = await _by_links(index, rows_of, rule, candidates)
+        if keys is not None:
+            async for taken in _chosen_among(index, rows_of, rule, keys):
                 yield taken
             return
     cursor: Cursor | None = None
@@ -576,28 +577,36 @@ async def _chosen_of(index: Index, rule: PruneRule, rows: Sequence[ObjectRow]) -
     ]
 
 
-async def _linked_to_matched(index: Index, rule: PruneRule, most: int) -> list[str] | None:
-    """What the repositories ``rule`` matches link to, or None when over ``most``."""
+async def _by_links(
+    index: Index, rows_of: RowsOf, rule: PruneRule, most: int
+) -> list[tuple[float, str]] | None:
+    """(last access, digest) of what the repositories ``rule`` matches link to, least
+    recently used first; None when that is over ``most`` objects. Only those pairs are
+    held (about 200 bytes an object), the digest strings the links gave."""
     found: set[str] = set()
     for upstream, repo in await index.repositories():
         if rule.matches((upstream, repo)):
             found.update(await index.links_of(upstream, repo))
             if len(found) > most:
                 return None
-    return sorted(found)
+    keys: list[tuple[float, str]] = []
+    digests = sorted(found)
+    del found
+    for start in range(0, len(digests), PAGE):
+        chunk = digests[start : start + PAGE]
+        accessed = {r.digest: r.last_access for r in await rows_of(chunk) if not rule.too_recent(r)}
+        keys += [(accessed[d], d) for d in chunk if d in accessed]
+    keys.sort()
+    return keys
 
 
 async def _chosen_among(
-    index: Index, rows_of: RowsOf, rule: PruneRule, digests: Sequence[str]
+    index: Index, rows_of: RowsOf, rule: PruneRule, keys: Sequence[tuple[float, str]]
 ) -> AsyncGenerator[list[Chosen], None]:
-    if not digests:
-        return
-    rows = [r for r in await rows_of(digests) if not rule.too_recent(r)]
-    rows.sort(key=lambda r: (r.last_access, r.digest))
-    for start in range(0, len(rows), PAGE):
+    for start in range(0, len(keys), PAGE):
         # Read again just before the page goes: what was used meanwhile stays, as in
         # the walk (whose rows are read a page at a time).
-        batch = [r.digest for r in rows[start : start + PAGE]]
+        batch = [d for _, d in keys[start : start + PAGE]]
         now = {r.digest: r for r in await rows_of(batch)}
         current = [now[d] for d in batch if d in now and not rule.too_recent(now[d])]
         chosen = await _chosen_of(index, rule, current)

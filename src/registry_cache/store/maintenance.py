@@ -10,7 +10,8 @@ immutable once published, so verify never reads an object that is being written.
 A big cache is gone through a few fan-out directories of ``blobs/`` at a time
 (``fan_ranges``): the index's rows of that digest range, then the directories'
 files, so memory holds about 20,000 entries, never every row or file; ``prune``
-walks the rows oldest first a page at a time (``inventory.chosen_objects``).
+walks the rows oldest first a page at a time, or with ``--repo`` reads what the
+matched repositories link (``inventory.chosen_objects``).
 
 Garbage (``gc``), each only when older than ``grace``:
 
