@@ -513,8 +513,8 @@ class PruneRule:
 RowPage = Callable[[Cursor | None, int], Awaitable[list[ObjectRow]]]
 RowsOf = Callable[[Sequence[str]], Awaitable[list[ObjectRow]]]
 # With --repo, a matched repository's objects are looked up by their links when they
-# are at most this many (~40 MB held); more, and the index is walked instead.
-CANDIDATES = 200_000
+# are at most this many (~30 MB held); more, and the index is walked instead.
+CANDIDATES = 150_000
 
 
 async def chosen_tags(index: Index, rule: PruneRule) -> list[TagEntry]:
@@ -590,10 +590,8 @@ async def _by_links(
             if len(found) > most:
                 return None
     keys: list[tuple[float, str]] = []
-    digests = sorted(found)
-    del found
-    for start in range(0, len(digests), PAGE):
-        chunk = digests[start : start + PAGE]
+    while found:
+        chunk = [found.pop() for _ in range(min(PAGE, len(found)))]
         accessed = {r.digest: r.last_access for r in await rows_of(chunk) if not rule.too_recent(r)}
         keys += [(accessed[d], d) for d in chunk if d in accessed]
     keys.sort()
