@@ -250,6 +250,18 @@ async def test_chosen_objects_with_repo_reads_only_what_the_repositories_link(
         walked_through = await chosen(team1, 6999)  # more than that: the index is walked
         assert walked and walked_through == looked_up
 
+        # Pulled between the look-up and its page: it stays, as it would in the walk.
+        async def touched_meanwhile(wanted: Sequence[str]) -> list[ObjectRow]:
+            if len(by_digest) == 2:  # the keys are built (two reads): the first page's
+                await index.record_access({digests[6499]: time.time()}, {})
+            by_digest.append(len(wanted))
+            return await index.get_objects(wanted)
+
+        by_digest.clear()
+        pages = chosen_objects(index, rows_page, team1, rows_of=touched_meanwhile)
+        late = [c.entry.digest async for page in pages for c in page]
+        assert late == expected[1:] and by_digest[2:] == [5000, 1999]
+
         walked.clear()
         by_digest.clear()
         assert await chosen(PruneRule(now, patterns=("nobody/*",)), 10_000) == []

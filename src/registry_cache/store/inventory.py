@@ -606,7 +606,7 @@ async def _chosen_among(
         # the walk (whose rows are read a page at a time).
         batch = [d for _, d in keys[start : start + PAGE]]
         now = {r.digest: r for r in await rows_of(batch)}
-        current = [now[d] for d in batch if d in now and not rule.too_recent(now[d])]
+        current = [now[d] for d in batch if d in now]  # takes_object: not too recent
         chosen = await _chosen_of(index, rule, current)
         if chosen:
             yield chosen
